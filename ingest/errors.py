@@ -1,0 +1,125 @@
+"""Errors the pipeline raises for expected conditions, each with a message a user can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class IngestError(Exception):
+    """Base for every expected failure; `tasks.py` turns these into an exit message, not a traceback."""
+
+
+class ConfigError(IngestError):
+    """A config file is missing, unreadable, or has a wrong or unknown key."""
+
+    def __init__(self, path: Path | str, problems: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid config {self.path}:\n{lines}")
+
+
+class SourceFileError(IngestError):
+    """An input file cannot be read: missing, empty, malformed, or of an unknown format."""
+
+    def __init__(self, path: Path | str, reason: str, fix: str = "") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.fix = fix
+        message = f"cannot read {self.path}: {reason}"
+        super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+
+
+class BadColumnName(IngestError):
+    """A column name cannot become a PostgreSQL identifier as it is."""
+
+    def __init__(self, path: Path | str, column: str, reason: str) -> None:
+        self.path = Path(path)
+        self.column = column
+        self.reason = reason
+        super().__init__(
+            f"{self.path}: column {column!r} {reason}; rename it in the file "
+            "or map it with schema_config.rename"
+        )
+
+
+class CastError(IngestError):
+    """A column's values do not fit the type the config asks for."""
+
+    def __init__(self, path: Path | str, column: str, target: str, examples: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.column = column
+        self.target = target
+        self.examples = list(examples)
+        shown = ", ".join(repr(e) for e in self.examples[:5])
+        super().__init__(
+            f"{self.path}: column {column!r} cannot be cast to {target} (e.g. {shown}); "
+            f"fix the data or change schema_config.data_type[{column!r}]"
+        )
+
+
+class ValidationFailed(IngestError):
+    """Rows broke the validation checks and the load was refused."""
+
+    def __init__(self, path: Path | str, failures: int, summary: str) -> None:
+        self.path = Path(path)
+        self.failures = failures
+        self.summary = summary
+        super().__init__(
+            f"{self.path}: {failures} check failure(s); nothing was loaded.\n{summary}"
+        )
+
+
+class TargetExists(IngestError):
+    """`if_table_exists: fail` and the target table is already there."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        super().__init__(
+            f"table {table} already exists and if_table_exists is 'fail'; nothing was changed. "
+            "Use 'append' or 'replace', or drop the table."
+        )
+
+
+class SchemaMismatch(IngestError):
+    """An append found the target's columns differ from the file's."""
+
+    def __init__(self, table: str, missing: Sequence[str], extra: Sequence[str]) -> None:
+        self.table = table
+        self.missing = list(missing)
+        self.extra = list(extra)
+        super().__init__(
+            f"cannot append to {table}: the file lacks columns {self.missing} and adds {self.extra}; "
+            "nothing was changed. Use if_table_exists 'replace', or align the file."
+        )
+
+
+class DatabaseUnavailable(IngestError):
+    """The database cannot be reached; the message names host and port, never the password."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(
+            f"cannot connect to PostgreSQL at {where}: {reason}\n"
+            "  fix: check DATABASE_URL (or database.url), or unset it to use the embedded server "
+            "(`invoke db.up`)"
+        )
+
+
+class EmbeddedServerError(IngestError):
+    """The embedded PostgreSQL server could not be set up, started or stopped."""
+
+
+class DbtFailed(IngestError):
+    """A dbt command exited non-zero."""
+
+    def __init__(self, command: str, target: str, returncode: int, tail: str = "") -> None:
+        self.command = command
+        self.target = target
+        self.returncode = returncode
+        super().__init__(
+            f"`dbt {command}` on target {target!r} failed (exit {returncode})"
+            + (f":\n{tail}" if tail else "")
+        )

@@ -1,0 +1,20 @@
+"""Where the project keeps its local state: the embedded server, DuckDB file, demo data, caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    """The project-local state folder: `$PIPELINE_HOME`, else `.pipeline/` in the working directory."""
+    configured = os.environ.get("PIPELINE_HOME")
+    return Path(configured).resolve() if configured else Path.cwd().resolve() / ".pipeline"
+
+
+def project_root() -> Path:
+    """The folder holding `dbt_project/` and `profiles/` (the checkout this package runs from)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "dbt_project").is_dir():
+        return here
+    return Path.cwd().resolve()
