@@ -43,3 +43,10 @@ def pg_conn(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]
     """An autocommit connection to the test database."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         yield conn
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a real database are marked `integration`, so CI can rerun them elsewhere."""
+    for item in items:
+        if "database_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

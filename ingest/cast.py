@@ -1,0 +1,118 @@
+"""Decide and apply the casts a source asks for: declared types, detected dates, rounding."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from ingest.config import SchemaConfig
+from ingest.errors import CastError, ConfigError
+from ingest.types import parse_type_name
+
+# Formats tried, in order, on string columns when `date_format: true`.
+_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%d.%m.%Y")
+_DATETIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+)
+
+
+@dataclass(frozen=True)
+class CastPlan:
+    """Target types by column, and how to parse the string columns that become dates."""
+
+    types: dict[str, pl.DataType]
+    date_formats: dict[str, str]
+    round_floats: int | None
+
+    def output_schema(self, schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+        """The schema after casting a frame with `schema`."""
+        return {name: self.types.get(name, dtype) for name, dtype in schema.items()}
+
+
+def _detect_date_format(values: pl.Series) -> tuple[pl.DataType, str] | None:
+    """The first date or datetime format every non-null sampled value parses with."""
+    present = values.drop_nulls()
+    if present.len() == 0:
+        return None
+    for fmt in _DATE_FORMATS:
+        if present.str.to_date(fmt, strict=False).null_count() == 0:
+            return pl.Date(), fmt
+    for fmt in _DATETIME_FORMATS:
+        if present.str.to_datetime(fmt, time_unit="us", strict=False).null_count() == 0:
+            return pl.Datetime("us"), fmt
+    return None
+
+
+def plan_casts(
+    config_path: Path, schema: dict[str, pl.DataType], config: SchemaConfig, sample: pl.DataFrame
+) -> CastPlan:
+    """Resolve the config's casts against the file's columns.
+
+    Raises:
+        ConfigError: `data_type` names a column the file does not have.
+    """
+    unknown = [c for c in config.data_type if c not in schema]
+    if unknown:
+        raise ConfigError(
+            config_path,
+            [f"schema_config.data_type: no column {c!r} in the file (it has {list(schema)})"
+             for c in unknown],
+        )
+    types = {c: parse_type_name(t) for c, t in config.data_type.items()}
+    formats: dict[str, str] = {}
+    if config.date_format:
+        for name, dtype in schema.items():
+            if name in types or dtype != pl.String or name not in sample.columns:
+                continue
+            found = _detect_date_format(sample[name])
+            if found:
+                types[name], formats[name] = found
+    return CastPlan(types=types, date_formats=formats, round_floats=config.decimal_precision)
+
+
+def cast_expressions(plan: CastPlan, schema: dict[str, pl.DataType]) -> list[pl.Expr]:
+    """One expression per column, in file order, that produces the planned type."""
+    exprs = []
+    for name, dtype in schema.items():
+        col = pl.col(name)
+        target = plan.types.get(name)
+        if name in plan.date_formats and target is not None:
+            fmt = plan.date_formats[name]
+            if target == pl.Date():
+                col = col.str.to_date(fmt, strict=True)
+            else:
+                col = col.str.to_datetime(fmt, time_unit="us", strict=True)
+        elif target is not None and target != dtype:
+            if dtype == pl.String() and isinstance(target, pl.Datetime):
+                col = col.str.to_datetime(time_unit="us", strict=True)
+                if target.time_zone:
+                    col = col.dt.replace_time_zone(target.time_zone)
+            else:
+                col = col.cast(target, strict=True)
+        final = target or dtype
+        if plan.round_floats is not None and final in (pl.Float32(), pl.Float64()):
+            col = col.round(plan.round_floats)
+        exprs.append(col.alias(name))
+    return exprs
+
+
+_FAILED_COLUMN = re.compile(r"in column '([^']+)'|column '([^']+)'|for column ([^\s:]+)")
+
+
+def cast_error(path: Path, error: Exception, plan: CastPlan) -> CastError:
+    """Turn a polars conversion error into one that names the file, the column and the fix."""
+    text = str(error)
+    match = _FAILED_COLUMN.search(text)
+    column = next((g for g in match.groups() if g), "?") if match else "?"
+    target = plan.types.get(column)
+    examples = re.findall(r'\["?([^"\]]*)"?\]', text)[:3] or [text.splitlines()[0][:200]]
+    return CastError(path, column, str(target) if target is not None else "its type", examples)

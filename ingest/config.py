@@ -1,0 +1,289 @@
+"""Read a YAML or TOML config into typed, validated settings; unknown keys are errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from ingest.errors import ConfigError
+from ingest.types import parse_type_name
+
+Naming = Literal["lower", "upper", "capitalize"]
+IfExists = Literal["fail", "append", "replace"]
+Strategy = Literal["auto", "eager", "lazy", "streaming"]
+FileFormat = Literal["auto", "csv", "parquet"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SchemaConfig(_Model):
+    """How columns are named and typed."""
+
+    column_naming: Naming | None = Field(
+        None, description="Casing applied by the dbt staging models: lower, upper or capitalize."
+    )
+    date_format: bool = Field(False, description="Detect date and datetime strings and parse them.")
+    data_type: dict[str, str] = Field(
+        default_factory=dict, description="Column name to type (int64, float64, date, ...)."
+    )
+    decimal_precision: int | None = Field(
+        None, ge=0, le=15, description="Round float columns to this many decimal places."
+    )
+
+    @field_validator("data_type")
+    @classmethod
+    def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for column, name in value.items():
+            try:
+                parse_type_name(name)
+            except ValueError as exc:
+                raise ValueError(f"column {column!r}: {exc}") from None
+        return value
+
+
+class ValidationConfig(_Model):
+    """How much of the data the expensive checks look at."""
+
+    sample_size: float = Field(
+        0.01, gt=0, le=1, description="Fraction of rows the sampled checks run on."
+    )
+
+
+class OsConfig(_Model):
+    """The memory budget and the profiling sample."""
+
+    os_margin: float = Field(0.3, ge=0, lt=1, description="Share of available RAM left to the OS.")
+    n_rows_sample: int = Field(1000, ge=10, description="Rows sampled to profile a CSV file.")
+
+
+class CsvOptions(_Model):
+    """Options for reading CSV files."""
+
+    separator: str = Field(",", min_length=1, max_length=1, description="Field separator.")
+    has_header: bool = Field(True, description="The first line names the columns.")
+    encoding: Literal["utf8", "utf8-lossy"] = Field("utf8", description="Text encoding.")
+    null_values: list[str] = Field(default_factory=list, description="Strings read as null.")
+
+
+class SourceConfig(_Model):
+    """One file (or glob) loaded into one table."""
+
+    name: str = Field(description="Source name, used by --source and in reports.")
+    input_path: str = Field(description="File or glob to load, relative to the config file.")
+    format: FileFormat = Field("auto", description="csv or parquet; auto uses the file suffix.")
+    table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
+    if_table_exists: IfExists = Field("fail", description="fail, append or replace.")
+    strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")
+    schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
+    validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+
+class DatabaseConfig(_Model):
+    """Where tables go. The URL falls back to DATABASE_URL, then to the embedded server."""
+
+    url: SecretStr | None = Field(None, description="postgresql:// URL; prefer DATABASE_URL.")
+    schema_: str = Field(
+        "raw", alias="schema", min_length=1, max_length=63, description="Schema of raw tables."
+    )
+    workers: int = Field(2, ge=1, le=16, description="Parallel COPY connections.")
+
+
+class PipelineConfig(_Model):
+    """A whole config file, normalised: shared settings and the sources."""
+
+    path: Path
+    database: DatabaseConfig
+    os_configuration: OsConfig
+    sources: dict[str, SourceConfig]
+
+    def source(self, name: str | None = None) -> SourceConfig:
+        """The named source, or the only one when the config has one."""
+        if name is None:
+            if len(self.sources) == 1:
+                return next(iter(self.sources.values()))
+            raise ConfigError(
+                self.path, [f"several sources ({', '.join(self.sources)}); pick one with --source"]
+            )
+        if name not in self.sources:
+            raise ConfigError(
+                self.path, [f"no source {name!r}; the config has {', '.join(self.sources)}"]
+            )
+        return self.sources[name]
+
+    def input_file(self, source: SourceConfig) -> Path:
+        """The source's path resolved against the config file's folder."""
+        given = Path(os.path.expanduser(source.input_path))
+        return given if given.is_absolute() else (self.path.parent / given).resolve()
+
+
+# The original project's single-source shape, kept loadable unchanged.
+class _LegacyPath(_Model):
+    input_path: str
+
+
+class _LegacyDatabase(_Model):
+    table_name: str = Field(min_length=1, max_length=63)
+    if_table_exists: IfExists = "fail"
+    url: SecretStr | None = None
+    schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
+    workers: int = Field(2, ge=1, le=16)
+
+
+class _LegacyFile(_Model):
+    path: _LegacyPath
+    schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
+    validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
+    os_configuration: OsConfig = Field(default_factory=OsConfig)
+    database: _LegacyDatabase
+    format: FileFormat = "auto"
+    strategy: Strategy = "auto"
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+
+class _SourceEntry(_Model):
+    input_path: str
+    name: str | None = None
+    format: FileFormat = "auto"
+    table_name: str | None = Field(None, min_length=1, max_length=63)
+    if_table_exists: IfExists = "fail"
+    strategy: Strategy = "auto"
+    schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
+    validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
+    csv: CsvOptions = Field(default_factory=CsvOptions)
+
+
+class _MultiFile(_Model):
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
+    os_configuration: OsConfig = Field(default_factory=OsConfig)
+    sources: dict[str, _SourceEntry] | list[_SourceEntry]
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string of the parsed file."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def expand(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        problems.append(f"{where}: environment variable {name} is not set")
+        return ""
+
+    return _VAR.sub(expand, value)
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"cannot read it: {exc}"]) from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(path, [f"not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, ["the top level must be a mapping of keys"])
+    return data
+
+
+def _problems(error: ValidationError) -> list[str]:
+    out = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        out.append(f"{key}: {message}")
+    return out
+
+
+def load_config(path: Path | str) -> PipelineConfig:
+    """Read and validate a config file in either the original or the multi-source shape.
+
+    Args:
+        path: a `.yml`, `.yaml` or `.toml` file.
+
+    Returns:
+        The normalised config, with one entry per source.
+
+    Raises:
+        ConfigError: the file is missing, unparsable, or has a wrong or unknown key; the message
+            names the file and every offending key.
+    """
+    path = Path(path).resolve()
+    problems: list[str] = []
+    data = _interpolate(_parse(path), "", problems)
+    if problems:
+        raise ConfigError(path, problems)
+    try:
+        if "path" in data:
+            legacy = _LegacyFile.model_validate(data)
+            db = legacy.database
+            source = SourceConfig(
+                name=db.table_name,
+                input_path=legacy.path.input_path,
+                format=legacy.format,
+                table_name=db.table_name,
+                if_table_exists=db.if_table_exists,
+                strategy=legacy.strategy,
+                schema_config=legacy.schema_config,
+                validation_data=legacy.validation_data,
+                csv=legacy.csv,
+            )
+            return PipelineConfig(
+                path=path,
+                database=DatabaseConfig(url=db.url, schema=db.schema_, workers=db.workers),
+                os_configuration=legacy.os_configuration,
+                sources={source.name: source},
+            )
+        multi = _MultiFile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, _problems(exc)) from None
+    return PipelineConfig(
+        path=path,
+        database=multi.database,
+        os_configuration=multi.os_configuration,
+        sources=_named_sources(path, multi.sources),
+    )
+
+
+def _named_sources(
+    path: Path, entries: dict[str, _SourceEntry] | list[_SourceEntry]
+) -> dict[str, SourceConfig]:
+    if isinstance(entries, dict):
+        pairs = list(entries.items())
+    else:
+        pairs = []
+        for i, entry in enumerate(entries):
+            name = entry.name or entry.table_name
+            if not name:
+                raise ConfigError(path, [f"sources[{i}]: give it a name or a table_name"])
+            pairs.append((name, entry))
+    if not pairs:
+        raise ConfigError(path, ["sources: the config lists no source"])
+    out: dict[str, SourceConfig] = {}
+    for name, entry in pairs:
+        if name in out:
+            raise ConfigError(path, [f"sources: {name!r} appears twice"])
+        fields = entry.model_dump(exclude={"name", "table_name"})
+        out[name] = SourceConfig(name=name, table_name=entry.table_name or name, **fields)
+    return out

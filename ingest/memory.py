@@ -1,0 +1,108 @@
+"""Memory facts about this machine and process: available RAM, cgroup limits, peak RSS."""
+
+from __future__ import annotations
+
+import re
+import resource
+import threading
+from pathlib import Path
+
+import psutil
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as `400MB`, `2GiB` or `1073741824`.
+
+    Raises:
+        ValueError: the text is not a size.
+    """
+    match = _SIZE.match(text)
+    if not match or match.group(2) is None and not match.group(1):
+        raise ValueError(f"{text!r} is not a size; write e.g. 400MB or 2GiB")
+    unit = (match.group(2) or "").lower()
+    if unit not in _UNITS:
+        raise ValueError(f"{text!r}: unknown unit {match.group(2)!r}; use B, KB, MB, GB, KiB, MiB, GiB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def format_size(n: float) -> str:
+    """A short human size: `512 MB`, `3.2 GB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _cgroup_limit() -> int | None:
+    """The container's memory limit (cgroup v2, then v1), or None when there is none."""
+    for file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(file).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:
+            return int(raw)
+    return None
+
+
+def _cgroup_usage() -> int:
+    for file in ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"):
+        try:
+            return int(Path(file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def available_memory() -> int:
+    """RAM this process may still use: psutil's available, capped by any cgroup limit."""
+    available = int(psutil.virtual_memory().available)
+    limit = _cgroup_limit()
+    if limit is not None:
+        available = min(available, max(limit - _cgroup_usage(), 0))
+    return available
+
+
+def current_rss() -> int:
+    """This process's resident set size in bytes."""
+    return int(psutil.Process().memory_info().rss)
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size so far, in bytes (the kernel's high-water mark)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class RssWatch:
+    """Samples RSS on a background thread so long loads can react before memory runs out."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.latest = current_rss()
+        self.peak = self.latest
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-watch", daemon=True)
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        process = psutil.Process()
+        while not self._stop.wait(self.interval):
+            self.latest = int(process.memory_info().rss)
+            self.peak = max(self.peak, self.latest)

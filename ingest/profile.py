@@ -1,0 +1,214 @@
+"""Look at a file without loading it: rows, bytes, and the in-memory width of every column."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from ingest.config import CsvOptions
+from ingest.errors import SourceFileError
+
+_CSV_SAMPLE_SPANS = 10
+_CSV_SMALL_FILE = 8 << 20
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    """One column: its type and the bytes it takes in memory per row."""
+
+    name: str
+    dtype: pl.DataType
+    bytes_per_row: float
+    footer_bytes: int | None = None  # Parquet: uncompressed size recorded in the footer
+
+
+@dataclass(frozen=True)
+class FileProfile:
+    """What a load of one file will handle, measured from its metadata and a sample."""
+
+    path: Path
+    format: str
+    file_bytes: int
+    rows: int
+    rows_exact: bool
+    columns: tuple[ColumnProfile, ...]
+    sample: pl.DataFrame = field(compare=False, repr=False)
+
+    @property
+    def sample_rows(self) -> int:
+        """Rows in the sample the widths and types came from."""
+        return self.sample.height
+
+    @property
+    def row_bytes(self) -> float:
+        """In-memory bytes of one row across all columns."""
+        return sum(c.bytes_per_row for c in self.columns)
+
+    @property
+    def frame_bytes(self) -> int:
+        """In-memory bytes of the whole file as one frame."""
+        return int(self.row_bytes * self.rows)
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        """Column name to type, in file order."""
+        return {c.name: c.dtype for c in self.columns}
+
+
+def detect_format(path: Path, declared: str) -> str:
+    """`csv` or `parquet`, from the config or the file's suffix."""
+    if declared != "auto":
+        return declared
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes or ".pq" in suffixes:
+        return "parquet"
+    if {".csv", ".tsv", ".txt"} & set(suffixes):
+        return "csv"
+    raise SourceFileError(
+        path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
+    )
+
+
+def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+    """Profile a CSV or Parquet file from its metadata and a sample spread through it.
+
+    Raises:
+        SourceFileError: the file is missing, empty, or cannot be parsed.
+    """
+    if not path.is_file():
+        raise SourceFileError(path, "no such file", "check path.input_path in the config")
+    if path.stat().st_size == 0:
+        raise SourceFileError(path, "the file is empty", "export the data again")
+    if fmt == "parquet":
+        return _profile_parquet(path, n_rows_sample)
+    return _profile_csv(path, n_rows_sample, csv)
+
+
+def _widths(sample: pl.DataFrame) -> dict[str, float]:
+    rows = max(sample.height, 1)
+    return {name: sample[name].estimated_size() / rows for name in sample.columns}
+
+
+def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged footer
+        raise SourceFileError(path, f"not a readable Parquet file ({exc})") from None
+    md = meta.metadata
+    footer: dict[str, int] = {}
+    for g in range(md.num_row_groups):
+        group = md.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            top = col.path_in_schema.split(".")[0]
+            footer[top] = footer.get(top, 0) + int(col.total_uncompressed_size)
+    # Read a few slices spread over the row groups: strings vary, the footer undercounts them.
+    groups = list(range(md.num_row_groups))
+    picks = sorted({groups[i * len(groups) // 5] for i in range(min(5, len(groups)))})
+    per_pick = max(n_rows_sample // max(len(picks), 1), 1)
+    parts = []
+    for g in picks:
+        batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
+        if batch is not None:
+            parts.append(pl.from_arrow(batch))
+    schema = pl.read_parquet_schema(path)
+    sample = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    widths = _widths(sample) if sample.height else {}
+    columns = tuple(
+        ColumnProfile(
+            name=name,
+            dtype=dtype,
+            bytes_per_row=widths.get(name, _fixed_width(dtype)),
+            footer_bytes=footer.get(name),
+        )
+        for name, dtype in schema.items()
+    )
+    return FileProfile(
+        path=path,
+        format="parquet",
+        file_bytes=path.stat().st_size,
+        rows=md.num_rows,
+        rows_exact=True,
+        columns=columns,
+        sample=sample,
+    )
+
+
+def _fixed_width(dtype: pl.DataType) -> float:
+    try:
+        return float(dtype.to_physical().size)  # type: ignore[attr-defined]
+    except AttributeError:
+        return 16.0
+
+
+def _csv_sample_text(path: Path, n_rows_sample: int) -> tuple[bytes, int, float]:
+    """Header plus lines from spans spread through the file, lines taken and their mean size.
+
+    A file under 8 MB is returned whole, with -1 lines, meaning the sample is the file.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        header = fh.readline()
+        if size <= _CSV_SMALL_FILE:  # small enough to read whole: exact rows and types
+            body = fh.read()
+            return header + body, -1, 0.0
+        per_span = max(n_rows_sample // _CSV_SAMPLE_SPANS, 1)
+        chunks: list[bytes] = []
+        total_len = 0
+        total_lines = 0
+        for i in range(_CSV_SAMPLE_SPANS):
+            start = len(header) + (size - len(header)) * i // _CSV_SAMPLE_SPANS
+            fh.seek(start)
+            if i:
+                fh.readline()  # skip to a line start
+            span = []
+            for _ in range(per_span):
+                line = fh.readline()
+                if not line:
+                    break
+                span.append(line)
+            chunks.extend(span)
+            total_len += sum(len(x) for x in span)
+            total_lines += len(span)
+        if chunks and not chunks[-1].endswith(b"\n"):
+            chunks[-1] += b"\n"
+        mean = total_len / max(total_lines, 1)
+        return header + b"".join(chunks), total_lines, mean
+
+
+def _profile_csv(path: Path, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+    text, lines, mean_line = _csv_sample_text(path, n_rows_sample)
+    try:
+        sample = pl.read_csv(
+            io.BytesIO(text),
+            separator=csv.separator,
+            has_header=csv.has_header,
+            infer_schema_length=None,
+            null_values=csv.null_values or None,
+            encoding=csv.encoding,
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise SourceFileError(
+            path, f"the sample does not parse as CSV: {exc}", "check the separator and quoting"
+        ) from None
+    if not sample.columns:
+        raise SourceFileError(path, "no columns found", "check the separator and header")
+    size = path.stat().st_size
+    header_len = text.index(b"\n") + 1 if csv.has_header and b"\n" in text else 0
+    exact = lines < 0
+    rows = sample.height if exact else round((size - header_len) / mean_line)
+    widths = _widths(sample)
+    columns = tuple(ColumnProfile(n, d, widths[n]) for n, d in sample.schema.items())
+    return FileProfile(
+        path=path,
+        format="csv",
+        file_bytes=size,
+        rows=rows,
+        rows_exact=exact,
+        columns=columns,
+        sample=sample,
+    )

@@ -1,0 +1,57 @@
+"""Read-only SQL over the marts DuckDB file, optionally with PostgreSQL attached as `pg`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from ingest.dbt import extension_dir, prepare_duckdb_extensions
+from ingest.errors import SourceFileError
+from ingest.paths import state_dir
+
+
+def default_marts_path() -> Path:
+    """Where `build` writes the marts unless configured otherwise."""
+    return state_dir() / "marts.duckdb"
+
+
+def query(
+    sql: str,
+    duckdb_path: Path | None = None,
+    *,
+    attach_pg: str | None = None,
+    extension_directory: Path | None = None,
+) -> pl.DataFrame:
+    """Run `sql` on a read-only connection to the marts file and return the result.
+
+    Args:
+        sql: One SQL statement; mart tables are in schema `main`, so bare names work.
+        duckdb_path: The marts file; defaults to `state_dir()/marts.duckdb`.
+        attach_pg: A PostgreSQL URL to attach read-only as `pg` (e.g. `pg.raw.employees`).
+        extension_directory: Where the offline postgres extension lives; defaults to the one
+            `ingest.dbt` uses under `state_dir()`.
+
+    Returns:
+        The result as a polars DataFrame.
+
+    Raises:
+        SourceFileError: The marts file does not exist yet.
+    """
+    path = duckdb_path or default_marts_path()
+    if not path.is_file():
+        raise SourceFileError(path, "the marts database does not exist", fix="run `invoke dbt.build`")
+    config: dict[str, str | bool] = {"autoinstall_known_extensions": False}
+    if attach_pg is not None:
+        directory = prepare_duckdb_extensions(extension_directory or extension_dir(state_dir()))
+        config["extension_directory"] = str(directory)
+    with duckdb.connect(str(path), read_only=True, config=config) as con:
+        if attach_pg is not None:
+            con.load_extension("postgres")
+            # ATTACH takes no parameters; the URL goes in as a literal quoted by DuckDB itself.
+            target = str(duckdb.ConstantExpression(attach_pg))
+            con.execute(f"attach {target} as pg (type postgres, read_only)")
+        relation = con.sql(sql)
+        # A statement without a result (SET, CREATE ...) gives no relation: return no rows.
+        return relation.pl() if relation is not None else pl.DataFrame()

@@ -1,0 +1,69 @@
+"""What a run did, as one JSON object for machines or a short summary for people."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ingest.memory import format_size
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """The outcome of loading one source."""
+
+    run_id: str
+    source: str
+    file: str
+    format: str
+    table: str
+    strategy: str
+    status: str
+    total_rows: int
+    rows_loaded: int
+    rows_rejected: int
+    execution_time: float
+    memory_used_mb: float
+    estimate_mb: float
+    budget_mb: float
+    batch_rows: int
+    workers: int
+    validation: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+    def to_json(self) -> str:
+        """One line of JSON."""
+        return json.dumps(self.to_dict(), default=str)
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        rate = self.rows_loaded / self.execution_time if self.execution_time else 0.0
+        lines = [
+            f"{self.status}: {self.rows_loaded:,} of {self.total_rows:,} rows from {self.file} "
+            f"into {self.table} ({self.strategy}, {self.workers} connection(s))",
+            f"  {self.execution_time:.2f} s ({rate:,.0f} rows/s), peak memory "
+            f"{self.memory_used_mb:,.0f} MB of a {self.budget_mb:,.0f} MB budget "
+            f"(estimate {self.estimate_mb:,.0f} MB)",
+        ]
+        if self.rows_rejected:
+            lines.append(f"  {self.rows_rejected:,} rows rejected")
+        if self.steps:
+            lines.append("  steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.steps.items()))
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+
+def mb(n: float) -> float:
+    """Bytes to megabytes (10^6), rounded for reports."""
+    return round(n / 1e6, 1)
+
+
+__all__ = ["RunReport", "format_size", "mb"]

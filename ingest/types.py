@@ -1,0 +1,53 @@
+"""The type names a config may use, and the polars type each one means."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+_SIMPLE: dict[str, pl.DataType] = {
+    "int8": pl.Int8(),
+    "int16": pl.Int16(),
+    "int32": pl.Int32(),
+    "int64": pl.Int64(),
+    "int": pl.Int64(),
+    "integer": pl.Int64(),
+    "float32": pl.Float32(),
+    "float64": pl.Float64(),
+    "float": pl.Float64(),
+    "double": pl.Float64(),
+    "bool": pl.Boolean(),
+    "boolean": pl.Boolean(),
+    "date": pl.Date(),
+    "datetime": pl.Datetime("us"),
+    "timestamp": pl.Datetime("us"),
+    "datetimetz": pl.Datetime("us", "UTC"),
+    "timestamptz": pl.Datetime("us", "UTC"),
+    "time": pl.Time(),
+    "string": pl.String(),
+    "str": pl.String(),
+    "text": pl.String(),
+}
+_DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
+_DATETIME_TZ = re.compile(r"datetime\[\s*([A-Za-z_/+\-0-9]+)\s*\]")
+
+
+def parse_type_name(name: str) -> pl.DataType:
+    """The polars type for a config type name such as `int64`, `decimal(12,2)` or `datetime[UTC]`.
+
+    Raises:
+        ValueError: the name is unknown; the message lists the names that are.
+    """
+    key = name.strip().lower()
+    if key in _SIMPLE:
+        return _SIMPLE[key]
+    if match := _DECIMAL.fullmatch(key):
+        precision, scale = int(match.group(1)), int(match.group(2) or 0)
+        if not 1 <= precision <= 38 or scale > precision:
+            raise ValueError(f"{name!r}: decimal needs 1 <= precision <= 38 and scale <= precision")
+        return pl.Decimal(precision, scale)
+    if match := _DATETIME_TZ.fullmatch(name.strip()):
+        return pl.Datetime("us", match.group(1))
+    known = ", ".join(sorted(_SIMPLE)) + ", decimal(p,s), datetime[TZ]"
+    raise ValueError(f"unknown type {name!r}; use one of: {known}")

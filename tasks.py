@@ -1,0 +1,208 @@
+"""Project tasks: `invoke --list` shows them. Each one calls the `ingest` package or dbt."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from invoke import Collection, Context, Exit, task
+from rich.console import Console
+from rich.table import Table
+
+import ingest
+from ingest import dbt, embedded
+from ingest.paths import state_dir
+from ingest.query import query as run_query
+
+T = TypeVar("T")
+err = Console(stderr=True)
+out = Console()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Expected failures become one clear message and exit code 1, never a traceback."""
+    try:
+        yield
+    except ingest.IngestError as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+    except ValueError as exc:
+        raise Exit(f"error: {exc}", code=2) from None
+
+
+def _timed(label: str, step: Callable[[], T]) -> T:
+    started = time.monotonic()
+    result = step()
+    err.print(f"[green]✓[/green] {label} [dim]({time.monotonic() - started:.1f} s)[/dim]")
+    return result
+
+
+def _limit(memory_limit: str | None) -> int | None:
+    text = memory_limit or os.environ.get("PIPELINE_MEMORY_LIMIT")
+    return ingest.parse_size(text) if text else None
+
+
+def _dbt_settings(config: ingest.PipelineConfig, url: str) -> dbt.DbtSettings:
+    naming = next(iter(config.sources.values())).schema_config.column_naming or "lower"
+    return dbt.DbtSettings(
+        database_url=url,
+        duckdb_path=state_dir() / "marts.duckdb",
+        home=state_dir(),
+        raw_schema=config.database.schema_,
+        column_naming=naming,
+    )
+
+
+def _print_frame(frame: object, fmt: str) -> None:
+    import polars as pl
+
+    assert isinstance(frame, pl.DataFrame)
+    if fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    elif fmt == "json":
+        sys.stdout.write(json.dumps(frame.to_dicts(), default=str) + "\n")
+    else:
+        table = Table(*frame.columns)
+        for row in frame.iter_rows():
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+@task(name="ingest", help={
+    "config": "YAML or TOML config file (default: config.yml)",
+    "source": "which source, when the config has several",
+    "json": "print one JSON object on stdout (logs go to stderr)",
+    "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
+    "strategy": "force eager, lazy or streaming",
+})
+def ingest_(c: Context, config: str = "config.yml", source: str | None = None, json: bool = False,
+            memory_limit: str | None = None, strategy: str | None = None) -> None:
+    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    with _errors():
+        settings = ingest.load_config(config)
+        report = ingest.run_source(settings, source, memory_limit=_limit(memory_limit),
+                                   strategy=strategy, progress=not json)
+    if json:
+        print(report.to_json())
+    else:
+        err.print(report.summary(), markup=False, highlight=False)
+
+
+@task(name="plan", help={
+    "config": "YAML or TOML config file (default: config.yml)",
+    "source": "which source, when the config has several",
+    "memory_limit": "memory the run may use, e.g. 400MB",
+    "json": "print one JSON object",
+})
+def plan_(c: Context, config: str = "config.yml", source: str | None = None,
+          memory_limit: str | None = None, json: bool = False) -> None:
+    """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
+    import json as jsonlib
+
+    with _errors():
+        explained = ingest.explain(ingest.load_config(config), source,
+                                   memory_limit=_limit(memory_limit))
+    p, f = explained.plan, explained.profile
+    facts = {
+        "source": explained.source.name, "file": str(f.path), "format": f.format,
+        "rows": f.rows, "rows_exact": f.rows_exact, "file_bytes": f.file_bytes,
+        "frame_bytes": f.frame_bytes, "estimate_bytes": p.estimate_bytes,
+        "budget_bytes": p.budget_bytes, "ratio": round(p.ratio, 3), "strategy": p.strategy,
+        "batch_rows": p.batch_rows, "batch_bytes": p.batch_bytes, "workers": p.workers,
+        "reason": p.reason,
+    }
+    if json:
+        print(jsonlib.dumps(facts))
+        return
+    for key, value in facts.items():
+        shown = ingest.format_size(value) if key.endswith("_bytes") and isinstance(value, int) else value
+        out.print(f"{key:>14}: {shown}", highlight=False)
+
+
+@task(help={"config": "config file whose database and naming settings dbt uses"})
+def build(c: Context, config: str = "config.yml") -> None:
+    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
+    with _errors():
+        settings = ingest.load_config(config)
+        url = ingest.resolve_url(settings.database.url, err.print)
+        for step in dbt.build(_dbt_settings(settings, url)):
+            err.print(f"[green]✓[/green] dbt {step.command} --target {step.target} "
+                      f"[dim]({step.seconds:.1f} s)[/dim]")
+
+
+@task(help={"sql": "SQL to run against the DuckDB marts", "format": "table, csv or json"})
+def query(c: Context, sql: str, format: str = "table") -> None:
+    """Print the result of a query on the DuckDB marts file."""
+    with _errors():
+        _print_frame(run_query(sql), format)
+
+
+@task(help={"rows": "rows of demo data (default 1,000,000)"})
+def demo(c: Context, rows: int = 1_000_000) -> None:
+    """Generate demo data, load it (embedded PostgreSQL if none configured), build marts, query."""
+    with _errors():
+        files = _timed(f"wrote {rows:,} demo rows (Parquet and CSV) under {state_dir() / 'data'}",
+                       lambda: ingest.write_demo(state_dir() / "data", rows))
+        config = ingest.load_config("config.yml")
+        url = _timed("database ready", lambda: ingest.resolve_url(config.database.url, err.print))
+        err.print(f"  using PostgreSQL at {ingest.describe(url)}", highlight=False)
+        report = _timed(f"ingested {files.parquet.name}", lambda: ingest.run_source(config))
+        err.print(report.summary(), markup=False, highlight=False)
+        multi = ingest.load_config("examples/multi.yml")
+        report = _timed(f"ingested {files.csv.name}",
+                        lambda: ingest.run_source(multi, "employees_csv"))
+        err.print(report.summary(), markup=False, highlight=False)
+        steps = _timed("dbt build (PostgreSQL staging, DuckDB marts)",
+                       lambda: dbt.build(_dbt_settings(config, url)))
+        for step in steps:
+            err.print(f"  dbt {step.command} --target {step.target}: {step.seconds:.1f} s")
+        frame = run_query("select department, hire_year, headcount, avg_salary "
+                          "from mart_department_salary order by hire_year desc, department "
+                          "limit 8")
+    _print_frame(frame, "table")
+    err.print("Try: invoke query \"select * from mart_hires_by_month limit 12\"")
+
+
+@task(help={"args": "extra pytest arguments"})
+def test(c: Context, args: str = "") -> None:
+    """Run the whole test suite (unit and integration; embedded PostgreSQL without DATABASE_URL)."""
+    c.run(f"{sys.executable} -m pytest {args}", pty=False)
+
+
+@task
+def lint(c: Context) -> None:
+    """Run ruff and mypy --strict."""
+    c.run(f"{sys.executable} -m ruff check ingest tests tasks.py")
+    c.run(f"{sys.executable} -m mypy ingest")
+
+
+@task(name="up")
+def db_up(c: Context) -> None:
+    """Start the embedded PostgreSQL (data under .pipeline/postgres)."""
+    with _errors():
+        server = embedded.start(log=err.print)
+    out.print(f"embedded PostgreSQL running: {server.url}")
+
+
+@task(name="down")
+def db_down(c: Context) -> None:
+    """Stop the embedded PostgreSQL."""
+    with _errors():
+        stopped = embedded.stop()
+    out.print("stopped" if stopped else "it was not running")
+
+
+@task(name="status")
+def db_status(c: Context) -> None:
+    """Say whether the embedded PostgreSQL runs, and where."""
+    server = embedded.status()
+    out.print(f"running: {server.url} (pid {server.pid})" if server else "not running")
+
+
+db = Collection("db", db_up, db_down, db_status)
+ns = Collection(ingest_, plan_, build, query, demo, test, lint, db)

@@ -1,0 +1,239 @@
+"""dbt runner: real dbt builds against a real PostgreSQL and a real DuckDB file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ingest.dbt import DbtSettings, build, dbt_env, pg_env, run_dbt
+from ingest.errors import ConfigError, DbtFailed
+from ingest.query import query
+
+DEPARTMENTS = ("Engineering", "Sales", "Marketing", "Finance", "HR", "Operations", "Support", "Legal")
+COLUMNS = (
+    "Employee_ID", "First_Name", "Last_Name", "Email", "Age", "Salary", "Department",
+    "Hire_Date", "Last_Login", "Is_Active",
+)  # fmt: skip
+PASSWORD = "s3cret-Pa55"
+
+Row = tuple[int, str, str, str, int, float, str, dt.date, dt.datetime, bool]
+
+
+def employee_rows(count: int = 400, seed: int = 7) -> list[Row]:
+    """Deterministic employees; e-mails carry spaces and capitals for staging to clean."""
+    rng = random.Random(seed)
+    start = dt.date(2019, 1, 1)
+    rows: list[Row] = []
+    for i in range(1, count + 1):
+        hired = start + dt.timedelta(days=rng.randrange(0, 5 * 365))
+        rows.append((
+            1000 + i, f"First{i}", f"Last{i}", f"  First{i}.Last{i}@Example.COM ",
+            rng.randint(20, 65), round(rng.uniform(30_000, 180_000), 2), rng.choice(DEPARTMENTS),
+            hired, dt.datetime(2025, 1, 1) + dt.timedelta(minutes=i), rng.random() < 0.8,
+        ))  # fmt: skip
+    return rows
+
+
+def create_raw(conn: psycopg.Connection[tuple[object, ...]], schema: str, rows: list[Row]) -> None:
+    """Create `<schema>.employees` as ingest would and COPY `rows` into it."""
+    table = sql.Identifier(schema, "employees")
+    conn.execute(
+        sql.SQL(
+            'create table {} ("Employee_ID" bigint not null unique, "First_Name" text, '
+            '"Last_Name" text, "Email" text, "Age" bigint, "Salary" double precision, '
+            '"Department" text, "Hire_Date" date, "Last_Login" timestamp, "Is_Active" boolean, '
+            "\"_loaded_at\" timestamptz not null default now(), \"_run_id\" text not null default 'test')"
+        ).format(table)
+    )
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+    with conn.cursor().copy(sql.SQL("copy {} ({}) from stdin").format(table, columns)) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+@pytest.fixture
+def staging_schema(database_url: str) -> Iterator[str]:
+    """A schema name for dbt's staging views, dropped afterwards."""
+    name = f"stg_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
+
+
+def settings_for(url: str, tmp_path: Path, raw: str, staging: str, naming: str = "lower") -> DbtSettings:
+    """Settings that keep every dbt artefact and the marts file under `tmp_path`."""
+    return DbtSettings(
+        database_url=url,
+        duckdb_path=tmp_path / "marts.duckdb",
+        home=tmp_path / "state",
+        raw_schema=raw,
+        staging_schema=staging,
+        column_naming=naming,
+    )
+
+
+def with_password(url: str) -> str:
+    """`url` with a password (the test servers trust loopback, so any password is accepted)."""
+    return url if conninfo_to_dict(url).get("password") else make_conninfo(url, password=PASSWORD)
+
+
+def test_pg_env_takes_every_part_from_the_url() -> None:
+    """It maps host, port, user, password and database to the PG* variables libpq reads."""
+    env = pg_env("postgresql://ana:p%40ss@db.example:6543/sales?sslmode=require")
+    assert env == {
+        "PGHOST": "db.example", "PGPORT": "6543", "PGUSER": "ana", "PGPASSWORD": "p@ss",
+        "PGDATABASE": "sales", "PGSSLMODE": "require",
+    }  # fmt: skip
+
+
+def test_pg_env_rejects_unknown_parameters_without_echoing_the_url() -> None:
+    """It refuses a URL parameter dbt cannot pass on, naming the key but not the password."""
+    with pytest.raises(ConfigError) as caught:
+        pg_env(f"postgresql://ana:{PASSWORD}@db/sales?krbsrvname=x")
+    assert "krbsrvname" in str(caught.value)
+    assert PASSWORD not in str(caught.value)
+
+
+def test_dbt_env_points_both_targets_at_the_settings(tmp_path: Path) -> None:
+    """It sets the staging schema, the marts file and the offline extension folder."""
+    settings = settings_for("postgresql://u@h:1/d", tmp_path, "raw_x", "stg_x")
+    env = dbt_env(settings)
+    assert env["DBT_PG_SCHEMA"] == "stg_x"
+    assert env["DUCKDB_PATH"] == str(tmp_path / "marts.duckdb")
+    assert env["DUCKDB_EXTENSION_DIR"] == str(tmp_path / "state" / "duckdb_extensions")
+    assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "False"
+    assert "PGPASSWORD" not in env
+
+
+@pytest.mark.dbt
+@pytest.mark.integration
+def test_build_marts_match_the_raw_table(
+    database_url: str,
+    pg_schema: str,
+    staging_schema: str,
+    pg_conn: psycopg.Connection[tuple[object, ...]],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """It builds staging then marts; headcounts and salary means equal SQL on the raw table."""
+    create_raw(pg_conn, pg_schema, employee_rows())
+    url = with_password(database_url)
+    logged: list[str] = []
+    settings = settings_for(url, tmp_path, pg_schema, staging_schema)
+
+    steps = build(settings, log=logged.append)
+
+    assert [(s.command, s.target) for s in steps] == [("build", "pg"), ("build", "duckdb")]
+    assert all(s.seconds > 0 for s in steps)
+    raw = sql.Identifier(pg_schema, "employees")
+    expected_heads = dict(
+        pg_conn.execute(
+            sql.SQL('select "Department", count(*) from {} group by 1').format(raw)
+        ).fetchall()
+    )
+    heads = query(
+        "select department, sum(headcount)::bigint as n from mart_department_salary group by 1",
+        settings.duckdb_path,
+    )
+    assert dict(heads.iter_rows()) == expected_heads
+    expected_avg = {
+        (d, int(y)): float(a)
+        for d, y, a in pg_conn.execute(
+            sql.SQL(
+                'select "Department", extract(year from "Hire_Date"), avg("Salary") from {} group by 1, 2'
+            ).format(raw)
+        ).fetchall()
+    }
+    means = query(
+        "select department, hire_year, avg_salary from mart_department_salary",
+        settings.duckdb_path,
+    )
+    assert {(d, y) for d, y, _ in means.iter_rows()} == set(expected_avg)
+    for department, year, mean in means.iter_rows():
+        assert mean == pytest.approx(expected_avg[(department, year)], abs=0.005)
+    months = query(
+        "select count(*), sum(hires), max(cumulative_hires) from mart_hires_by_month",
+        settings.duckdb_path,
+    )
+    assert months.row(0)[1:] == (400, 400)
+    assert months.row(0)[0] >= 48  # five years of hires, gaps kept as zero rows
+    emails = query(
+        f"select count(*) filter (where email = lower(trim(email))), count(*) "
+        f"from pg.{staging_schema}.stg_demo__employees",
+        settings.duckdb_path,
+        attach_pg=url,
+        extension_directory=tmp_path / "state" / "duckdb_extensions",
+    )
+    assert emails.row(0) == (400, 400)
+    out, err = capfd.readouterr()
+    assert "Completed successfully" in err
+    assert PASSWORD not in out + err + "\n".join(logged)
+
+
+@pytest.mark.dbt
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("naming", "expected"),
+    [
+        ("upper", ["EMPLOYEE_ID", "FIRST_NAME", "EMAIL", "HIRE_DATE", "IS_ACTIVE", "_LOADED_AT"]),
+        ("capitalize", ["Employee_id", "First_name", "Email", "Hire_date", "Is_active", "_loaded_at"]),
+    ],
+)
+def test_staging_column_names_follow_column_naming(
+    database_url: str,
+    pg_schema: str,
+    staging_schema: str,
+    pg_conn: psycopg.Connection[tuple[object, ...]],
+    tmp_path: Path,
+    naming: str,
+    expected: list[str],
+) -> None:
+    """It names the staging view's columns per column_naming, and its key tests still pass."""
+    create_raw(pg_conn, pg_schema, employee_rows(50))
+    settings = settings_for(database_url, tmp_path, pg_schema, staging_schema, naming)
+
+    run_dbt(["build"], "pg", settings, log=lambda _: None)
+
+    names = [
+        name
+        for (name,) in pg_conn.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = %s and table_name = 'stg_demo__employees' order by ordinal_position",
+            [staging_schema],
+        ).fetchall()
+    ]
+    assert len(names) == 12
+    assert [n for n in names if n.lower() in {e.lower() for e in expected}] == expected
+
+
+@pytest.mark.dbt
+@pytest.mark.integration
+def test_build_fails_on_a_dropped_raw_column(
+    database_url: str,
+    pg_schema: str,
+    staging_schema: str,
+    pg_conn: psycopg.Connection[tuple[object, ...]],
+    tmp_path: Path,
+) -> None:
+    """It raises DbtFailed naming the missing column, and builds no marts after the failure."""
+    create_raw(pg_conn, pg_schema, employee_rows(20))
+    pg_conn.execute(
+        sql.SQL('alter table {} drop column "Email"').format(sql.Identifier(pg_schema, "employees"))
+    )
+    settings = settings_for(database_url, tmp_path, pg_schema, staging_schema)
+
+    with pytest.raises(DbtFailed) as caught:
+        build(settings, log=lambda _: None)
+
+    assert caught.value.target == "pg"
+    assert caught.value.command == "build"
+    assert "Email missing from" in str(caught.value)
+    assert not settings.duckdb_path.exists()

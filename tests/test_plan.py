@@ -1,0 +1,77 @@
+"""The planner is pure arithmetic: thresholds and batch sizes checked with numbers alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ingest.plan import MAX_BATCH_BYTES, MIN_BATCH_BYTES, estimate_eager_bytes, make_plan, memory_budget
+from ingest.profile import ColumnProfile, FileProfile
+
+MB = 1_000_000
+
+
+def profile(rows: int, row_bytes: float = 40.0, fmt: str = "parquet") -> FileProfile:
+    return FileProfile(
+        path=Path("x"),
+        format=fmt,
+        file_bytes=rows * 10,
+        rows=rows,
+        rows_exact=True,
+        columns=(ColumnProfile("a", pl.Int64(), 8.0), ColumnProfile("b", pl.String(), row_bytes - 8)),
+        sample=pl.DataFrame(),
+    )
+
+
+def test_budget_uses_margin_or_explicit_limit() -> None:
+    """The budget is available RAM less the OS margin, unless a limit is given."""
+    assert memory_budget(1000 * MB, 0.3) == 700 * MB
+    assert memory_budget(1000 * MB, 0.3, limit=400 * MB) == 400 * MB
+
+
+@pytest.mark.parametrize(
+    ("rows", "budget", "expected"),
+    [
+        (1_000, 1000 * MB, "eager"),
+        (20_000_000, 1000 * MB, "lazy"),  # 800 MB x 1.3 + 100 MB base: ratio 1.14
+        (100_000_000, 1000 * MB, "streaming"),
+    ],
+)
+def test_strategy_follows_the_ratio(rows: int, budget: int, expected: str) -> None:
+    """It is eager up to 65% of the budget, lazy up to 200%, streaming beyond."""
+    plan = make_plan(profile(rows), budget, base_bytes=100 * MB)
+    assert plan.strategy == expected
+    assert plan.ratio == pytest.approx(plan.estimate_bytes / budget)
+
+
+def test_thresholds_are_exact() -> None:
+    """A ratio of exactly 0.65 is eager and exactly 2.0 is lazy."""
+    p = profile(1_000_000)
+    estimate = estimate_eager_bytes(p, 0)
+    assert make_plan(p, int(estimate / 0.65) + 1, base_bytes=0).strategy == "eager"
+    assert make_plan(p, int(estimate / 0.66), base_bytes=0).strategy == "lazy"
+    assert make_plan(p, int(estimate / 2.0) + 1, base_bytes=0).strategy == "lazy"
+    assert make_plan(p, int(estimate / 2.01), base_bytes=0).strategy == "streaming"
+
+
+def test_forced_strategy_wins() -> None:
+    """A strategy from the config or command line overrides the ratio, and says so."""
+    plan = make_plan(profile(1_000), 1000 * MB, base_bytes=0, forced="streaming")
+    assert plan.strategy == "streaming"
+    assert plan.forced and "forced" in plan.reason
+
+
+def test_streaming_batches_fit_the_budget() -> None:
+    """Streaming batches, times those in flight, stay inside the budget left after the base."""
+    plan = make_plan(profile(250_000_000), 400 * MB, base_bytes=150 * MB, workers=2)
+    assert plan.strategy == "streaming"
+    assert MIN_BATCH_BYTES <= plan.batch_bytes <= MAX_BATCH_BYTES
+    assert plan.batch_bytes * 3.0 * (plan.workers + 2) <= 250 * MB
+    assert plan.batch_rows == int(plan.batch_bytes / 40.0)
+
+
+def test_csv_estimate_is_larger_than_parquet() -> None:
+    """Reading CSV whole holds the text too, so the same rows cost more than from Parquet."""
+    assert estimate_eager_bytes(profile(10**6, fmt="csv"), 0) > estimate_eager_bytes(profile(10**6), 0)
