@@ -10,7 +10,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from invoke import Collection, Context, Exit, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
 from rich.console import Console
 from rich.table import Table
 
@@ -73,54 +76,90 @@ def _print_frame(frame: object, fmt: str) -> None:
         out.print(table)
 
 
-@task(name="ingest", help={
-    "config": "YAML or TOML config file (default: config.yml)",
-    "source": "which source, when the config has several",
-    "json": "print one JSON object on stdout (logs go to stderr)",
-    "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
-    "strategy": "force eager, lazy or streaming",
-})
-def ingest_(c: Context, config: str = "config.yml", source: str | None = None, json: bool = False,
-            memory_limit: str | None = None, strategy: str | None = None) -> None:
+@task(
+    name="ingest",
+    help={
+        "config": "YAML or TOML config file (default: config.yml)",
+        "source": "which source, when the config has several",
+        "json": "print one JSON object on stdout (logs go to stderr)",
+        "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
+        "strategy": "force eager, lazy or streaming",
+    },
+)
+def ingest_(
+    c: Context,
+    config: str = "config.yml",
+    source: str | None = None,
+    json: bool = False,
+    memory_limit: str | None = None,
+    strategy: str | None = None,
+) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically."""
     with _errors():
         settings = ingest.load_config(config)
-        report = ingest.run_source(settings, source, memory_limit=_limit(memory_limit),
-                                   strategy=strategy, progress=not json)
+        report = ingest.run_source(
+            settings,
+            source,
+            memory_limit=_limit(memory_limit),
+            strategy=strategy,
+            progress=not json,
+        )
     if json:
         print(report.to_json())
     else:
         err.print(report.summary(), markup=False, highlight=False)
 
 
-@task(name="plan", help={
-    "config": "YAML or TOML config file (default: config.yml)",
-    "source": "which source, when the config has several",
-    "memory_limit": "memory the run may use, e.g. 400MB",
-    "json": "print one JSON object",
-})
-def plan_(c: Context, config: str = "config.yml", source: str | None = None,
-          memory_limit: str | None = None, json: bool = False) -> None:
+@task(
+    name="plan",
+    help={
+        "config": "YAML or TOML config file (default: config.yml)",
+        "source": "which source, when the config has several",
+        "memory_limit": "memory the run may use, e.g. 400MB",
+        "json": "print one JSON object",
+    },
+)
+def plan_(
+    c: Context,
+    config: str = "config.yml",
+    source: str | None = None,
+    memory_limit: str | None = None,
+    json: bool = False,
+) -> None:
     """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
     import json as jsonlib
 
     with _errors():
-        explained = ingest.explain(ingest.load_config(config), source,
-                                   memory_limit=_limit(memory_limit))
+        explained = ingest.explain(
+            ingest.load_config(config), source, memory_limit=_limit(memory_limit)
+        )
     p, f = explained.plan, explained.profile
     facts = {
-        "source": explained.source.name, "file": str(f.path), "format": f.format,
-        "rows": f.rows, "rows_exact": f.rows_exact, "file_bytes": f.file_bytes,
-        "frame_bytes": f.frame_bytes, "estimate_bytes": p.estimate_bytes,
-        "budget_bytes": p.budget_bytes, "ratio": round(p.ratio, 3), "strategy": p.strategy,
-        "batch_rows": p.batch_rows, "batch_bytes": p.batch_bytes, "workers": p.workers,
+        "source": explained.source.name,
+        "file": str(f.path),
+        "format": f.format,
+        "rows": f.rows,
+        "rows_exact": f.rows_exact,
+        "file_bytes": f.file_bytes,
+        "frame_bytes": f.frame_bytes,
+        "estimate_bytes": p.estimate_bytes,
+        "budget_bytes": p.budget_bytes,
+        "ratio": round(p.ratio, 3),
+        "strategy": p.strategy,
+        "batch_rows": p.batch_rows,
+        "batch_bytes": p.batch_bytes,
+        "workers": p.workers,
         "reason": p.reason,
     }
     if json:
         print(jsonlib.dumps(facts))
         return
     for key, value in facts.items():
-        shown = ingest.format_size(value) if key.endswith("_bytes") and isinstance(value, int) else value
+        shown = (
+            ingest.format_size(value)
+            if key.endswith("_bytes") and isinstance(value, int)
+            else value
+        )
         out.print(f"{key:>14}: {shown}", highlight=False)
 
 
@@ -131,8 +170,10 @@ def build(c: Context, config: str = "config.yml") -> None:
         settings = ingest.load_config(config)
         url = ingest.resolve_url(settings.database.url, err.print)
         for step in dbt.build(_dbt_settings(settings, url)):
-            err.print(f"[green]✓[/green] dbt {step.command} --target {step.target} "
-                      f"[dim]({step.seconds:.1f} s)[/dim]")
+            err.print(
+                f"[green]✓[/green] dbt {step.command} --target {step.target} "
+                f"[dim]({step.seconds:.1f} s)[/dim]"
+            )
 
 
 @task(help={"sql": "SQL to run against the DuckDB marts", "format": "table, csv or json"})
@@ -146,26 +187,33 @@ def query(c: Context, sql: str, format: str = "table") -> None:
 def demo(c: Context, rows: int = 1_000_000) -> None:
     """Generate demo data, load it (embedded PostgreSQL if none configured), build marts, query."""
     with _errors():
-        files = _timed(f"wrote {rows:,} demo rows (Parquet and CSV) under {state_dir() / 'data'}",
-                       lambda: ingest.write_demo(state_dir() / "data", rows))
+        files = _timed(
+            f"wrote {rows:,} demo rows (Parquet and CSV) under {state_dir() / 'data'}",
+            lambda: ingest.write_demo(state_dir() / "data", rows),
+        )
         config = ingest.load_config("config.yml")
         url = _timed("database ready", lambda: ingest.resolve_url(config.database.url, err.print))
         err.print(f"  using PostgreSQL at {ingest.describe(url)}", highlight=False)
         report = _timed(f"ingested {files.parquet.name}", lambda: ingest.run_source(config))
         err.print(report.summary(), markup=False, highlight=False)
         multi = ingest.load_config("examples/multi.yml")
-        report = _timed(f"ingested {files.csv.name}",
-                        lambda: ingest.run_source(multi, "employees_csv"))
+        report = _timed(
+            f"ingested {files.csv.name}", lambda: ingest.run_source(multi, "employees_csv")
+        )
         err.print(report.summary(), markup=False, highlight=False)
-        steps = _timed("dbt build (PostgreSQL staging, DuckDB marts)",
-                       lambda: dbt.build(_dbt_settings(config, url)))
+        steps = _timed(
+            "dbt build (PostgreSQL staging, DuckDB marts)",
+            lambda: dbt.build(_dbt_settings(config, url)),
+        )
         for step in steps:
             err.print(f"  dbt {step.command} --target {step.target}: {step.seconds:.1f} s")
-        frame = run_query("select department, hire_year, headcount, avg_salary "
-                          "from mart_department_salary order by hire_year desc, department "
-                          "limit 8")
+        frame = run_query(
+            "select department, hire_year, headcount, avg_salary "
+            "from mart_department_salary order by hire_year desc, department "
+            "limit 8"
+        )
     _print_frame(frame, "table")
-    err.print("Try: invoke query \"select * from mart_hires_by_month limit 12\"")
+    err.print('Try: invoke query "select * from mart_hires_by_month limit 12"')
 
 
 @task(help={"args": "extra pytest arguments"})

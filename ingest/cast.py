@@ -64,8 +64,10 @@ def plan_casts(
     if unknown:
         raise ConfigError(
             config_path,
-            [f"schema_config.data_type: no column {c!r} in the file (it has {list(schema)})"
-             for c in unknown],
+            [
+                f"schema_config.data_type: no column {c!r} in the file (it has {list(schema)})"
+                for c in unknown
+            ],
         )
     types = {c: parse_type_name(t) for c, t in config.data_type.items()}
     formats: dict[str, str] = {}

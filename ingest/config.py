@@ -162,7 +162,7 @@ class _SourceEntry(_Model):
 
 
 class _MultiFile(_Model):
-    database: DatabaseConfig = Field(default_factory=DatabaseConfig)  # type: ignore[arg-type]
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     os_configuration: OsConfig = Field(default_factory=OsConfig)
     sources: dict[str, _SourceEntry] | list[_SourceEntry]
 
@@ -173,7 +173,10 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
     """Expand `${VAR}` and `${VAR:-default}` in every string of the parsed file."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+        return {
+            k: _interpolate(v, f"{where}.{k}" if where else str(k), problems)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if not isinstance(value, str):
@@ -211,7 +214,9 @@ def _problems(error: ValidationError) -> list[str]:
     out = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        message = (
+            "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
+        )
         out.append(f"{key}: {message}")
     return out
 

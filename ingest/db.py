@@ -36,8 +36,9 @@ def describe(url: str) -> str:
     return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
 
 
-def connect(url: str, *, autocommit: bool = False, retry_seconds: float = CONNECT_RETRY_SECONDS
-            ) -> psycopg.Connection[tuple[object, ...]]:
+def connect(
+    url: str, *, autocommit: bool = False, retry_seconds: float = CONNECT_RETRY_SECONDS
+) -> psycopg.Connection[tuple[object, ...]]:
     """Connect, retrying with backoff for a bounded time while the server is unreachable.
 
     Raises:
@@ -47,8 +48,9 @@ def connect(url: str, *, autocommit: bool = False, retry_seconds: float = CONNEC
     delay = 0.2
     while True:
         try:
-            return psycopg.connect(url, autocommit=autocommit, connect_timeout=10,
-                                   application_name="pgloadkit")
+            return psycopg.connect(
+                url, autocommit=autocommit, connect_timeout=10, application_name="pgloadkit"
+            )
         except psycopg.OperationalError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             if "password" in reason.lower() or "authentication" in reason.lower():
@@ -58,8 +60,9 @@ def connect(url: str, *, autocommit: bool = False, retry_seconds: float = CONNEC
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         except psycopg.ProgrammingError as exc:
-            raise DatabaseUnavailable("(database URL)", f"not a valid URL: {_scrub(str(exc), url)}"
-                                      ) from None
+            raise DatabaseUnavailable(
+                "(database URL)", f"not a valid URL: {_scrub(str(exc), url)}"
+            ) from None
 
 
 def _scrub(text: str, url: str) -> str:

@@ -67,7 +67,9 @@ class DbtSettings:
     def __post_init__(self) -> None:
         """Refuse settings dbt would only reject after several seconds of startup."""
         if self.column_naming not in COLUMN_NAMINGS:
-            raise ValueError(f"column_naming must be one of {COLUMN_NAMINGS}, not {self.column_naming!r}")
+            raise ValueError(
+                f"column_naming must be one of {COLUMN_NAMINGS}, not {self.column_naming!r}"
+            )
         if self.threads < 1:
             raise ValueError(f"threads must be at least 1, not {self.threads}")
 
@@ -125,7 +127,10 @@ def prepare_duckdb_extensions(directory: Path) -> Path:
         The directory, ready to pass as `extension_directory`.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    config = {"extension_directory": str(directory), "autoinstall_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "extension_directory": str(directory),
+        "autoinstall_known_extensions": False,
+    }
     with duckdb.connect(":memory:", config=config) as con:
         row = con.execute(
             "select installed from duckdb_extensions() where extension_name = 'postgres_scanner'"
@@ -136,7 +141,7 @@ def prepare_duckdb_extensions(directory: Path) -> Path:
 
 
 def pg_env(database_url: str) -> dict[str, str]:
-    """The libpq environment variables for `database_url` (host, port, user, database always set)."""
+    """The libpq environment variables for `database_url`; host, port, user and database always."""
     try:
         params = conninfo_to_dict(database_url)
     except Exception as exc:  # psycopg raises ProgrammingError; never echo the URL (password)
@@ -232,7 +237,7 @@ def run_dbt(args: Sequence[str], target: str, settings: DbtSettings, *, log: Log
     env = {**os.environ, **dbt_env(settings)}
     log(f"dbt {' '.join(args)} --target {target}")
     tail: deque[str] = deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+    with subprocess.Popen(
         command,
         cwd=project_dir(),
         env=env,

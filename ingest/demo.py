@@ -16,8 +16,9 @@ _FIRST = (
     "Kenji", "Lucia", "Mateo", "Nora", "Omar", "Paula", "Quinn", "Rosa", "Sven", "Tara",
 )  # fmt: skip
 _LAST = (
-    "Garcia", "Smith", "Novak", "Khan", "Rossi", "Silva", "Müller", "O'Brien", "Tanaka", "Dubois",
-    "Kowalski", "Haddad", "Jensen", "Lopez", "Nguyen", "Okafor", "Petrov", "Quispe", "Weiss", "Zhou",
+    "Garcia", "Smith", "Novak", "Khan", "Rossi", "Silva", "Müller", "O'Brien", "Tanaka",
+    "Dubois", "Kowalski", "Haddad", "Jensen", "Lopez", "Nguyen", "Okafor", "Petrov", "Quispe",
+    "Weiss", "Zhou",
 )  # fmt: skip
 _SALARY_BASE = (95_000, 70_000, 65_000, 80_000, 60_000, 58_000, 48_000, 90_000)
 
@@ -55,6 +56,7 @@ def employees(rows: int, seed: int = 7, start_id: int = 1) -> pl.DataFrame:
             "Is_Active": rng.random(rows) < 0.9,
         }
     )
+
     def pick(names: tuple[str, ...], column: str) -> pl.Expr:
         return pl.lit(pl.Series(names)).gather(pl.col(column))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -58,10 +59,8 @@ _WIRE: dict[type[pl.DataType], str] = {
     pl.Int64: ">i8",
     pl.Float32: ">f4",
     pl.Float64: ">f8",
-    pl.Date: ">i4",
-    pl.Datetime: ">i8",
-    pl.Time: ">i8",
 }
+_Ints = NDArray[Any]  # integer arrays whose width (uint32/uint64) is picked at run time
 _US_PER_UNIT = {"ns": -1000, "us": 1, "ms": 1000}  # negative: divide (floor) by that much
 
 
@@ -112,10 +111,10 @@ def prepare(df: pl.DataFrame) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class _Fixed:
-    """A fixed-width part of every row: a constant or one big-endian value per row."""
+    """A fixed-width part of every row: a constant, or one value per row cast to `dtype`."""
 
-    dtype: np.dtype[np.generic]
-    value: int | NDArray[np.generic]
+    dtype: str
+    value: int | _Ints
 
 
 @dataclass(frozen=True)
@@ -137,90 +136,79 @@ def encode(df: pl.DataFrame) -> memoryview:
     df = prepare(df).rechunk()
     if df.height == 0:
         return memoryview(b"")
-    parts: list[_Fixed | _Var] = [_Fixed(np.dtype(">i2"), df.width)]
+    parts: list[_Fixed | _Var] = [_Fixed(">i2", df.width)]
     for series in df.get_columns():
         parts.extend(_column_parts(series))
     arrays = _segments(parts, df.height)
     if len(arrays) == 1:
         joined = arrays[0]
-    else:
+    else:  # one C++ loop copies each row's pieces in order, without the GIL
         empty = pa.scalar(b"", pa.large_binary())
         joined = pc.binary_join_element_wise(*arrays, empty, null_handling="skip")
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
-    start, stop = offsets[joined.offset], offsets[joined.offset + len(joined)]
-    data = joined.buffers()[2]
-    return memoryview(data.slice(int(start), int(stop - start)))
+    start, stop = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
+    return memoryview(joined.buffers()[2].slice(start, stop - start))
 
 
 def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
     """The length word and payload parts of one prepared column."""
+    n = len(s)
     valid = s.is_not_null().to_numpy() if s.null_count() else None
-    dtype = s.dtype
-    if dtype in (pl.String, pl.Binary):
+    if s.dtype in (pl.String, pl.Binary):
         arr = s.to_arrow()
         arr = arr.view(pa.large_binary()) if arr.type == pa.large_string() else arr
         arr = arr if arr.type == pa.large_binary() else arr.cast(pa.large_binary())
-        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[
-            arr.offset : arr.offset + len(s) + 1
-        ]
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
         lengths = np.diff(offsets)
-        return [_length(valid, lengths), _Var(arr)]
-    if isinstance(dtype, pl.Decimal):
-        payload = _decimal(s)
-    elif dtype == pl.UInt64:
-        digits = _base10000(_values(s).astype(np.uint64), 5)
-        payload = _numeric(np.zeros(len(s), dtype=bool), digits, 5, 0)
-    elif isinstance(dtype, pl.Duration):
-        interval = np.zeros(len(s), dtype=[("us", ">i8"), ("days", ">i4"), ("months", ">i4")])
-        interval["us"] = _to_us(_values(s), dtype.time_unit)
-        payload = interval
-    else:
-        values = _values(s)
-        if isinstance(dtype, pl.Datetime):
-            values = _to_us(values, dtype.time_unit) - _PG_EPOCH_US
-        elif dtype == pl.Date:
-            values = values - _PG_EPOCH_DAYS
-        elif dtype == pl.Time:
-            values = values // 1000
-        wire = next((w for cls, w in _WIRE.items() if dtype == cls or isinstance(dtype, cls)), None)
-        if wire is None:
-            raise TypeError(f"encode has no layout for prepared dtype {dtype}")
-        payload = values.astype(wire)
-    size = payload.dtype.itemsize
+        return [
+            _Fixed(">i4", lengths if valid is None else np.where(valid, lengths, -1)),
+            _Var(arr),
+        ]
+    payload = _payload(s)
+    size = sum(np.dtype(part.dtype).itemsize for part in payload)
     if valid is None:
-        return [_Fixed(np.dtype(">i4"), size), _Fixed(payload.dtype, payload)]
-    lengths = np.full(len(s), size, dtype=np.int64)
+        return [_Fixed(">i4", size), *payload]
+    # A null writes only its length word, so its payload moves out of the fixed block.
     bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    starts = pa.py_buffer(np.arange(0, (len(s) + 1) * size, size, dtype=np.int64))
-    data = pa.py_buffer(np.ascontiguousarray(payload).view(np.uint8))
-    arr = pa.Array.from_buffers(pa.large_binary(), len(s), [bitmap, starts, data])
-    return [_length(valid, lengths), _Var(arr)]
+    starts = pa.py_buffer(np.arange(0, (n + 1) * size, size, dtype=np.int64))
+    data = pa.Array.from_buffers(pa.large_binary(), n, [bitmap, starts, _pack(payload, n)])
+    return [_Fixed(">i4", np.where(valid, size, -1)), _Var(data)]
 
 
-def _length(valid: NDArray[np.bool_] | None, lengths: NDArray[np.int64]) -> _Fixed:
-    """The 4-byte length word of a field, -1 where the value is null."""
-    if valid is not None:
-        lengths = np.where(valid, lengths, -1)
-    return _Fixed(np.dtype(">i4"), lengths)
+def _payload(s: pl.Series) -> list[_Fixed]:
+    """The fixed-width payload parts of a non-text prepared column (values under nulls: any)."""
+    dtype = s.dtype
+    if isinstance(dtype, pl.Decimal):
+        return _decimal(s, dtype.precision or 38, dtype.scale)
+    values = s.to_physical()
+    if values.null_count():
+        values = values.fill_null(False if values.dtype == pl.Boolean else 0)
+    array = values.to_numpy()
+    if dtype == pl.UInt64:
+        return _numeric(None, _base10000(array, _groups(int(array.max()))), None, 0)
+    if isinstance(dtype, pl.Duration):  # interval: microseconds, days, months
+        return [_Fixed(">i8", _to_us(array, dtype.time_unit)), _Fixed(">i4", 0), _Fixed(">i4", 0)]
+    if isinstance(dtype, pl.Datetime):
+        return [_Fixed(">i8", _to_us(array, dtype.time_unit) - _PG_EPOCH_US)]
+    if dtype == pl.Date:
+        return [_Fixed(">i4", array - _PG_EPOCH_DAYS)]
+    if dtype == pl.Time:
+        return [_Fixed(">i8", array // 1000)]
+    wire = _WIRE.get(type(dtype))
+    if wire is None:
+        raise TypeError(f"encode has no binary layout for prepared dtype {dtype}")
+    return [_Fixed(wire, array)]
 
 
-def _values(s: pl.Series) -> NDArray[np.generic]:
-    """The physical values as numpy, nulls filled so no object arrays appear."""
-    phys = s.to_physical()
-    if phys.null_count():
-        phys = phys.fill_null(False if phys.dtype == pl.Boolean else 0)
-    return phys.to_numpy()
-
-
-def _to_us(values: NDArray[np.generic], unit: str) -> NDArray[np.int64]:
+def _to_us(values: _Ints, unit: str) -> NDArray[np.int64]:
     """Convert int64 ticks in a polars time unit to microseconds, flooring nanoseconds."""
     factor = _US_PER_UNIT[unit]
-    ticks = values.astype(np.int64)
+    ticks = values.astype(np.int64, copy=False)
     return ticks // -factor if factor < 0 else ticks * factor
 
 
 def _segments(parts: list[_Fixed | _Var], n: int) -> list[pa.Array]:
-    """Merge runs of fixed parts into one row-major block each; keep var parts as they are."""
+    """Merge each run of fixed parts into one row-major block; keep var parts as they are."""
     arrays: list[pa.Array] = []
     run: list[_Fixed] = []
     for part in [*parts, None]:
@@ -228,15 +216,19 @@ def _segments(parts: list[_Fixed | _Var], n: int) -> list[pa.Array]:
             run.append(part)
             continue
         if run:
-            arrays.append(_block(run, n))
+            width = sum(np.dtype(p.dtype).itemsize for p in run)
+            starts = pa.py_buffer(np.arange(0, (n + 1) * width, width, dtype=np.int64))
+            arrays.append(
+                pa.Array.from_buffers(pa.large_binary(), n, [None, starts, _pack(run, n)])
+            )
             run = []
         if isinstance(part, _Var):
             arrays.append(part.data)
     return arrays
 
 
-def _block(run: list[_Fixed], n: int) -> pa.Array:
-    """Lay out fixed parts side by side per row (a big-endian structured array) as large_binary."""
+def _pack(run: list[_Fixed], n: int) -> pa.Buffer:
+    """Lay out fixed parts side by side per row: a big-endian structured array, Arrow-allocated."""
     names = [f"f{i}" for i in range(len(run))]
     layout = np.dtype({"names": names, "formats": [p.dtype for p in run]})
     width = layout.itemsize
@@ -244,21 +236,17 @@ def _block(run: list[_Fixed], n: int) -> pa.Array:
     for name, part in zip(names, run, strict=True):
         if isinstance(part.value, int):
             template[name] = part.value
-    buffer = pa.allocate_buffer(n * width)
+    buffer = pa.allocate_buffer(n * width)  # Arrow's pool reuses pages; fresh ones fault slowly
     block = np.frombuffer(buffer, dtype=layout)
-    block.view(f"V{width}")[...] = template.view(f"V{width}")[0]  # one memcpy-like pass
+    block.view(f"V{width}")[...] = template.view(f"V{width}")[0]  # constants in one pass
     for name, part in zip(names, run, strict=True):
         if not isinstance(part.value, int):
-            block[name] = part.value
-    starts = pa.py_buffer(np.arange(0, (n + 1) * width, width, dtype=np.int64))
-    return pa.Array.from_buffers(pa.large_binary(), n, [None, starts, buffer])
+            block[name] = part.value  # casts and byte-swaps in the strided copy
+    return buffer
 
 
-def _decimal(s: pl.Series) -> NDArray[np.void]:
-    """Numeric payloads of a Decimal column: int64 math for p <= 18, 32-bit limbs above that."""
-    dtype = s.dtype
-    assert isinstance(dtype, pl.Decimal)
-    precision, scale = dtype.precision or 38, dtype.scale
+def _decimal(s: pl.Series, precision: int, scale: int) -> list[_Fixed]:
+    """Numeric parts of a Decimal column: 64-bit math for p <= 18, 32-bit limbs above."""
     arr = s.to_arrow()
     words = np.frombuffer(arr.buffers()[1], dtype=np.uint64)[
         2 * arr.offset : 2 * (arr.offset + len(s))
@@ -268,86 +256,91 @@ def _decimal(s: pl.Series) -> NDArray[np.void]:
         valid = s.is_not_null().to_numpy()
         lo, hi = np.where(valid, lo, 0), np.where(valid, hi, 0)
     neg = hi.view(np.int64) < 0
-    int_groups = max(0, math.ceil((precision - scale) / 4))
     frac_groups = math.ceil(scale / 4)
-    if precision <= 18:
-        magnitude = np.abs(lo.view(np.int64)).view(np.uint64)
-        whole = magnitude // np.uint64(10**scale)
-        frac = magnitude - whole * np.uint64(10**scale)
-        digits = np.empty((len(s), int_groups + frac_groups), dtype=np.int16)
-        digits[:, :int_groups] = _base10000(whole, int_groups)
-        for j in range(1, frac_groups + 1):
-            if 4 * j <= scale:
-                group = (frac // np.uint64(10 ** (scale - 4 * j))) % np.uint64(10_000)
-            else:  # the last, partial group: pad it with zeros on the right
-                group = (frac % np.uint64(10 ** (scale - 4 * j + 4))) * np.uint64(
-                    10 ** (4 * j - scale)
-                )
-            digits[:, int_groups + j - 1] = group
-    else:
-        digits = _wide_digits(
+    if precision > 18:
+        int_groups = max(0, math.ceil((precision - scale) / 4))
+        matrix = _wide_digits(
             lo, hi, neg, 10 ** (4 * frac_groups - scale), int_groups + frac_groups
         )
+        return _numeric(neg, list(matrix.T), int_groups, scale)
+    magnitude = np.abs(lo.view(np.int64)).view(np.uint64)
+    unit = 10**scale
+    whole = magnitude // unit if scale else magnitude
+    int_groups = _groups(int(whole.max()))
+    digits = _base10000(whole, int_groups)
+    fraction = _narrow(magnitude - whole * unit, unit)
+    for j in range(1, frac_groups + 1):
+        if 4 * j <= scale:
+            group = fraction // 10 ** (scale - 4 * j)
+            digits.append(group - group // 10_000 * 10_000)
+        else:  # the last, partial group, padded with zeros on the right
+            size = 10 ** (scale - 4 * j + 4)
+            digits.append((fraction - fraction // size * size) * 10 ** (4 * j - scale))
     return _numeric(neg, digits, int_groups, scale)
 
 
-def _wide_digits(
-    lo: NDArray[np.uint64], hi: NDArray[np.uint64], neg: NDArray[np.bool_], shift: int, groups: int
-) -> NDArray[np.int16]:
+def _numeric(
+    neg: NDArray[np.bool_] | None,
+    digits: list[_Ints],
+    int_groups: int | None,
+    dscale: int,
+) -> list[_Fixed]:
+    """NumericVar parts with one digit count per batch: numeric_recv strips the zero digits."""
+    int_groups = len(digits) if int_groups is None else int_groups
+    while int_groups and digits and not digits[0].any():
+        digits, int_groups = digits[1:], int_groups - 1
+    while len(digits) > int_groups and not digits[-1].any():
+        digits = digits[:-1]
+    sign: int | _Ints = 0
+    if neg is not None and neg.any():
+        sign = neg.astype(np.uint16) << 14  # 0x4000
+    head = [len(digits), int_groups - 1 if digits else 0, sign, dscale]
+    return [_Fixed(">i2", v) for v in head] + [_Fixed(">i2", d) for d in digits]
+
+
+def _groups(top: int) -> int:
+    """How many base-10000 digits the integer `top` needs (0 for 0)."""
+    count = 0
+    while top:
+        top, count = top // 10_000, count + 1
+    return count
+
+
+def _narrow(values: _Ints, bound: int) -> _Ints:
+    """Values known to be below `bound` as uint32 when they fit, where division is ~4x faster."""
+    return values.astype(np.uint32) if bound <= 2**32 else values
+
+
+def _base10000(values: _Ints, groups: int) -> list[_Ints]:
+    """Split non-negative integers into `groups` base-10000 digits, most significant first."""
+    if groups == 0:
+        return []
+    values = _narrow(values.astype(np.uint64, copy=False), 10_000**groups)
+    digits: list[_Ints] = []
+    for _ in range(groups - 1):
+        quotient = values // 10_000
+        digits.append(values - quotient * 10_000)
+        values = quotient
+    return [values, *reversed(digits)]
+
+
+def _wide_digits(lo: _Ints, hi: _Ints, neg: NDArray[np.bool_], shift: int, groups: int) -> _Ints:
     """Base-10000 digits of |128-bit two's complement| * shift, by long division on 32-bit limbs."""
     mask = np.uint64(0xFFFF_FFFF)
     lo_mag = np.where(neg, ~lo + np.uint64(1), lo)
     hi_mag = np.where(neg, ~hi + (lo == 0).astype(np.uint64), hi)
     # Five limbs (160 bits), most significant first: 10**38 * 1000 needs more than 128 bits.
-    limbs = [
-        np.zeros_like(lo),
-        hi_mag >> np.uint64(32),
-        hi_mag & mask,
-        lo_mag >> np.uint64(32),
-        lo_mag & mask,
-    ]
+    limbs = [np.zeros_like(lo), hi_mag >> 32, hi_mag & mask, lo_mag >> 32, lo_mag & mask]
     carry = np.zeros_like(lo)
     for i in range(len(limbs) - 1, -1, -1):
         product = limbs[i] * np.uint64(shift) + carry
-        limbs[i], carry = product & mask, product >> np.uint64(32)
-    digits = np.empty((len(lo), groups), dtype=np.int16)
+        limbs[i], carry = product & mask, product >> 32
+    digits = np.empty((groups, len(lo)), dtype=np.uint64)
     for k in range(groups - 1, -1, -1):
         rest = np.zeros_like(lo)
         for i, limb in enumerate(limbs):
-            current = (rest << np.uint64(32)) | limb
-            limbs[i] = current // np.uint64(10_000)
-            rest = current - limbs[i] * np.uint64(10_000)
-        digits[:, k] = rest
-    return digits
-
-
-def _base10000(values: NDArray[np.uint64], groups: int) -> NDArray[np.int16]:
-    """Split non-negative integers into `groups` base-10000 digits, most significant first."""
-    digits = np.empty((len(values), groups), dtype=np.int16)
-    for k in range(groups - 1, -1, -1):
-        quotient = values // np.uint64(10_000)
-        digits[:, k] = values - quotient * np.uint64(10_000)
-        values = quotient
-    return digits
-
-
-def _numeric(
-    neg: NDArray[np.bool_], digits: NDArray[np.int16], int_groups: int, dscale: int
-) -> NDArray[np.void]:
-    """PostgreSQL NumericVar payloads with one digit count per batch (numeric_recv strips zeros)."""
-    nonzero: NDArray[np.bool_] = np.asarray(digits.any(axis=0))
-    lead = 0
-    while lead < int_groups and not nonzero[lead]:
-        lead += 1
-    end = len(nonzero)
-    while end > int_groups and not nonzero[end - 1]:
-        end -= 1
-    digits, int_groups = digits[:, lead:end], int_groups - lead
-    ndigits = digits.shape[1]
-    words = np.empty((len(neg), 4 + ndigits), dtype=">i2")
-    words[:, 0] = ndigits
-    words[:, 1] = int_groups - 1 if ndigits else 0
-    words[:, 2] = np.where(neg, 0x4000, 0)
-    words[:, 3] = dscale
-    words[:, 4:] = digits
-    return words.view(f"V{words.shape[1] * 2}").reshape(len(neg))
+            current = (rest << 32) | limb
+            limbs[i] = current // 10_000
+            rest = current - limbs[i] * 10_000
+        digits[k] = rest
+    return digits.T

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class IngestError(Exception):
-    """Base for every expected failure; `tasks.py` turns these into an exit message, not a traceback."""
+    """Base for every expected failure; tasks.py turns it into an exit message, not a traceback."""
 
 
 class ConfigError(IngestError):
@@ -96,7 +96,7 @@ class SchemaMismatch(IngestError):
 
 
 class DatabaseUnavailable(IngestError):
-    """The database cannot be reached; the message names host and port, never the password."""
+    """The database cannot be reached; the message names host and port, not the password."""
 
     def __init__(self, where: str, reason: str) -> None:
         self.where = where

@@ -58,8 +58,15 @@ class Loader:
     target exactly as it was.
     """
 
-    def __init__(self, url: str, target: Target, columns: dict[str, pl.DataType], run_id: str,
-                 workers: int, log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        url: str,
+        target: Target,
+        columns: dict[str, pl.DataType],
+        run_id: str,
+        workers: int,
+        log: Callable[[str], None],
+    ) -> None:
         self.url = url
         self.target = target
         self.columns = columns
@@ -104,20 +111,26 @@ class Loader:
             file_adds = [c for c in want if c not in have]
             if file_lacks or file_adds:
                 raise SchemaMismatch(self.target.display, missing=file_lacks, extra=file_adds)
-        conn.execute(sql.SQL("create schema if not exists {}").format(
-            sql.Identifier(self.target.schema)))
+        conn.execute(
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
+        )
         defs = [
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(encode.pg_type(dtype)))
             for name, dtype in self.columns.items()
         ]
         # Server-side defaults stamp lineage columns without sending them with every row.
-        defs.append(sql.SQL("{} timestamptz not null default now()").format(
-            sql.Identifier(LOADED_AT)))
-        defs.append(sql.SQL("{} text not null default {}").format(
-            sql.Identifier(RUN_ID), sql.Literal(self.run_id)))
+        defs.append(
+            sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(LOADED_AT))
+        )
+        defs.append(
+            sql.SQL("{} text not null default {}").format(
+                sql.Identifier(RUN_ID), sql.Literal(self.run_id)
+            )
+        )
         conn.execute(sql.SQL("drop table if exists {}").format(self.staging.ident()))
-        conn.execute(sql.SQL("create table {} ({})").format(
-            self.staging.ident(), sql.SQL(", ").join(defs)))
+        conn.execute(
+            sql.SQL("create table {} ({})").format(self.staging.ident(), sql.SQL(", ").join(defs))
+        )
 
     def send(self, batch: pl.DataFrame) -> None:
         """Queue a batch for the COPY workers; blocks while they are busy (bounding memory)."""
@@ -131,7 +144,8 @@ class Loader:
 
     def _work(self) -> None:
         copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-            self.staging.ident(), sql.SQL(", ").join(map(sql.Identifier, self.columns)))
+            self.staging.ident(), sql.SQL(", ").join(map(sql.Identifier, self.columns))
+        )
         try:
             with connect(self.url) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
@@ -195,13 +209,18 @@ class Loader:
         assert self._control is not None
         with connect(self.url) as conn:
             # The defaults only stamped this run's rows; later inserts must not inherit them.
-            conn.execute(sql.SQL("alter table {} alter column {} drop default, alter column {} drop default").format(
-                self.staging.ident(), sql.Identifier(LOADED_AT), sql.Identifier(RUN_ID)))
+            conn.execute(
+                sql.SQL(
+                    "alter table {} alter column {} drop default, alter column {} drop default"
+                ).format(self.staging.ident(), sql.Identifier(LOADED_AT), sql.Identifier(RUN_ID))
+            )
             if self.target.if_exists == "append" and _table_exists(conn, self.target):
-                cols = sql.SQL(", ").join(
-                    map(sql.Identifier, [*self.columns, LOADED_AT, RUN_ID]))
-                conn.execute(sql.SQL("insert into {} ({}) select {} from {}").format(
-                    self.target.ident(), cols, cols, self.staging.ident()))
+                cols = sql.SQL(", ").join(map(sql.Identifier, [*self.columns, LOADED_AT, RUN_ID]))
+                conn.execute(
+                    sql.SQL("insert into {} ({}) select {} from {}").format(
+                        self.target.ident(), cols, cols, self.staging.ident()
+                    )
+                )
                 conn.execute(sql.SQL("drop table {}").format(self.staging.ident()))
             else:
                 replace_table(conn, self.staging, self.target, self.log)
@@ -213,8 +232,10 @@ class Loader:
             with connect(self.url, autocommit=True, retry_seconds=2) as conn:
                 conn.execute(sql.SQL("drop table if exists {}").format(self.staging.ident()))
         except (psycopg.Error, IngestError) as exc:
-            self.log(f"could not drop staging table {self.staging.display}: {exc}; "
-                     "the next run removes it")
+            self.log(
+                f"could not drop staging table {self.staging.display}: {exc}; "
+                "the next run removes it"
+            )
 
 
 class _Cancelled(Exception):
@@ -224,7 +245,8 @@ class _Cancelled(Exception):
 def _table_exists(conn: psycopg.Connection[tuple[object, ...]], target: Target) -> bool:
     row = conn.execute(
         "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = %s",
-        (target.schema, target.table)).fetchone()
+        (target.schema, target.table),
+    ).fetchone()
     return row is not None
 
 
@@ -235,7 +257,8 @@ def _table_columns(conn: psycopg.Connection[tuple[object, ...]], target: Target)
         " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
         " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped"
         " order by a.attnum",
-        (target.schema, target.table)).fetchall()
+        (target.schema, target.table),
+    ).fetchall()
     return [str(r[0]) for r in rows]
 
 

@@ -26,11 +26,13 @@ def parse_size(text: str) -> int:
         ValueError: the text is not a size.
     """
     match = _SIZE.match(text)
-    if not match or match.group(2) is None and not match.group(1):
+    if not match or (match.group(2) is None and not match.group(1)):
         raise ValueError(f"{text!r} is not a size; write e.g. 400MB or 2GiB")
     unit = (match.group(2) or "").lower()
     if unit not in _UNITS:
-        raise ValueError(f"{text!r}: unknown unit {match.group(2)!r}; use B, KB, MB, GB, KiB, MiB, GiB")
+        raise ValueError(
+            f"{text!r}: unknown unit {match.group(2)!r}; use B, KB, MB, GB, KiB, MiB, GiB"
+        )
     return int(float(match.group(1)) * _UNITS[unit])
 
 

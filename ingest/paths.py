@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def state_dir() -> Path:
-    """The project-local state folder: `$PIPELINE_HOME`, else `.pipeline/` in the working directory."""
+    """The project-local state folder: `$PIPELINE_HOME`, else `.pipeline/` in the working dir."""
     configured = os.environ.get("PIPELINE_HOME")
     return Path(configured).resolve() if configured else Path.cwd().resolve() / ".pipeline"
 

@@ -1,4 +1,4 @@
-"""Pick eager, lazy or streaming loading and a batch size: pure arithmetic on a profile and a budget."""
+"""Pick eager, lazy or streaming loading and a batch size: pure arithmetic, no I/O."""
 
 from __future__ import annotations
 

@@ -110,11 +110,13 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     groups = list(range(md.num_row_groups))
     picks = sorted({groups[i * len(groups) // 5] for i in range(min(5, len(groups)))})
     per_pick = max(n_rows_sample // max(len(picks), 1), 1)
-    parts = []
+    parts: list[pl.DataFrame] = []
     for g in picks:
         batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
         if batch is not None:
-            parts.append(pl.from_arrow(batch))
+            part = pl.from_arrow(batch)
+            assert isinstance(part, pl.DataFrame)
+            parts.append(part)
     schema = pl.read_parquet_schema(path)
     sample = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     widths = _widths(sample) if sample.height else {}

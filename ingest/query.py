@@ -41,8 +41,12 @@ def query(
     """
     path = duckdb_path or default_marts_path()
     if not path.is_file():
-        raise SourceFileError(path, "the marts database does not exist", fix="run `invoke dbt.build`")
-    config: dict[str, str | bool] = {"autoinstall_known_extensions": False}
+        raise SourceFileError(
+            path, "the marts database does not exist", fix="run `invoke dbt.build`"
+        )
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False
+    }
     if attach_pg is not None:
         directory = prepare_duckdb_extensions(extension_directory or extension_dir(state_dir()))
         config["extension_directory"] = str(directory)

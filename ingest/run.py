@@ -126,8 +126,10 @@ def run_source(
         explained = explain(config, source_name, memory_limit=memory_limit, strategy=strategy)
         source, profile, plan = explained.source, explained.profile, explained.plan
         steps["profile"] = time.monotonic() - started
-        log(f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
-            f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows")
+        log(
+            f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
+            f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
+        )
 
         check_column_names(profile.path, [*profile.schema, LOADED_AT, RUN_ID])
         casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
@@ -149,7 +151,8 @@ def run_source(
             try:
                 for number, batch in enumerate(read.batches(frame, plan)):
                     rows, sampled = validate_batch(
-                        profile.path, checks, batch, sample_size, seed=number)
+                        profile.path, checks, batch, sample_size, seed=number
+                    )
                     total += rows
                     checked += sampled
                     loader.send(batch)
@@ -158,7 +161,8 @@ def run_source(
                 raise cast.cast_error(profile.path, exc, casts) from None
             except pl.exceptions.ComputeError as exc:
                 raise SourceFileError(
-                    profile.path, str(exc).splitlines()[0],
+                    profile.path,
+                    str(exc).splitlines()[0],
                     "declare the column's type in schema_config.data_type (e.g. string)",
                 ) from None
             loaded = loader.finish()

@@ -1,4 +1,4 @@
-"""Swap a staged table in for its target inside the caller's transaction, keeping dependent views."""
+"""Swap a staged table in for its target in the caller's transaction, keeping dependent views."""
 
 from __future__ import annotations
 
@@ -61,19 +61,27 @@ def replace_table(
     views: list[tuple[str, str, str, str]] = []
     if oid is not None:
         conn.execute(sql.SQL("lock table {} in access exclusive mode").format(target.ident()))
-        views = [(str(s), str(n), str(k), str(d)) for s, n, k, d, _ in
-                 conn.execute(_DEPENDENT_VIEWS, {"oid": oid}).fetchall()]
+        views = [
+            (str(s), str(n), str(k), str(d))
+            for s, n, k, d, _ in conn.execute(_DEPENDENT_VIEWS, {"oid": oid}).fetchall()
+        ]
         conn.execute(sql.SQL("drop table {} cascade").format(target.ident()))
-    conn.execute(sql.SQL("alter table {} rename to {}").format(
-        staging.ident(), sql.Identifier(target.table)))
+    conn.execute(
+        sql.SQL("alter table {} rename to {}").format(staging.ident(), sql.Identifier(target.table))
+    )
     for schema, name, kind, definition in views:
         kind_sql = sql.SQL("materialized view" if kind == "m" else "view")
         statement = sql.SQL("create {} {}.{} as {}").format(
-            kind_sql, sql.Identifier(schema), sql.Identifier(name),
-            sql.SQL(definition.rstrip().rstrip(";")))  # definition text comes from the server
+            kind_sql,
+            sql.Identifier(schema),
+            sql.Identifier(name),
+            sql.SQL(definition.rstrip().rstrip(";")),
+        )  # definition text comes from the server
         try:
             with conn.transaction():
                 conn.execute(statement)
         except psycopg.Error as exc:
-            log(f"view {schema}.{name} no longer fits {target.display} and was dropped: "
-                f"{str(exc).splitlines()[0]}")
+            log(
+                f"view {schema}.{name} no longer fits {target.display} and was dropped: "
+                f"{str(exc).splitlines()[0]}"
+            )

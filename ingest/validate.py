@@ -44,8 +44,10 @@ def validate_batch(
         ValidationFailed: with up to ten failure cases, naming column, check and row.
     """
     rows = batch.height
-    sample = batch if sample_size >= 1 else batch.sample(
-        n=max(int(rows * sample_size), min(rows, 1)), seed=seed
+    sample = (
+        batch
+        if sample_size >= 1
+        else batch.sample(n=max(int(rows * sample_size), min(rows, 1)), seed=seed)
     )
     try:
         schema.validate(sample, lazy=True)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL (DATABASE_URL, else the embedded server) and a schema per test."""
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL, else the embedded server), a schema per test."""
 
 from __future__ import annotations
 

@@ -20,10 +20,13 @@ def apply(frame: pl.DataFrame, config: SchemaConfig) -> pl.DataFrame:
 
 def test_declared_types_are_applied() -> None:
     """int64, float64, decimal and datetime casts produce those polars types and values."""
-    frame = pl.DataFrame({"age": [1, 2], "pay": ["1.5", "2.25"], "at": ["2024-01-02 03:04:05", None]},
-                         schema={"age": pl.Int32, "pay": pl.String, "at": pl.String})
-    out = apply(frame, SchemaConfig(data_type={"age": "int64", "pay": "decimal(10,2)",
-                                               "at": "datetime"}))
+    frame = pl.DataFrame(
+        {"age": [1, 2], "pay": ["1.5", "2.25"], "at": ["2024-01-02 03:04:05", None]},
+        schema={"age": pl.Int32, "pay": pl.String, "at": pl.String},
+    )
+    out = apply(
+        frame, SchemaConfig(data_type={"age": "int64", "pay": "decimal(10,2)", "at": "datetime"})
+    )
     assert out.schema == {"age": pl.Int64, "pay": pl.Decimal(10, 2), "at": pl.Datetime("us")}
     assert out["at"][0] == dt.datetime(2024, 1, 2, 3, 4, 5)
     assert str(out["pay"][1]) == "2.25"
@@ -31,8 +34,13 @@ def test_declared_types_are_applied() -> None:
 
 def test_dates_are_detected_only_when_every_value_parses() -> None:
     """date_format detects ISO and day-first dates; a mixed column stays text."""
-    frame = pl.DataFrame({"d": ["2024-01-31", "2023-12-01"], "eu": ["31/01/2024", "01/12/2023"],
-                          "mixed": ["2024-01-31", "soon"]})
+    frame = pl.DataFrame(
+        {
+            "d": ["2024-01-31", "2023-12-01"],
+            "eu": ["31/01/2024", "01/12/2023"],
+            "mixed": ["2024-01-31", "soon"],
+        }
+    )
     out = apply(frame, SchemaConfig(date_format=True))
     assert out["d"].to_list() == [dt.date(2024, 1, 31), dt.date(2023, 12, 1)]
     assert out["eu"].to_list() == [dt.date(2024, 1, 31), dt.date(2023, 12, 1)]

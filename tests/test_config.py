@@ -70,20 +70,31 @@ if_table_exists = "append"
 
 def test_multi_source_mapping_and_list(tmp_path: Path) -> None:
     """Sources may be a mapping or a list; --source picks one; the table defaults to the name."""
-    mapping = load_config(write(tmp_path, """
+    mapping = load_config(
+        write(
+            tmp_path,
+            """
 database: {schema: landing}
 sources:
   a: {input_path: a.csv}
   b: {input_path: b.parquet, table_name: bee, if_table_exists: replace}
-"""))
+""",
+        )
+    )
     assert mapping.source("a").table_name == "a"
     assert mapping.source("b").table_name == "bee"
     assert mapping.database.schema_ == "landing"
-    listed = load_config(write(tmp_path, """
+    listed = load_config(
+        write(
+            tmp_path,
+            """
 sources:
   - {input_path: a.csv, table_name: first}
   - {input_path: b.csv, name: second}
-""", "list.yml"))
+""",
+            "list.yml",
+        )
+    )
     assert sorted(listed.sources) == ["first", "second"]
 
 
@@ -97,8 +108,10 @@ sources:
         ("sources: {}\n", "lists no source"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("path: [unclosed\n", "not valid yml"),
-        ("path: {input_path: '${NO_SUCH_VAR_XYZ}'}\ndatabase: {table_name: t}\n",
-         "NO_SUCH_VAR_XYZ is not set"),
+        (
+            "path: {input_path: '${NO_SUCH_VAR_XYZ}'}\ndatabase: {table_name: t}\n",
+            "NO_SUCH_VAR_XYZ is not set",
+        ),
     ],
 )
 def test_errors_name_the_key_and_the_file(tmp_path: Path, text: str, fragment: str) -> None:
@@ -119,10 +132,15 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_environment_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`${VAR}` and `${VAR:-default}` expand from the environment."""
     monkeypatch.setenv("DATA_DIR", "/data")
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 path: {input_path: '${DATA_DIR}/x.csv'}
 database: {table_name: '${TABLE:-fallback}'}
-"""))
+""",
+        )
+    )
     source = config.source()
     assert source.input_path == "/data/x.csv"
     assert source.table_name == "fallback"
@@ -130,7 +148,9 @@ database: {table_name: '${TABLE:-fallback}'}
 
 def test_unknown_source_is_named(tmp_path: Path) -> None:
     """--source with a wrong name lists the ones the config has."""
-    config = load_config(write(tmp_path, "sources: {a: {input_path: a.csv}, b: {input_path: b.csv}}\n"))
+    config = load_config(
+        write(tmp_path, "sources: {a: {input_path: a.csv}, b: {input_path: b.csv}}\n")
+    )
     with pytest.raises(ConfigError, match="no source 'c'; the config has a, b"):
         config.source("c")
     with pytest.raises(ConfigError, match="pick one with --source"):

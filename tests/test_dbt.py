@@ -17,7 +17,16 @@ from ingest.dbt import DbtSettings, build, dbt_env, pg_env, run_dbt
 from ingest.errors import ConfigError, DbtFailed
 from ingest.query import query
 
-DEPARTMENTS = ("Engineering", "Sales", "Marketing", "Finance", "HR", "Operations", "Support", "Legal")
+DEPARTMENTS = (
+    "Engineering",
+    "Sales",
+    "Marketing",
+    "Finance",
+    "HR",
+    "Operations",
+    "Support",
+    "Legal",
+)
 COLUMNS = (
     "Employee_ID", "First_Name", "Last_Name", "Email", "Age", "Salary", "Department",
     "Hire_Date", "Last_Login", "Is_Active",
@@ -50,7 +59,8 @@ def create_raw(conn: psycopg.Connection[tuple[object, ...]], schema: str, rows: 
             'create table {} ("Employee_ID" bigint not null unique, "First_Name" text, '
             '"Last_Name" text, "Email" text, "Age" bigint, "Salary" double precision, '
             '"Department" text, "Hire_Date" date, "Last_Login" timestamp, "Is_Active" boolean, '
-            "\"_loaded_at\" timestamptz not null default now(), \"_run_id\" text not null default 'test')"
+            '"_loaded_at" timestamptz not null default now(), '
+            "\"_run_id\" text not null default 'test')"
         ).format(table)
     )
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
@@ -68,7 +78,9 @@ def staging_schema(database_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(name)))
 
 
-def settings_for(url: str, tmp_path: Path, raw: str, staging: str, naming: str = "lower") -> DbtSettings:
+def settings_for(
+    url: str, tmp_path: Path, raw: str, staging: str, naming: str = "lower"
+) -> DbtSettings:
     """Settings that keep every dbt artefact and the marts file under `tmp_path`."""
     return DbtSettings(
         database_url=url,
@@ -78,6 +90,25 @@ def settings_for(url: str, tmp_path: Path, raw: str, staging: str, naming: str =
         staging_schema=staging,
         column_naming=naming,
     )
+
+
+def raw_headcounts(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> dict[str, int]:
+    """Employees per department, counted in PostgreSQL on the raw table."""
+    query_ = sql.SQL('select "Department", count(*) from {} group by 1')
+    rows = conn.execute(query_.format(sql.Identifier(schema, "employees"))).fetchall()
+    return {str(department): int(str(count)) for department, count in rows}
+
+
+def raw_mean_salaries(
+    conn: psycopg.Connection[tuple[object, ...]], schema: str
+) -> dict[tuple[str, int], float]:
+    """Mean salary per department and hire year, computed in PostgreSQL on the raw table."""
+    query_ = sql.SQL(
+        'select "Department", extract(year from "Hire_Date")::int, avg("Salary") from {} '
+        "group by 1, 2"
+    )
+    rows = conn.execute(query_.format(sql.Identifier(schema, "employees"))).fetchall()
+    return {(str(d), int(str(y))): float(str(mean)) for d, y, mean in rows}
 
 
 def with_password(url: str) -> str:
@@ -133,25 +164,13 @@ def test_build_marts_match_the_raw_table(
 
     assert [(s.command, s.target) for s in steps] == [("build", "pg"), ("build", "duckdb")]
     assert all(s.seconds > 0 for s in steps)
-    raw = sql.Identifier(pg_schema, "employees")
-    expected_heads = dict(
-        pg_conn.execute(
-            sql.SQL('select "Department", count(*) from {} group by 1').format(raw)
-        ).fetchall()
-    )
+    expected_heads = raw_headcounts(pg_conn, pg_schema)
     heads = query(
         "select department, sum(headcount)::bigint as n from mart_department_salary group by 1",
         settings.duckdb_path,
     )
     assert dict(heads.iter_rows()) == expected_heads
-    expected_avg = {
-        (d, int(y)): float(a)
-        for d, y, a in pg_conn.execute(
-            sql.SQL(
-                'select "Department", extract(year from "Hire_Date"), avg("Salary") from {} group by 1, 2'
-            ).format(raw)
-        ).fetchall()
-    }
+    expected_avg = raw_mean_salaries(pg_conn, pg_schema)
     means = query(
         "select department, hire_year, avg_salary from mart_department_salary",
         settings.duckdb_path,
@@ -165,9 +184,11 @@ def test_build_marts_match_the_raw_table(
     )
     assert months.row(0)[1:] == (400, 400)
     assert months.row(0)[0] >= 48  # five years of hires, gaps kept as zero rows
+    staged = sql.Identifier("pg", staging_schema, "stg_demo__employees")
     emails = query(
-        f"select count(*) filter (where email = lower(trim(email))), count(*) "
-        f"from pg.{staging_schema}.stg_demo__employees",
+        sql.SQL("select count(*) filter (where email = lower(trim(email))), count(*) from {}")
+        .format(staged)
+        .as_string(),
         settings.duckdb_path,
         attach_pg=url,
         extension_directory=tmp_path / "state" / "duckdb_extensions",
@@ -184,7 +205,10 @@ def test_build_marts_match_the_raw_table(
     ("naming", "expected"),
     [
         ("upper", ["EMPLOYEE_ID", "FIRST_NAME", "EMAIL", "HIRE_DATE", "IS_ACTIVE", "_LOADED_AT"]),
-        ("capitalize", ["Employee_id", "First_name", "Email", "Hire_date", "Is_active", "_loaded_at"]),
+        (
+            "capitalize",
+            ["Employee_id", "First_name", "Email", "Hire_date", "Is_active", "_loaded_at"],
+        ),
     ],
 )
 def test_staging_column_names_follow_column_naming(
@@ -203,10 +227,10 @@ def test_staging_column_names_follow_column_naming(
     run_dbt(["build"], "pg", settings, log=lambda _: None)
 
     names = [
-        name
+        str(name)
         for (name,) in pg_conn.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = %s and table_name = 'stg_demo__employees' order by ordinal_position",
+            "select column_name::text from information_schema.columns where table_schema = %s "
+            "and table_name = 'stg_demo__employees' order by ordinal_position",
             [staging_schema],
         ).fetchall()
     ]

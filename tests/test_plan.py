@@ -7,7 +7,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ingest.plan import MAX_BATCH_BYTES, MIN_BATCH_BYTES, estimate_eager_bytes, make_plan, memory_budget
+from ingest.plan import (
+    MAX_BATCH_BYTES,
+    MIN_BATCH_BYTES,
+    estimate_eager_bytes,
+    make_plan,
+    memory_budget,
+)
 from ingest.profile import ColumnProfile, FileProfile
 
 MB = 1_000_000
@@ -20,7 +26,10 @@ def profile(rows: int, row_bytes: float = 40.0, fmt: str = "parquet") -> FilePro
         file_bytes=rows * 10,
         rows=rows,
         rows_exact=True,
-        columns=(ColumnProfile("a", pl.Int64(), 8.0), ColumnProfile("b", pl.String(), row_bytes - 8)),
+        columns=(
+            ColumnProfile("a", pl.Int64(), 8.0),
+            ColumnProfile("b", pl.String(), row_bytes - 8),
+        ),
         sample=pl.DataFrame(),
     )
 
@@ -74,4 +83,6 @@ def test_streaming_batches_fit_the_budget() -> None:
 
 def test_csv_estimate_is_larger_than_parquet() -> None:
     """Reading CSV whole holds the text too, so the same rows cost more than from Parquet."""
-    assert estimate_eager_bytes(profile(10**6, fmt="csv"), 0) > estimate_eager_bytes(profile(10**6), 0)
+    assert estimate_eager_bytes(profile(10**6, fmt="csv"), 0) > estimate_eager_bytes(
+        profile(10**6), 0
+    )

@@ -55,7 +55,9 @@ def test_small_csv_is_read_whole(tmp_path: Path) -> None:
         ("bad.parquet", b"this is not parquet", "not a readable Parquet file"),
     ],
 )
-def test_unreadable_files_are_named(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+def test_unreadable_files_are_named(
+    tmp_path: Path, name: str, content: bytes, message: str
+) -> None:
     """Empty or damaged files raise SourceFileError naming the file."""
     path = tmp_path / name
     path.write_bytes(content)

@@ -21,8 +21,16 @@ Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config_file(tmp_path: Path, data: Path, schema: str, url: str, *, table: str = "employees",
-                if_exists: str = "replace", extra: str = "") -> Path:
+def config_file(
+    tmp_path: Path,
+    data: Path,
+    schema: str,
+    url: str,
+    *,
+    table: str = "employees",
+    if_exists: str = "replace",
+    extra: str = "",
+) -> Path:
     path = tmp_path / f"{table}-{if_exists}.yml"
     path.write_text(f"""
 path: {{input_path: '{data}'}}
@@ -41,25 +49,37 @@ def fetch(conn: Conn, query: str, schema: str, table: str = "employees") -> tupl
     return row
 
 
+def table_count(conn: Conn, schema: str) -> int:
+    row = conn.execute("select count(*) from pg_tables where schemaname = %s", (schema,)).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
 def column_types(conn: Conn, schema: str, table: str) -> dict[str, str]:
     rows = conn.execute(
         "select column_name, data_type from information_schema.columns"
-        " where table_schema = %s and table_name = %s", (schema, table)).fetchall()
+        " where table_schema = %s and table_name = %s",
+        (schema, table),
+    ).fetchall()
     return {str(n): str(t) for n, t in rows}
 
 
-def test_parquet_loads_every_value(tmp_path: Path, database_url: str, pg_schema: str,
-                                   pg_conn: Conn) -> None:
+def test_parquet_loads_every_value(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """Rows, sums and types in PostgreSQL equal the file's; int64 in data_type is bigint."""
     frame = employees(20_000)
     data = tmp_path / "e.parquet"
     frame.write_parquet(data)
-    report = run_source(load_config(config_file(tmp_path, data, pg_schema, database_url)),
-                        progress=False)
+    report = run_source(
+        load_config(config_file(tmp_path, data, pg_schema, database_url)), progress=False
+    )
     assert (report.total_rows, report.rows_loaded, report.status) == (20_000, 20_000, "success")
     count, salary, ids, logins = fetch(
-        pg_conn, 'select count(*), sum("Salary"), sum("Employee_ID"), max("Last_Login") from {t}',
-        pg_schema)
+        pg_conn,
+        'select count(*), sum("Salary"), sum("Employee_ID"), max("Last_Login") from {t}',
+        pg_schema,
+    )
     assert count == 20_000
     assert salary == pytest.approx(frame["Salary"].sum())
     assert ids == frame["Employee_ID"].sum()
@@ -72,14 +92,14 @@ def test_parquet_loads_every_value(tmp_path: Path, database_url: str, pg_schema:
     assert run_ids == 1
 
 
-def test_csv_with_date_detection(tmp_path: Path, database_url: str, pg_schema: str,
-                                 pg_conn: Conn) -> None:
+def test_csv_with_date_detection(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """A CSV's ISO date strings become a date column when date_format is on."""
     frame = employees(5_000)
     data = tmp_path / "e.csv"
     frame.write_csv(data)
-    cfg = config_file(tmp_path, data, pg_schema, database_url,
-                      extra="  date_format: true")
+    cfg = config_file(tmp_path, data, pg_schema, database_url, extra="  date_format: true")
     report = run_source(load_config(cfg), progress=False)
     assert report.rows_loaded == 5_000
     types = column_types(pg_conn, pg_schema, "employees")
@@ -88,42 +108,50 @@ def test_csv_with_date_detection(tmp_path: Path, database_url: str, pg_schema: s
     assert first == frame["Hire_Date"].min()
 
 
-def test_replace_swaps_and_keeps_dependent_views(tmp_path: Path, database_url: str,
-                                                 pg_schema: str, pg_conn: Conn) -> None:
+def test_replace_swaps_and_keeps_dependent_views(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """replace swaps the new rows in, and a view reading the table still works afterwards."""
     data = tmp_path / "e.parquet"
     employees(1_000).write_parquet(data)
     cfg = load_config(config_file(tmp_path, data, pg_schema, database_url))
     run_source(cfg, progress=False)
-    pg_conn.execute(sql.SQL('create view {} as select "Department", count(*) n from {} group by 1')
-                    .format(sql.Identifier(pg_schema, "by_dept"),
-                            sql.Identifier(pg_schema, "employees")))
+    pg_conn.execute(
+        sql.SQL('create view {} as select "Department", count(*) n from {} group by 1').format(
+            sql.Identifier(pg_schema, "by_dept"), sql.Identifier(pg_schema, "employees")
+        )
+    )
     employees(3_000, seed=8).write_parquet(data)
     run_source(cfg, progress=False)
     (total,) = fetch(pg_conn, "select sum(n) from {t}", pg_schema, "by_dept")
     assert total == 3_000
-    (tables,) = fetch(pg_conn, "select count(*) from pg_tables where schemaname = "
-                      + "'" + pg_schema + "'", pg_schema)
+    tables = table_count(pg_conn, pg_schema)
     assert tables == 1  # no staging table left behind
 
 
-def test_fail_refuses_and_append_adds(tmp_path: Path, database_url: str, pg_schema: str,
-                                      pg_conn: Conn) -> None:
+def test_fail_refuses_and_append_adds(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """fail leaves an existing table alone; append adds the rows of a second run."""
     data = tmp_path / "e.parquet"
     employees(1_000).write_parquet(data)
     run_source(load_config(config_file(tmp_path, data, pg_schema, database_url)), progress=False)
     with pytest.raises(TargetExists, match="already exists"):
-        run_source(load_config(config_file(tmp_path, data, pg_schema, database_url,
-                                           if_exists="fail")), progress=False)
-    run_source(load_config(config_file(tmp_path, data, pg_schema, database_url,
-                                       if_exists="append")), progress=False)
+        run_source(
+            load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="fail")),
+            progress=False,
+        )
+    run_source(
+        load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="append")),
+        progress=False,
+    )
     count, runs = fetch(pg_conn, "select count(*), count(distinct _run_id) from {t}", pg_schema)
     assert (count, runs) == (2_000, 2)
 
 
-def test_append_with_other_columns_changes_nothing(tmp_path: Path, database_url: str,
-                                                   pg_schema: str, pg_conn: Conn) -> None:
+def test_append_with_other_columns_changes_nothing(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """Appending a file whose columns differ is refused, and the table keeps its rows."""
     data = tmp_path / "e.parquet"
     employees(500).write_parquet(data)
@@ -131,13 +159,16 @@ def test_append_with_other_columns_changes_nothing(tmp_path: Path, database_url:
     other = tmp_path / "other.parquet"
     employees(10).drop("Email").write_parquet(other)
     with pytest.raises(SchemaMismatch, match="Email"):
-        run_source(load_config(config_file(tmp_path, other, pg_schema, database_url,
-                                           if_exists="append")), progress=False)
+        run_source(
+            load_config(config_file(tmp_path, other, pg_schema, database_url, if_exists="append")),
+            progress=False,
+        )
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (500,)
 
 
-def test_bad_value_keeps_the_old_table(tmp_path: Path, database_url: str, pg_schema: str,
-                                       pg_conn: Conn) -> None:
+def test_bad_value_keeps_the_old_table(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """A value that cannot be cast fails the load naming the column; the old rows stay."""
     data = tmp_path / "e.csv"
     employees(300).write_csv(data)
@@ -150,20 +181,21 @@ def test_bad_value_keeps_the_old_table(tmp_path: Path, database_url: str, pg_sch
         run_source(load_config(cfg), progress=False)
     assert info.value.column == "Age" and "forty" in str(info.value)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (300,)
-    (tables,) = fetch(pg_conn, "select count(*) from pg_tables where schemaname = "
-                      + "'" + pg_schema + "'", pg_schema)
+    tables = table_count(pg_conn, pg_schema)
     assert tables == 1
 
 
-def test_hostile_column_names_are_quoted(tmp_path: Path, database_url: str, pg_schema: str,
-                                         pg_conn: Conn) -> None:
+def test_hostile_column_names_are_quoted(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """A header that is an SQL injection attempt becomes a column name, and nothing else runs."""
     hostile = 'x"); drop table canary; --'
     pg_conn.execute(sql.SQL("create table {} (a int)").format(sql.Identifier(pg_schema, "canary")))
     data = tmp_path / "h.parquet"
     pl.DataFrame({hostile: [1, 2], "Age": [3, 4], "semi;colon": ["a", "b"]}).write_parquet(data)
-    run_source(load_config(config_file(tmp_path, data, pg_schema, database_url, table="h")),
-               progress=False)
+    run_source(
+        load_config(config_file(tmp_path, data, pg_schema, database_url, table="h")), progress=False
+    )
     assert set(column_types(pg_conn, pg_schema, "h")) >= {hostile, "semi;colon"}
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema, "canary") == (0,)
 
@@ -173,19 +205,27 @@ def test_overlong_column_name_is_refused(tmp_path: Path, database_url: str, pg_s
     data = tmp_path / "l.parquet"
     pl.DataFrame({"n" * 64: [1], "Age": [1]}).write_parquet(data)
     with pytest.raises(BadColumnName, match="63-byte"):
-        run_source(load_config(config_file(tmp_path, data, pg_schema, database_url, table="l")),
-                   progress=False)
+        run_source(
+            load_config(config_file(tmp_path, data, pg_schema, database_url, table="l")),
+            progress=False,
+        )
 
 
-def test_cli_json_reports_a_million_rows(tmp_path: Path, database_url: str, pg_schema: str,
-                                         pg_conn: Conn) -> None:
+def test_cli_json_reports_a_million_rows(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
     """`invoke ingest --json` on the original config shape prints one JSON object for 1M rows."""
     data = tmp_path / "million.parquet"
     employees(1_000_000).write_parquet(data)
     cfg = config_file(tmp_path, data, pg_schema, database_url)
     done = subprocess.run(
         [sys.executable, "-m", "invoke", "ingest", "--config", str(cfg), "--json"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ}, check=False)
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["total_rows"] == 1_000_000
@@ -201,8 +241,13 @@ def test_cli_error_is_one_clear_line(tmp_path: Path) -> None:
     """A broken config exits non-zero with the file and key, and no traceback."""
     cfg = tmp_path / "bad.yml"
     cfg.write_text("path: {input_path: x.csv}\ndatabase: {table_name: t, if_table_exist: fail}\n")
-    done = subprocess.run([sys.executable, "-m", "invoke", "ingest", "--config", str(cfg)],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "ingest", "--config", str(cfg)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
     assert "database.if_table_exist: unknown key" in done.stderr
     assert str(cfg) in done.stderr

@@ -14,7 +14,7 @@ grouped as (
         round(avg(salary), 2) as avg_salary,
         min(salary) as min_salary,
         max(salary) as max_salary,
-        median(salary) as median_salary,
+        median(salary) as median_salary
     from employees
     group by all
 )

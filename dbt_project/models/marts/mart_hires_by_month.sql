@@ -20,7 +20,7 @@ hires as (
         cast(date_trunc('month', hire_date) as date) as hire_month,
         count(*) as hires,
         count(*) filter (where is_active) as still_active,
-        count(distinct department) as departments_hiring,
+        count(distinct department) as departments_hiring
     from employees
     group by all
 ),
@@ -32,7 +32,7 @@ joined as (
         coalesce(hires.still_active, 0) as still_active,
         coalesce(hires.departments_hiring, 0) as departments_hiring,
         cast(sum(coalesce(hires.hires, 0)) over (order by months.hire_month) as bigint)
-            as cumulative_hires,
+            as cumulative_hires
     from months
     left join hires using (hire_month)
 )
