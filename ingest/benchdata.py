@@ -1,4 +1,4 @@
-"""Benchmark inputs: TPC-H lineitem from tpchgen-cli, or a synthetic 5-column table, as Parquet and CSV.
+"""Benchmark inputs: TPC-H lineitem (tpchgen-cli) or a synthetic 5-column table, as Parquet and CSV.
 
 Both are cached under the bench folder and reused when present. Every file is written under a
 temporary name and renamed when complete, so an interrupted run never leaves a file that looks
@@ -73,7 +73,16 @@ LAST = (
     "Larsen Moreau Patel Lopez Haddad Berg Costa Mensah Weber Yilmaz Sato Ortiz Popescu Hale "
     "Kowalski Mbeki Fischer Lindqvist"
 ).split()
-DEPARTMENTS = ("Engineering", "Sales", "Marketing", "Finance", "Operations", "Support", "Legal", "HR")
+DEPARTMENTS = (
+    "Engineering",
+    "Sales",
+    "Marketing",
+    "Finance",
+    "Operations",
+    "Support",
+    "Legal",
+    "HR",
+)
 DEPARTMENT_WEIGHTS = np.array([0.30, 0.20, 0.10, 0.10, 0.12, 0.12, 0.03, 0.03])
 
 
@@ -119,15 +128,30 @@ def lineitem(folder: Path, scale: float, *, log: Say | None = None) -> Dataset:
             log(f"generating TPC-H lineitem SF{scale:g} as {fmt} with tpchgen-cli")
         with tempfile.TemporaryDirectory(dir=target, prefix=".gen-") as tmp:
             # tpchgen's CSV has a header line and RFC 4180 quoting: psql and polars both read it.
-            argv = [tpchgen(), fmt, "-s", f"{scale:g}", "-T", "lineitem", "-o", tmp,
-                    "--no-progress", "--quiet"]
+            argv = [
+                tpchgen(),
+                fmt,
+                "-s",
+                f"{scale:g}",
+                "-T",
+                "lineitem",
+                "-o",
+                tmp,
+                "--no-progress",
+                "--quiet",
+            ]
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise IngestError(f"tpchgen-cli failed ({done.returncode}): {done.stderr[-500:]}")
             os.replace(Path(tmp) / f"lineitem.{fmt}", final)
     rows = pq.read_metadata(target / "lineitem.parquet").num_rows
-    return Dataset(f"lineitem-sf{scale:g}", rows, target / "lineitem.parquet",
-                   target / "lineitem.csv", LINEITEM_COLUMNS)
+    return Dataset(
+        f"lineitem-sf{scale:g}",
+        rows,
+        target / "lineitem.parquet",
+        target / "lineitem.csv",
+        LINEITEM_COLUMNS,
+    )
 
 
 def synthetic_batch(start: int, count: int, batch_index: int, seed: int = SEED) -> pa.Table:
@@ -163,7 +187,7 @@ def synthetic_batches(rows: int, batch_rows: int = BATCH_ROWS) -> Iterator[pa.Ta
 
 
 def write_synthetic(parquet: Path, csv: Path, rows: int, batch_rows: int = BATCH_ROWS) -> None:
-    """Write `rows` synthetic rows to both files in one pass, one batch (and row group) at a time."""
+    """Write `rows` synthetic rows to both files in one pass, a batch (and row group) at a time."""
     parquet_tmp = parquet.with_name(f".{parquet.name}.partial")
     csv_tmp = csv.with_name(f".{csv.name}.partial")
     with (
@@ -177,9 +201,10 @@ def write_synthetic(parquet: Path, csv: Path, rows: int, batch_rows: int = BATCH
     os.replace(csv_tmp, csv)
 
 
-def synthetic(folder: Path, rows: int, *, batch_rows: int = BATCH_ROWS,
-              log: Say | None = None) -> Dataset:
-    """The 5-column synthetic table (id, name, age, salary, department), generated once and cached."""
+def synthetic(
+    folder: Path, rows: int, *, batch_rows: int = BATCH_ROWS, log: Say | None = None
+) -> Dataset:
+    """The synthetic table (id, name, age, salary, department), generated once and cached."""
     if rows < 1:
         raise ValueError(f"rows must be at least 1, got {rows}")
     target = folder / f"synthetic-{rows}"

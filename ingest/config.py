@@ -18,6 +18,7 @@ Naming = Literal["lower", "upper", "capitalize"]
 IfExists = Literal["fail", "append", "replace"]
 Strategy = Literal["auto", "eager", "lazy", "streaming"]
 FileFormat = Literal["auto", "csv", "parquet"]
+OnDrift = Literal["fail", "warn", "evolve"]
 
 
 class _Model(BaseModel):
@@ -49,11 +50,35 @@ class SchemaConfig(_Model):
         return value
 
 
+class ColumnChecks(_Model):
+    """Checks on one column's values; every one is optional."""
+
+    nullable: bool = Field(True, description="False: a null is a bad row.")
+    unique: bool = Field(False, description="Values must not repeat (checked on the whole run).")
+    ge: float | None = Field(None, description="Value must be >= this.")
+    gt: float | None = Field(None, description="Value must be > this.")
+    le: float | None = Field(None, description="Value must be <= this.")
+    lt: float | None = Field(None, description="Value must be < this.")
+    isin: list[str | int | float] | None = Field(None, description="Allowed values.")
+    notin: list[str | int | float] | None = Field(None, description="Forbidden values.")
+    str_matches: str | None = Field(None, description="Regular expression a string must match.")
+    str_length: tuple[int | None, int | None] | None = Field(
+        None, description="[min, max] string length; either may be null."
+    )
+
+
 class ValidationConfig(_Model):
-    """How much of the data the expensive checks look at."""
+    """What counts as a bad row, how many are tolerated, and how much the costly checks see."""
 
     sample_size: float = Field(
-        0.01, gt=0, le=1, description="Fraction of rows the sampled checks run on."
+        0.01, gt=0, le=1, description="Fraction of rows the sampled (expensive) checks run on."
+    )
+    checks: dict[str, ColumnChecks] = Field(
+        default_factory=dict, description="Column name to its checks."
+    )
+    max_bad_rows: int = Field(0, ge=0, description="Bad rows tolerated before the load fails.")
+    max_bad_fraction: float | None = Field(
+        None, ge=0, le=1, description="Share of bad rows tolerated before the load fails."
     )
 
 
@@ -82,6 +107,7 @@ class SourceConfig(_Model):
     table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
     if_table_exists: IfExists = Field("fail", description="fail, append or replace.")
     strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")
+    on_drift: OnDrift = Field("fail", description="When columns change: fail, warn or evolve.")
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
     validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
     csv: CsvOptions = Field(default_factory=CsvOptions)
@@ -95,6 +121,11 @@ class DatabaseConfig(_Model):
         "raw", alias="schema", min_length=1, max_length=63, description="Schema of raw tables."
     )
     workers: int = Field(2, ge=1, le=16, description="Parallel COPY connections.")
+    metadata_schema: str = Field(
+        "_pipeline", min_length=1, max_length=63, description="Schema of the run ledger."
+    )
+    loaded_at_column: str = Field("_loaded_at", description="Lineage column: load time.")
+    run_id_column: str = Field("_run_id", description="Lineage column: run id.")
 
 
 class PipelineConfig(_Model):
@@ -136,6 +167,9 @@ class _LegacyDatabase(_Model):
     url: SecretStr | None = None
     schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
     workers: int = Field(2, ge=1, le=16)
+    metadata_schema: str = Field("_pipeline", min_length=1, max_length=63)
+    loaded_at_column: str = "_loaded_at"
+    run_id_column: str = "_run_id"
 
 
 class _LegacyFile(_Model):
@@ -146,6 +180,7 @@ class _LegacyFile(_Model):
     database: _LegacyDatabase
     format: FileFormat = "auto"
     strategy: Strategy = "auto"
+    on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
 
 
@@ -156,6 +191,7 @@ class _SourceEntry(_Model):
     table_name: str | None = Field(None, min_length=1, max_length=63)
     if_table_exists: IfExists = "fail"
     strategy: Strategy = "auto"
+    on_drift: OnDrift = "fail"
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
     validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
     csv: CsvOptions = Field(default_factory=CsvOptions)
@@ -250,13 +286,15 @@ def load_config(path: Path | str) -> PipelineConfig:
                 table_name=db.table_name,
                 if_table_exists=db.if_table_exists,
                 strategy=legacy.strategy,
+                on_drift=legacy.on_drift,
                 schema_config=legacy.schema_config,
                 validation_data=legacy.validation_data,
                 csv=legacy.csv,
             )
             return PipelineConfig(
                 path=path,
-                database=DatabaseConfig(url=db.url, schema=db.schema_, workers=db.workers),
+                database=DatabaseConfig.model_validate(db.model_dump(
+                    by_alias=True, exclude={"table_name", "if_table_exists"})),
                 os_configuration=legacy.os_configuration,
                 sources={source.name: source},
             )

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest.dbt import DbtSettings, build, dbt_env, pg_env, run_dbt
-from ingest.errors import ConfigError, DbtFailed
+from ingest.dbt import DbtSettings, build, dbt_env, pg_env, prepare_duckdb_extensions, run_dbt
+from ingest.errors import ConfigError, DbtFailed, SourceFileError
 from ingest.query import query
 
 DEPARTMENTS = (
@@ -142,6 +143,36 @@ def test_dbt_env_points_both_targets_at_the_settings(tmp_path: Path) -> None:
     assert env["DUCKDB_EXTENSION_DIR"] == str(tmp_path / "state" / "duckdb_extensions")
     assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "False"
     assert "PGPASSWORD" not in env
+
+
+def test_prepare_duckdb_extensions_installs_offline_once(tmp_path: Path) -> None:
+    """It installs the postgres extension from the wheel, loadable with autoinstall off, once."""
+    directory = prepare_duckdb_extensions(tmp_path / "ext")
+    (installed,) = directory.rglob("postgres_scanner.duckdb_extension")
+    first = installed.stat().st_mtime_ns
+
+    prepare_duckdb_extensions(directory)
+
+    assert installed.stat().st_mtime_ns == first
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "extension_directory": str(directory),
+        "autoinstall_known_extensions": False,
+    }
+    with duckdb.connect(":memory:", config=config) as con:
+        con.load_extension("postgres")
+        loaded = con.execute(
+            "select loaded from duckdb_extensions() where extension_name = 'postgres_scanner'"
+        ).fetchone()
+    assert loaded == (True,)
+
+
+def test_query_refuses_a_missing_marts_file(tmp_path: Path) -> None:
+    """It names the missing marts file instead of creating an empty one."""
+    missing = tmp_path / "nope.duckdb"
+    with pytest.raises(SourceFileError) as caught:
+        query("select 1", missing)
+    assert caught.value.path == missing
+    assert not missing.exists()
 
 
 @pytest.mark.dbt
