@@ -123,3 +123,48 @@ class DbtFailed(IngestError):
             f"`dbt {command}` on target {target!r} failed (exit {returncode})"
             + (f":\n{tail}" if tail else "")
         )
+
+
+class BadRowsOverLimit(IngestError):
+    """More rows failed parsing, casting or checks than the config tolerates."""
+
+    def __init__(
+        self, path: Path | str, bad_rows: int, limit: str, examples: Sequence[str], quarantine: str
+    ) -> None:
+        self.path = Path(path)
+        self.bad_rows = bad_rows
+        self.limit = limit
+        self.examples = list(examples)
+        self.quarantine = quarantine
+        shown = "\n".join(f"  {e}" for e in self.examples)
+        super().__init__(
+            f"{self.path}: {bad_rows:,} bad row(s), over the limit ({limit}); the target table "
+            f"was not changed. All bad rows are in {quarantine}. First ones:\n{shown}\n"
+            "  fix: correct the data, or raise validation_data.max_bad_rows / max_bad_fraction"
+        )
+
+
+class SchemaDrift(IngestError):
+    """The file's columns differ from the schema recorded by the last run (`on_drift: fail`)."""
+
+    def __init__(self, source: str, table: str, changes: Sequence[str]) -> None:
+        self.source = source
+        self.table = table
+        self.changes = list(changes)
+        listed = "\n".join(f"  - {c}" for c in self.changes)
+        super().__init__(
+            f"source {source!r}: the schema of {table} drifted; nothing was changed:\n{listed}\n"
+            "  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix the file"
+        )
+
+
+class TableBusy(IngestError):
+    """Another run holds the lock on the same table for longer than we wait."""
+
+    def __init__(self, table: str, waited: float) -> None:
+        self.table = table
+        self.waited = waited
+        super().__init__(
+            f"another run is loading {table}; gave up after waiting {waited:.0f} s. "
+            "Try again when it finishes (see `invoke runs`)."
+        )
