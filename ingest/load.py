@@ -18,6 +18,8 @@ from ingest.errors import BadColumnName, IngestError, SchemaMismatch, TargetExis
 from ingest.swap import replace_table
 
 _DONE = object()
+# Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
+PIECE_BYTES = 8 << 20
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 
@@ -75,6 +77,7 @@ class Loader:
         self.log = log
         self.staging = Target(target.schema, f"{target.table[:40]}__stg_{run_id[:12]}", "replace")
         self.progress = _Progress()
+        self.piece_bytes = PIECE_BYTES
         self._queue: queue.Queue[object] = queue.Queue(maxsize=workers)
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
@@ -152,13 +155,15 @@ class Loader:
                     copy.write(encode.HEADER)
                     while (item := self._queue.get()) is not _DONE:
                         assert isinstance(item, pl.DataFrame)
-                        data = encode.encode(item)
-                        copy.write(data)
-                        with self._lock:
-                            self.progress.rows += item.height
-                            self.progress.bytes += len(data)
-                        if self._errors:
-                            raise _Cancelled
+                        # Encode in pieces: the encoder's scratch memory scales with its input.
+                        for piece in item.iter_slices(self._piece_rows(item)):
+                            data = encode.encode(piece)
+                            copy.write(data)
+                            with self._lock:
+                                self.progress.rows += piece.height
+                                self.progress.bytes += len(data)
+                            if self._errors:
+                                raise _Cancelled
                     copy.write(encode.TRAILER)
                 conn.commit()
         except _Cancelled:
@@ -167,6 +172,10 @@ class Loader:
             with self._lock:
                 self._errors.append(exc)
             self._drain()
+
+    def _piece_rows(self, batch: pl.DataFrame) -> int:
+        row_bytes = batch.estimated_size() / max(batch.height, 1)
+        return max(int(self.piece_bytes / max(row_bytes, 1.0)), 1_000)
 
     def _drain(self) -> None:
         try:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ingest import cast, read
 from ingest.config import PipelineConfig, SourceConfig
@@ -27,6 +18,7 @@ from ingest.load import LOADED_AT, RUN_ID, Loader, Target, check_column_names
 from ingest.memory import RssWatch, available_memory, current_rss, peak_rss
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
+from ingest.progress import LoadProgress
 from ingest.report import RunReport, mb
 from ingest.validate import build_schema, validate_batch
 
@@ -63,32 +55,6 @@ def explain(
         forced=strategy or source.strategy,
     )
     return Explained(source, profile, plan)
-
-
-@contextmanager
-def _progress(enabled: bool, console: Console, total: int) -> Iterator[Callable[[int, int], None]]:
-    if not enabled:
-        yield lambda rows, rss: None
-        return
-    columns = (
-        TextColumn("[bold]loading"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows"),
-        TextColumn("{task.fields[rate]:,.0f} rows/s"),
-        TextColumn("RSS {task.fields[rss]:,.0f} MB"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    start = time.monotonic()
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("load", total=total, rate=0.0, rss=0.0)
-
-        def update(rows: int, rss: int) -> None:
-            rate = rows / max(time.monotonic() - start, 1e-6)
-            bar.update(task, completed=rows, rate=rate, rss=rss / 1e6)
-
-        yield update
 
 
 def run_source(
@@ -146,7 +112,7 @@ def run_source(
         load_start = time.monotonic()
         with (
             Loader(url, target, output, run_id, plan.workers, log) as loader,
-            _progress(progress, console, profile.rows) as show,
+            LoadProgress(console, profile.rows, plan.budget_bytes, progress) as shown,
         ):
             try:
                 for number, batch in enumerate(read.batches(frame, plan)):
@@ -156,7 +122,7 @@ def run_source(
                     total += rows
                     checked += sampled
                     loader.send(batch)
-                    show(loader.progress.rows, watch.latest)
+                    shown.update(loader.progress.rows, loader.progress.bytes, watch.latest)
             except pl.exceptions.InvalidOperationError as exc:
                 raise cast.cast_error(profile.path, exc, casts) from None
             except pl.exceptions.ComputeError as exc:
