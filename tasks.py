@@ -23,7 +23,7 @@ from ingest.paths import state_dir
 from ingest.query import query as run_query
 
 T = TypeVar("T")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 

@@ -98,6 +98,10 @@ def cast_expressions(plan: CastPlan, schema: dict[str, pl.DataType]) -> list[pl.
                 col = col.str.to_datetime(time_unit="us", strict=True)
                 if target.time_zone:
                     col = col.dt.replace_time_zone(target.time_zone)
+            elif dtype == pl.String() and target == pl.Date():
+                col = col.str.to_date(strict=True)
+            elif dtype == pl.String() and target == pl.Time():
+                col = col.str.to_time(strict=True)
             else:
                 col = col.cast(target, strict=True)
         final = target or dtype

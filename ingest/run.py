@@ -82,7 +82,7 @@ def run_source(
     Raises:
         IngestError: any expected failure; the target table is then left as it was.
     """
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     log: Log = lambda message: console.print(message, markup=False, highlight=False)  # noqa: E731
     started = time.monotonic()
     steps: dict[str, float] = {}
