@@ -39,6 +39,8 @@ _SIMPLE_TYPES: dict[type[pl.DataType], str] = {
     pl.Date: "date",
     pl.Time: "time",
     pl.Duration: "interval",
+    pl.Datetime: "timestamp",  # the bare class; an instance with a time zone is timestamptz
+    pl.Decimal: "numeric",
     pl.List: "jsonb",
     pl.Array: "jsonb",
     pl.Struct: "jsonb",
@@ -65,7 +67,7 @@ _Ints = NDArray[Any]  # integer arrays whose width (uint32/uint64) is picked at 
 _US_PER_UNIT = {"ns": -1000, "us": 1, "ms": 1000}  # negative: divide (floor) by that much
 
 
-def pg_type(dtype: pl.DataType) -> str:
+def pg_type(dtype: pl.DataType | type[pl.DataType]) -> str:
     """The PostgreSQL column type that `encode` writes for a polars dtype.
 
     Args:
@@ -81,10 +83,10 @@ def pg_type(dtype: pl.DataType) -> str:
         return f"numeric({dtype.precision or 38},{dtype.scale})"
     if isinstance(dtype, pl.Datetime):
         return "timestamp" if dtype.time_zone is None else "timestamptz"
-    for cls, name in _SIMPLE_TYPES.items():
-        if dtype == cls or isinstance(dtype, cls):
-            return name
-    raise TypeError(f"no PostgreSQL binary COPY encoding for polars dtype {dtype}")
+    name = _SIMPLE_TYPES.get(dtype if isinstance(dtype, type) else type(dtype))
+    if name is None:
+        raise TypeError(f"no PostgreSQL binary COPY encoding for polars dtype {dtype}")
+    return name
 
 
 def prepare(df: pl.DataFrame) -> pl.DataFrame:
@@ -105,9 +107,7 @@ def prepare(df: pl.DataFrame) -> pl.DataFrame:
             exprs.append(pl.when(col.is_not_null()).then(payload).alias(name))
         elif (target := _WIDEN.get(type(dtype))) is not None:
             exprs.append(col.cast(target))
-        else:
-            exprs.append(col)
-    return df.select(exprs)
+    return df.with_columns(exprs) if exprs else df
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
     """The length word and payload parts of one prepared column."""
     n = len(s)
     invalid = s.is_null().to_numpy() if s.null_count() else None
-    if s.dtype in (pl.String, pl.Binary):
+    if type(s.dtype) in (pl.String, pl.Binary):
         arr = s.to_arrow()
         arr = arr.view(pa.large_binary()) if arr.type == pa.large_string() else arr
         arr = arr if arr.type == pa.large_binary() else arr.cast(pa.large_binary())
@@ -193,7 +193,7 @@ def _payload(s: pl.Series) -> list[_Fixed]:
     if values.null_count():
         values = values.fill_null(False if values.dtype == pl.Boolean else 0)
     array = values.to_numpy()
-    if dtype == pl.UInt64:
+    if type(dtype) is pl.UInt64:
         return _numeric(None, _base10000(array, _groups(int(array.max()))), None, 0)
     if isinstance(dtype, pl.Duration):  # interval: microseconds, days, months
         return [
@@ -203,9 +203,9 @@ def _payload(s: pl.Series) -> list[_Fixed]:
         ]
     if isinstance(dtype, pl.Datetime):
         return [_Fixed(">i8", _ticks(array, dtype.time_unit, _PG_EPOCH_US))]
-    if dtype == pl.Time:
+    if type(dtype) is pl.Time:
         return [_Fixed(">i8", _ticks(array, "ns", 0))]
-    if dtype == pl.Date:
+    if type(dtype) is pl.Date:
         return [_Fixed(">i4", lambda out: np.subtract(array, _PG_EPOCH_DAYS, out=out))]
     wire = _WIRE.get(type(dtype))
     if wire is None:
@@ -329,7 +329,7 @@ def _numeric(
         digits = digits[:-1]
     sign: int | _Ints = 0
     if neg is not None and neg.any():
-        sign = np.multiply(neg, 0x4000, out=_empty(len(neg), np.uint16))
+        sign = np.multiply(neg, np.uint16(0x4000), out=_empty(len(neg), np.uint16))
     head = [len(digits), int_groups - 1 if digits else 0, sign, dscale]
     return [_Fixed(">i2", v) for v in head] + [_Fixed(">i2", d) for d in digits]
 

@@ -90,8 +90,8 @@ class SchemaMismatch(IngestError):
         self.missing = list(missing)
         self.extra = list(extra)
         super().__init__(
-            f"cannot append to {table}: the file lacks columns {self.missing} and adds {self.extra}; "
-            "nothing was changed. Use if_table_exists 'replace', or align the file."
+            f"cannot append to {table}: the file lacks columns {self.missing} and adds "
+            f"{self.extra}; nothing was changed. Use if_table_exists 'replace', or align the file."
         )
 
 

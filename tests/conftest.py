@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL (DATABASE_URL, else the embedded server), a schema per test."""
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL, else the embedded server), a test schema."""
 
 from __future__ import annotations
 
