@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +15,13 @@ from psycopg import sql
 
 from ingest import encode
 from ingest.db import connect
-from ingest.errors import BadColumnName, IngestError, SchemaMismatch, TargetExists
+from ingest.errors import BadColumnName, IngestError, TargetExists
 from ingest.swap import replace_table
 
 _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
 PIECE_BYTES = 8 << 20
+Conn = psycopg.Connection[tuple[object, ...]]
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 
@@ -63,10 +65,13 @@ class Loader:
     def __init__(
         self,
         url: str,
+        control: Conn,
         target: Target,
         columns: dict[str, pl.DataType],
         run_id: str,
+        *,
         workers: int,
+        lineage: tuple[str, str] = (LOADED_AT, RUN_ID),
         log: Callable[[str], None],
     ) -> None:
         self.url = url
@@ -74,18 +79,18 @@ class Loader:
         self.columns = columns
         self.run_id = run_id
         self.workers = workers
+        self.lineage = lineage
         self.log = log
-        self.staging = Target(target.schema, f"{target.table[:40]}__stg_{run_id[:12]}", "replace")
+        self.staging = Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
         self.progress = _Progress()
         self.piece_bytes = PIECE_BYTES
         self._queue: queue.Queue[object] = queue.Queue(maxsize=workers)
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
-        self._control: psycopg.Connection[tuple[object, ...]] | None = None
+        self._control = control
 
     def __enter__(self) -> Loader:
-        self._control = connect(self.url, autocommit=True)
         self._prepare()
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"copy-{i}", daemon=True)
@@ -97,40 +102,35 @@ class Loader:
         if exc_type is not None:
             self._stop_workers()
             self._drop_staging()
-        if self._control is not None:
-            self._control.close()
 
     def _prepare(self) -> None:
-        """Refuse early for `fail`, check `append` columns, and create the staging table."""
-        assert self._control is not None
+        """Refuse early for `fail`, clear dead runs' leftovers, and create the staging table.
+
+        The caller holds the table's lock, so any staging table of this target is a leftover.
+        """
         conn = self._control
-        exists = _table_exists(conn, self.target)
-        if exists and self.target.if_exists == "fail":
+        if self.target.if_exists == "fail" and table_exists(conn, self.target):
             raise TargetExists(self.target.display)
-        if exists and self.target.if_exists == "append":
-            have = _table_columns(conn, self.target)
-            want = [*self.columns, LOADED_AT, RUN_ID]
-            file_lacks = [c for c in have if c not in want]
-            file_adds = [c for c in want if c not in have]
-            if file_lacks or file_adds:
-                raise SchemaMismatch(self.target.display, missing=file_lacks, extra=file_adds)
         conn.execute(
             sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
         )
+        for leftover in _leftovers(conn, self.target):
+            self.log(f"dropping {leftover.display}, left by a run that did not finish")
+            conn.execute(sql.SQL("drop table if exists {}").format(leftover.ident()))
         defs = [
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(encode.pg_type(dtype)))
             for name, dtype in self.columns.items()
         ]
+        loaded_at, run_id = self.lineage
         # Server-side defaults stamp lineage columns without sending them with every row.
         defs.append(
-            sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(LOADED_AT))
+            sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(loaded_at))
         )
         defs.append(
             sql.SQL("{} text not null default {}").format(
-                sql.Identifier(RUN_ID), sql.Literal(self.run_id)
+                sql.Identifier(run_id), sql.Literal(self.run_id)
             )
         )
-        conn.execute(sql.SQL("drop table if exists {}").format(self.staging.ident()))
         conn.execute(
             sql.SQL("create table {} ({})").format(self.staging.ident(), sql.SQL(", ").join(defs))
         )
@@ -204,8 +204,16 @@ class Loader:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def finish(self) -> int:
+    def finish(
+        self,
+        before: Sequence[sql.Composable] = (),
+        on_commit: Callable[[Conn], None] | None = None,
+    ) -> int:
         """Wait for the workers, then make the staged rows the target's in one transaction.
+
+        Args:
+            before: statements run first in that transaction (e.g. ALTER TABLE to evolve).
+            on_commit: called inside the transaction last, to record what committed with it.
 
         Returns:
             Rows committed by this run.
@@ -215,16 +223,19 @@ class Loader:
         for thread in self._threads:
             thread.join()
         self._raise_worker_error()
-        assert self._control is not None
+        loaded_at, run_id = self.lineage
         with connect(self.url) as conn:
             # The defaults only stamped this run's rows; later inserts must not inherit them.
             conn.execute(
                 sql.SQL(
                     "alter table {} alter column {} drop default, alter column {} drop default"
-                ).format(self.staging.ident(), sql.Identifier(LOADED_AT), sql.Identifier(RUN_ID))
+                ).format(self.staging.ident(), sql.Identifier(loaded_at), sql.Identifier(run_id))
             )
-            if self.target.if_exists == "append" and _table_exists(conn, self.target):
-                cols = sql.SQL(", ").join(map(sql.Identifier, [*self.columns, LOADED_AT, RUN_ID]))
+            for statement in before:
+                conn.execute(statement)
+            if self.target.if_exists == "append" and table_exists(conn, self.target):
+                names = [*self.columns, loaded_at, run_id]
+                cols = sql.SQL(", ").join(map(sql.Identifier, names))
                 conn.execute(
                     sql.SQL("insert into {} ({}) select {} from {}").format(
                         self.target.ident(), cols, cols, self.staging.ident()
@@ -233,6 +244,8 @@ class Loader:
                 conn.execute(sql.SQL("drop table {}").format(self.staging.ident()))
             else:
                 replace_table(conn, self.staging, self.target, self.log)
+            if on_commit is not None:
+                on_commit(conn)
             conn.commit()
         return self.progress.rows
 
@@ -247,28 +260,33 @@ class Loader:
             )
 
 
+def staging_prefix(table: str) -> str:
+    """The name prefix of a target's staging tables: unique per table, and under 63 bytes."""
+    digest = hashlib.sha1(table.encode()).hexdigest()[:6]
+    return f"{table.encode()[:36].decode(errors='ignore')}_{digest}__stg_"
+
+
+def _leftovers(conn: Conn, target: Target) -> list[Target]:
+    prefix = staging_prefix(target.table)
+    rows = conn.execute(
+        "select tablename from pg_catalog.pg_tables where schemaname = %s"
+        " and starts_with(tablename, %s)",
+        (target.schema, prefix),
+    ).fetchall()
+    return [Target(target.schema, str(r[0]), "replace") for r in rows]
+
+
 class _Cancelled(Exception):
     """A worker stopped because another one failed."""
 
 
-def _table_exists(conn: psycopg.Connection[tuple[object, ...]], target: Target) -> bool:
+def table_exists(conn: Conn, target: Target) -> bool:
+    """Whether the target table exists."""
     row = conn.execute(
         "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = %s",
         (target.schema, target.table),
     ).fetchone()
     return row is not None
-
-
-def _table_columns(conn: psycopg.Connection[tuple[object, ...]], target: Target) -> list[str]:
-    rows = conn.execute(
-        "select a.attname from pg_catalog.pg_attribute a"
-        " join pg_catalog.pg_class c on c.oid = a.attrelid"
-        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped"
-        " order by a.attnum",
-        (target.schema, target.table),
-    ).fetchall()
-    return [str(r[0]) for r in rows]
 
 
 def check_column_names(path: Path, names: list[str]) -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 from rich.console import Console
 
-from ingest import cast, read
+from ingest import cast, drift, ledger, read
 from ingest.config import PipelineConfig, SourceConfig
-from ingest.db import resolve_url
-from ingest.errors import SourceFileError
-from ingest.load import LOADED_AT, RUN_ID, Loader, Target, check_column_names
+from ingest.db import connect, resolve_url
+from ingest.errors import IngestError, SourceFileError
+from ingest.load import Conn, Loader, Target, check_column_names, table_exists
+from ingest.locks import table_lock
 from ingest.memory import RssWatch, available_memory, current_rss, peak_rss
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
@@ -57,12 +58,46 @@ def explain(
     return Explained(source, profile, plan)
 
 
+@dataclass
+class _Counts:
+    """What the batch loop has done so far, for the report and the ledger."""
+
+    read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    checked: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything the load of one source needs, resolved before any row moves."""
+
+    config: PipelineConfig
+    source: SourceConfig
+    profile: FileProfile
+    plan: Plan
+    casts: cast.CastPlan
+    output: dict[str, pl.DataType]
+    target: Target
+    run_id: str
+
+    @property
+    def lineage(self) -> tuple[str, str]:
+        return (self.config.database.loaded_at_column, self.config.database.run_id_column)
+
+    @property
+    def meta(self) -> str:
+        return self.config.database.metadata_schema
+
+
 def run_source(
     config: PipelineConfig,
     source_name: str | None = None,
     *,
     memory_limit: int | None = None,
     strategy: str | None = None,
+    force: bool = False,
     console: Console | None = None,
     progress: bool = True,
 ) -> RunReport:
@@ -73,8 +108,9 @@ def run_source(
         source_name: which source; optional when the config has one.
         memory_limit: bytes the run may use; default from available RAM and `os_margin`.
         strategy: force eager, lazy or streaming.
+        force: load a file again even if the ledger says its content is already in the table.
         console: where logs and progress go (stderr by default).
-        progress: show a progress bar.
+        progress: show progress.
 
     Returns:
         The run report.
@@ -83,68 +119,52 @@ def run_source(
         IngestError: any expected failure; the target table is then left as it was.
     """
     console = console or Console(stderr=True, soft_wrap=True)
-    log: Log = lambda message: console.print(message, markup=False, highlight=False)  # noqa: E731
-    started = time.monotonic()
-    steps: dict[str, float] = {}
-    run_id = uuid.uuid4().hex
 
+    def log(message: str) -> None:
+        console.print(message, markup=False, highlight=False)
+
+    started = time.monotonic()
     with RssWatch() as watch:
         explained = explain(config, source_name, memory_limit=memory_limit, strategy=strategy)
         source, profile, plan = explained.source, explained.profile, explained.plan
-        steps["profile"] = time.monotonic() - started
         log(
             f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
         )
-
-        check_column_names(profile.path, [*profile.schema, LOADED_AT, RUN_ID])
+        lineage = (config.database.loaded_at_column, config.database.run_id_column)
+        check_column_names(profile.path, [*profile.schema, *lineage])
         casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
-        read_schema = profile.schema if profile.format == "csv" else None
-        frame = read.scan(profile.path, profile.format, source.csv, read_schema)
-        frame = frame.select(cast.cast_expressions(casts, profile.schema))
-        output = casts.output_schema(profile.schema)
-        checks = build_schema(output)
-        sample_size = source.validation_data.sample_size
-
-        target = Target(config.database.schema_, source.table_name, source.if_table_exists)
+        job = _Job(
+            config=config,
+            source=source,
+            profile=profile,
+            plan=plan,
+            casts=casts,
+            output=casts.output_schema(profile.schema),
+            target=Target(config.database.schema_, source.table_name, source.if_table_exists),
+            run_id=uuid.uuid4().hex,
+        )
         url = resolve_url(config.database.url, log)
-        total = checked = 0
-        load_start = time.monotonic()
-        with (
-            Loader(url, target, output, run_id, plan.workers, log) as loader,
-            LoadProgress(console, profile.rows, plan.budget_bytes, progress) as shown,
-        ):
-            try:
-                for number, batch in enumerate(read.batches(frame, plan)):
-                    rows, sampled = validate_batch(
-                        profile.path, checks, batch, sample_size, seed=number
-                    )
-                    total += rows
-                    checked += sampled
-                    loader.send(batch)
-                    shown.update(loader.progress.rows, loader.progress.bytes, watch.latest)
-            except pl.exceptions.InvalidOperationError as exc:
-                raise cast.cast_error(profile.path, exc, casts) from None
-            except pl.exceptions.ComputeError as exc:
-                raise SourceFileError(
-                    profile.path,
-                    str(exc).splitlines()[0],
-                    "declare the column's type in schema_config.data_type (e.g. string)",
-                ) from None
-            loaded = loader.finish()
-        steps["load"] = time.monotonic() - load_start
+        with connect(url, autocommit=True) as control:
+            ledger.ensure_ledger(control, job.meta)
+            killed = ledger.mark_stale_runs(control, job.meta)
+            if killed:
+                log(f"marked {killed} earlier run(s) that did not finish as killed")
+            with table_lock(control, job.target.schema, job.target.table, log=log):
+                session = _Session(url, control, watch, console, log, started, progress, force)
+                counts, status = _run_locked(job, session)
 
     return RunReport(
-        run_id=run_id,
+        run_id=job.run_id,
         source=source.name,
         file=str(profile.path),
         format=profile.format,
-        table=target.display,
+        table=job.target.display,
         strategy=plan.strategy,
-        status="success",
-        total_rows=total,
-        rows_loaded=loaded,
-        rows_rejected=0,
+        status=status,
+        total_rows=counts.read,
+        rows_loaded=counts.loaded,
+        rows_rejected=counts.rejected,
         execution_time=round(time.monotonic() - started, 3),
         memory_used_mb=mb(max(watch.peak, peak_rss())),
         estimate_mb=mb(plan.estimate_bytes),
@@ -152,9 +172,165 @@ def run_source(
         batch_rows=plan.batch_rows,
         workers=plan.workers,
         validation={
-            "schema_checked_rows": total,
-            "data_checked_rows": checked,
-            "sample_size": sample_size,
+            "schema_checked_rows": counts.read,
+            "data_checked_rows": counts.checked,
+            "sample_size": source.validation_data.sample_size,
         },
-        steps={k: round(v, 3) for k, v in steps.items()},
+        notes=tuple(counts.notes),
     )
+
+
+@dataclass(frozen=True)
+class _Session:
+    """The run's live resources: connection, memory watch, console."""
+
+    url: str
+    control: Conn
+    watch: RssWatch
+    console: Console
+    log: Log
+    started: float
+    progress: bool
+    force: bool
+
+
+def _run_locked(job: _Job, env: _Session) -> tuple[_Counts, str]:
+    """The part of a run that holds the table's lock: ledger, drift, load, commit."""
+    control, log, url, watch = env.control, env.log, env.url, env.watch
+    counts = _Counts()
+    facts = ledger.describe_file(job.profile.path)
+    ledger.start_run(
+        control,
+        job.meta,
+        run_id=job.run_id,
+        config_hash=ledger.config_hash(
+            {
+                "source": job.source.model_dump(mode="json"),
+                "database": job.config.database.model_dump(mode="json", by_alias=True),
+            }
+        ),
+        source=job.source.name,
+        file=str(facts.path),
+        target=job.target.display,
+        strategy=job.plan.strategy,
+    )
+
+    def finish(status: ledger.RunStatus, error: str | None) -> None:
+        ledger.finish_run(
+            control,
+            job.meta,
+            job.run_id,
+            status=status,
+            rows_read=counts.read,
+            rows_loaded=counts.loaded,
+            rows_rejected=counts.rejected,
+            peak_rss_mb=mb(max(watch.peak, peak_rss())),
+            duration_s=time.monotonic() - env.started,
+            error=error,
+            secrets=[url],
+        )
+
+    try:
+        appending = job.target.if_exists == "append" and table_exists(control, job.target)
+        if appending and not env.force:
+            previous = ledger.loaded_file(control, job.meta, job.target.display, facts.fingerprint)
+            if previous:
+                note = f"{facts.path.name} is already in {job.target.display} (run {previous})"
+                log(f"{note}; nothing to do (use --force to load it again)")
+                counts.notes.append(note)
+                finish("skipped", note)
+                return counts, "skipped"
+        not_null = {c for c, k in job.source.validation_data.checks.items() if not k.nullable}
+        columns = drift.columns_from_polars(job.output, not_null=not_null)
+        found = drift.check(
+            control,
+            job.meta,
+            job.source.name,
+            job.target.schema,
+            job.target.table,
+            columns,
+            exclude=job.lineage,
+        )
+        statements = drift.decide(
+            job.source.on_drift,
+            job.source.name,
+            job.target.table,
+            found,
+            log,
+            schema=job.target.schema,
+        )
+        counts.notes.extend(found.changes())
+
+        def on_commit(conn: Conn) -> None:
+            drift.evolve_and_record(
+                conn,
+                job.meta,
+                job.source.name,
+                job.target.display,
+                columns,
+                job.run_id,
+                statements if appending else (),
+            )
+            ledger.record_file(
+                conn,
+                job.meta,
+                path=str(facts.path),
+                size=facts.size,
+                mtime=facts.mtime,
+                fingerprint=facts.fingerprint,
+                target=job.target.display,
+                run_id=job.run_id,
+                replace=not appending,
+            )
+
+        _load(job, env, counts, on_commit)
+    except KeyboardInterrupt:
+        finish("killed", "interrupted")
+        raise
+    except IngestError as exc:
+        finish("failed", str(exc))
+        raise
+    except Exception as exc:
+        finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish("success", None)
+    return counts, "success"
+
+
+def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn], None]) -> None:
+    """Read, cast and validate batches, stream them to the staging table, then commit."""
+    profile = job.profile
+    read_schema = profile.schema if profile.format == "csv" else None
+    frame = read.scan(profile.path, profile.format, job.source.csv, read_schema)
+    frame = frame.select(cast.cast_expressions(job.casts, profile.schema))
+    checks = build_schema(job.output)
+    sample_size = job.source.validation_data.sample_size
+    with (
+        Loader(
+            env.url,
+            env.control,
+            job.target,
+            job.output,
+            job.run_id,
+            workers=job.plan.workers,
+            lineage=job.lineage,
+            log=env.log,
+        ) as loader,
+        LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
+    ):
+        try:
+            for number, batch in enumerate(read.batches(frame, job.plan)):
+                rows, sampled = validate_batch(profile.path, checks, batch, sample_size, number)
+                counts.read += rows
+                counts.checked += sampled
+                loader.send(batch)
+                shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
+        except pl.exceptions.InvalidOperationError as exc:
+            raise cast.cast_error(profile.path, exc, job.casts) from None
+        except pl.exceptions.ComputeError as exc:
+            raise SourceFileError(
+                profile.path,
+                str(exc).splitlines()[0],
+                "declare the column's type in schema_config.data_type (e.g. string)",
+            ) from None
+        counts.loaded = loader.finish(on_commit=on_commit)

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.errors import BadColumnName, CastError, SchemaMismatch, TargetExists
+from ingest.errors import BadColumnName, CastError, SchemaDrift, TargetExists
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,12 @@ path: {{input_path: '{data}'}}
 schema_config:
   data_type: {{Age: int64}}
 {extra}
-database: {{table_name: '{table}', if_table_exists: {if_exists}, schema: {schema}, url: '{url}'}}
+database:
+  table_name: '{table}'
+  if_table_exists: {if_exists}
+  schema: {schema}
+  metadata_schema: {schema}
+  url: '{url}'
 """)
     return path
 
@@ -49,8 +54,11 @@ def fetch(conn: Conn, query: str, schema: str, table: str = "employees") -> tupl
     return row
 
 
-def table_count(conn: Conn, schema: str) -> int:
-    row = conn.execute("select count(*) from pg_tables where schemaname = %s", (schema,)).fetchone()
+def staging_tables(conn: Conn, schema: str) -> int:
+    row = conn.execute(
+        "select count(*) from pg_tables where schemaname = %s and strpos(tablename, '__stg_') > 0",
+        (schema,),
+    ).fetchone()
     assert row is not None
     return int(str(row[0]))
 
@@ -125,14 +133,14 @@ def test_replace_swaps_and_keeps_dependent_views(
     run_source(cfg, progress=False)
     (total,) = fetch(pg_conn, "select sum(n) from {t}", pg_schema, "by_dept")
     assert total == 3_000
-    tables = table_count(pg_conn, pg_schema)
-    assert tables == 1  # no staging table left behind
+    tables = staging_tables(pg_conn, pg_schema)
+    assert tables == 0  # no staging table left behind
 
 
 def test_fail_refuses_and_append_adds(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
-    """fail leaves an existing table alone; append adds the rows of a second run."""
+    """fail leaves a table alone; re-appending the same file is a no-op; --force appends again."""
     data = tmp_path / "e.parquet"
     employees(1_000).write_parquet(data)
     run_source(load_config(config_file(tmp_path, data, pg_schema, database_url)), progress=False)
@@ -141,12 +149,17 @@ def test_fail_refuses_and_append_adds(
             load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="fail")),
             progress=False,
         )
-    run_source(
-        load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="append")),
-        progress=False,
-    )
+    append = load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="append"))
+    skipped = run_source(append, progress=False)
+    assert (skipped.status, skipped.rows_loaded) == ("skipped", 0)
+    assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (1_000,)
+    forced = run_source(append, progress=False, force=True)
+    assert (forced.status, forced.rows_loaded) == ("success", 1_000)
     count, runs = fetch(pg_conn, "select count(*), count(distinct _run_id) from {t}", pg_schema)
     assert (count, runs) == (2_000, 2)
+    employees(500, seed=9, start_id=5_000).write_parquet(data)  # new content appends without force
+    assert run_source(append, progress=False).rows_loaded == 500
+    assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (2_500,)
 
 
 def test_append_with_other_columns_changes_nothing(
@@ -158,7 +171,7 @@ def test_append_with_other_columns_changes_nothing(
     run_source(load_config(config_file(tmp_path, data, pg_schema, database_url)), progress=False)
     other = tmp_path / "other.parquet"
     employees(10).drop("Email").write_parquet(other)
-    with pytest.raises(SchemaMismatch, match="Email"):
+    with pytest.raises(SchemaDrift, match="Email"):
         run_source(
             load_config(config_file(tmp_path, other, pg_schema, database_url, if_exists="append")),
             progress=False,
@@ -181,8 +194,8 @@ def test_bad_value_keeps_the_old_table(
         run_source(load_config(cfg), progress=False)
     assert info.value.column == "Age" and "forty" in str(info.value)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (300,)
-    tables = table_count(pg_conn, pg_schema)
-    assert tables == 1
+    tables = staging_tables(pg_conn, pg_schema)
+    assert tables == 0
 
 
 def test_hostile_column_names_are_quoted(

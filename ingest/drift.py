@@ -1,0 +1,491 @@
+"""Record each source's columns in PostgreSQL, diff them against the last run, and act on drift."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import polars as pl
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ingest.encode import pg_type
+from ingest.errors import IngestError, SchemaDrift
+
+Conn = psycopg.Connection[tuple[object, ...]]
+Log = Callable[[str], None]
+
+_LOCK_KEY = 0x70676C6B  # advisory lock class of this module ("pglk"); second key: 0 or a source
+_ALIASES = {
+    "int": "integer",
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float": "double precision",
+    "float4": "real",
+    "float8": "double precision",
+    "bool": "boolean",
+    "decimal": "numeric",
+    "character varying": "varchar",
+}
+_ZONED = re.compile(r"(timestamp|time)(\(\d+\))? with(out)? time zone")
+_IDENT = r'(?:[a-z_][a-z0-9_$]*|"(?:[^"]|"")+")'
+_WORDS = r"(?: (?:precision|varying|year|month|day|hour|minute|second|to))*"
+_TYPE = re.compile(rf"{_IDENT}(?:\.{_IDENT})?{_WORDS}(?:\(\d+(?:,\d+)?\))?(?:\[\])*")
+_INT_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
+_EXACT_FLOAT = {"real": {"smallint"}, "double precision": {"smallint", "integer", "real"}}
+_NUMERIC = {*_INT_DIGITS, "numeric", "real", "double precision"}
+_PRECISION = {"varchar": 10**9, "timestamp": 6, "timestamptz": 6, "time": 6, "timetz": 6}
+_RENAME_RATIO = 0.8
+
+
+def normalize_type(name: str) -> str:
+    """The canonical spelling of a PostgreSQL type (`int4` → `integer`, `timestamptz`, ...).
+
+    Raises:
+        ValueError: the text is not a plain type name, so it is never spliced into SQL.
+    """
+    text = re.sub(r"\s*([(,\[\]])\s*", r"\1", " ".join(name.split())).replace(" )", ")")
+    if '"' not in text:
+        text = text.lower()
+        if match := _ZONED.fullmatch(text):
+            text = match.group(1) + ("" if match.group(3) else "tz") + (match.group(2) or "")
+        base, _, rest = text.partition("(")
+        text = _ALIASES.get(base, base) + (f"({rest}" if rest else "")
+    if not _TYPE.fullmatch(text):
+        raise ValueError(f"not a PostgreSQL type name: {name!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column as the loader creates it; `pg_type` is normalized on construction."""
+
+    name: str
+    pg_type: str
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pg_type", normalize_type(self.pg_type))
+
+
+def columns_from_polars(
+    schema: Mapping[str, pl.DataType], not_null: Collection[str] = ()
+) -> list[ColumnSpec]:
+    """The specs of a polars schema, typed as `encode.pg_type` creates them."""
+    return [
+        ColumnSpec(name, pg_type(dtype), name not in not_null) for name, dtype in schema.items()
+    ]
+
+
+def fingerprint(columns: Sequence[ColumnSpec]) -> str:
+    """A SHA-256 of names, types and nullability, in order."""
+    data = [[c.name, c.pg_type, c.nullable] for c in columns]
+    return hashlib.sha256(json.dumps(data, separators=(",", ":")).encode()).hexdigest()
+
+
+def _split(type_name: str) -> tuple[str, list[int]]:
+    base, _, rest = type_name.partition("(")
+    return base, [int(p) for p in rest.rstrip(")").split(",")] if rest else []
+
+
+def widens(old: str, new: str) -> bool:
+    """True when every value of type `old` converts to `new` exactly (bigint → double is lossy)."""
+    old, new = normalize_type(old), normalize_type(new)
+    if old == new:
+        return False
+    if new == "text":
+        return True
+    if old.endswith("]") or new.endswith("]"):
+        return False
+    (ob, op), (nb, np_) = _split(old), _split(new)
+    if ob in _INT_DIGITS:
+        if nb in _INT_DIGITS:
+            return _INT_DIGITS[nb] > _INT_DIGITS[ob]
+        if nb == "numeric":
+            return not np_ or np_[0] - (np_[1:] or [0])[0] >= _INT_DIGITS[ob]
+        return ob in _EXACT_FLOAT.get(new, set())
+    if ob == "real":
+        return new == "double precision"
+    if ob == nb == "numeric":
+        if not np_ or not op:
+            return not np_
+        (p, s), (p2, s2) = [*op, 0][:2], [*np_, 0][:2]
+        return s2 >= s and p2 - s2 >= p - s
+    if ob == "date":
+        return nb in ("timestamp", "timestamptz")
+    if (ob, nb) == ("timestamp", "timestamptz") or (ob == nb and ob in _PRECISION):
+        return (np_ or [_PRECISION[nb]])[0] >= (op or [_PRECISION[ob]])[0]
+    return False
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[\W_]+", "", name.casefold())
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A removed and an added column that look like one column renamed."""
+
+    old: ColumnSpec
+    new: ColumnSpec
+
+
+@dataclass(frozen=True)
+class Retyped:
+    """A column whose type changed; `widening` when every old value fits the new type."""
+
+    name: str
+    old_type: str
+    new_type: str
+    widening: bool
+
+    @property
+    def kind(self) -> str:
+        """`widening`, `narrowing` (the reverse widens, or both are numbers) or `incompatible`."""
+        if self.widening:
+            return "widening"
+        numbers = {_split(self.old_type)[0], _split(self.new_type)[0]} <= _NUMERIC
+        return "narrowing" if numbers or widens(self.new_type, self.old_type) else "incompatible"
+
+
+@dataclass(frozen=True)
+class Nullability:
+    """A column that became nullable, or NOT NULL."""
+
+    name: str
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How a new column list differs from the recorded one; order alone is not drift."""
+
+    added: tuple[ColumnSpec, ...] = ()
+    removed: tuple[ColumnSpec, ...] = ()
+    renamed: tuple[Renamed, ...] = ()
+    retyped: tuple[Retyped, ...] = ()
+    nullability: tuple[Nullability, ...] = ()
+    reordered: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """No column was added, removed, renamed, retyped or changed nullability."""
+        return not (self.added or self.removed or self.renamed or self.retyped or self.nullability)
+
+    def changes(self) -> list[str]:
+        """One human line per change, e.g. "column 'Age' retyped integer → bigint (widening)"."""
+        lines = [f"column {c.name!r} added ({c.pg_type})" for c in self.added]
+        lines += [f"column {c.name!r} removed" for c in self.removed]
+        lines += [f"column {r.new.name!r} looks renamed from {r.old.name!r}" for r in self.renamed]
+        lines += [
+            f"column {t.name!r} retyped {t.old_type} → {t.new_type} ({t.kind})"
+            for t in self.retyped
+        ]
+        lines += [
+            f"column {n.name!r} became {'nullable' if n.nullable else 'NOT NULL'}"
+            for n in self.nullability
+        ]
+        return lines
+
+
+def diff(old: Sequence[ColumnSpec], new: Sequence[ColumnSpec]) -> Drift:
+    """Compare two column lists by name; pure, so every kind of change is unit-testable.
+
+    A removed and an added column of the same type count as a rename when their names are equal
+    ignoring case and punctuation, or when they sit at the same position and the names' difflib
+    ratio is at least 0.8.
+    """
+    old_by, new_by = {c.name: c for c in old}, {c.name: c for c in new}
+    old_pos, new_pos = (
+        {c.name: i for i, c in enumerate(old)},
+        {c.name: i for i, c in enumerate(new)},
+    )
+    removed = [c for c in old if c.name not in new_by]
+    added = [c for c in new if c.name not in old_by]
+    renamed: list[Renamed] = []
+    for gone in list(removed):
+        scores: list[tuple[float, ColumnSpec]] = []
+        for cand in added:
+            if cand.pg_type != gone.pg_type:
+                continue
+            a, b = _squash(gone.name), _squash(cand.name)
+            if a == b:
+                scores.append((2.0, cand))
+            elif old_pos[gone.name] == new_pos[cand.name]:
+                ratio = difflib.SequenceMatcher(None, a, b).ratio()
+                if ratio >= _RENAME_RATIO:
+                    scores.append((ratio, cand))
+        if scores:
+            best = max(scores, key=lambda s: s[0])[1]
+            renamed.append(Renamed(gone, best))
+            removed.remove(gone)
+            added.remove(best)
+    common = [c for c in old if c.name in new_by]
+    return Drift(
+        added=tuple(added),
+        removed=tuple(removed),
+        renamed=tuple(renamed),
+        retyped=tuple(
+            Retyped(c.name, c.pg_type, t, widens(c.pg_type, t))
+            for c in common
+            if (t := new_by[c.name].pg_type) != c.pg_type
+        ),
+        nullability=tuple(
+            Nullability(c.name, new_by[c.name].nullable)
+            for c in common
+            if new_by[c.name].nullable != c.nullable
+        ),
+        reordered=[c.name for c in common] != [c.name for c in new if c.name in old_by],
+    )
+
+
+def _display(schema: str, table: str) -> str:
+    return sql.Identifier(schema, table).as_string()
+
+
+def _using(column: sql.Identifier, old: str, new: str) -> sql.Composable:
+    if _split(new)[0] == "timestamptz" and _split(old)[0] in ("date", "timestamp"):
+        # encode writes naive and zoned datetimes as the same microseconds, i.e. naive means UTC;
+        # saying so keeps the result independent of the session's TimeZone.
+        return sql.SQL("{}::timestamp at time zone 'UTC'").format(column)
+    return sql.SQL("{}::{}").format(column, sql.SQL(new))
+
+
+def evolve_statements(
+    schema: str, table: str, drift: Drift, *, source: str | None = None
+) -> list[sql.Composed]:
+    """The DDL that makes the table hold the new columns: one ALTER TABLE (one rewrite at most).
+
+    Added columns are added nullable (old rows have no value); widened columns change type;
+    columns that became nullable drop NOT NULL. A removed nullable column stays in the table and
+    new rows leave it NULL. Becoming NOT NULL needs no DDL (validation enforces it on new rows).
+
+    Raises:
+        SchemaDrift: a rename, a non-widening type change or a removed NOT NULL column, which
+            evolve never does silently; the message lists each one.
+    """
+    refused = [f"{line}: evolve never renames" for line in Drift(renamed=drift.renamed).changes()]
+    for t in drift.retyped:
+        if not t.widening:
+            refused += [f"{Drift(retyped=(t,)).changes()[0]}: evolve only widens"]
+    refused += [
+        f"column {c.name!r} removed but NOT NULL: new rows could not fill it"
+        for c in drift.removed
+        if not c.nullable
+    ]
+    if refused:
+        raise SchemaDrift(source or table, _display(schema, table), refused)
+    actions = [
+        sql.SQL("add column if not exists {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+        for c in drift.added
+    ]
+    for t in drift.retyped:
+        col = sql.Identifier(t.name)
+        actions.append(
+            sql.SQL("alter column {} type {} using {}").format(
+                col, sql.SQL(t.new_type), _using(col, t.old_type, t.new_type)
+            )
+        )
+    actions += [
+        sql.SQL("alter column {} drop not null").format(sql.Identifier(n.name))
+        for n in drift.nullability
+        if n.nullable
+    ]
+    if not actions:
+        return []
+    return [
+        sql.SQL("alter table {} {}").format(
+            sql.Identifier(schema, table), sql.SQL(", ").join(actions)
+        )
+    ]
+
+
+def decide(
+    policy: str, source: str, table: str, drift: Drift, log: Log, *, schema: str
+) -> list[sql.Composed]:
+    """Apply `on_drift`: fail raises, warn logs each change, evolve returns the DDL to run.
+
+    Raises:
+        SchemaDrift: `fail` with any drift, or `evolve` with drift it cannot apply.
+        ValueError: an unknown policy.
+    """
+    if drift.reordered:
+        log(f"source {source!r}: columns reordered (harmless: loads match columns by name)")
+    if policy not in ("fail", "warn", "evolve"):
+        raise ValueError(f"unknown on_drift policy {policy!r}; use fail, warn or evolve")
+    if drift.empty:
+        return []
+    if policy == "fail":
+        raise SchemaDrift(source, _display(schema, table), drift.changes())
+    statements = [] if policy == "warn" else evolve_statements(schema, table, drift, source=source)
+    for line in drift.changes():
+        log(f"source {source!r}: schema drift ({policy}): {line}")
+    return statements
+
+
+def _has_table(conn: Conn, metadata_schema: str) -> bool:
+    row = conn.execute(
+        "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = 'schemas'",
+        (metadata_schema,),
+    ).fetchone()
+    return row is not None
+
+
+def ensure_metadata(conn: Conn, metadata_schema: str) -> None:
+    """Create `<metadata_schema>.schemas` if missing; safe when several processes race."""
+    if _has_table(conn, metadata_schema):
+        return
+    with conn.transaction():
+        # Concurrent CREATE ... IF NOT EXISTS can still collide on the catalog's unique index.
+        conn.execute("select pg_catalog.pg_advisory_xact_lock(%s::int4, 0)", (_LOCK_KEY,))
+        conn.execute(
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(metadata_schema))
+        )
+        conn.execute(
+            sql.SQL(
+                "create table if not exists {} (source text not null,"
+                " target_table text not null, version integer not null, columns jsonb not null,"
+                " fingerprint text not null, run_id text not null,"
+                " recorded_at timestamptz not null default now(), primary key (source, version))"
+            ).format(sql.Identifier(metadata_schema, "schemas"))
+        )
+
+
+def _specs(data: object) -> list[ColumnSpec]:
+    assert isinstance(data, list)
+    return [ColumnSpec(str(c["name"]), str(c["type"]), bool(c["nullable"])) for c in data]
+
+
+def latest_schema(
+    conn: Conn, metadata_schema: str, source: str
+) -> tuple[int, list[ColumnSpec]] | None:
+    """The newest recorded (version, columns) of a source, or None (nothing is created)."""
+    if not _has_table(conn, metadata_schema):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "select version, columns from {} where source = %s order by version desc limit 1"
+        ).format(sql.Identifier(metadata_schema, "schemas")),
+        (source,),
+    ).fetchone()
+    return None if row is None else (int(str(row[0])), _specs(row[1]))
+
+
+def record_schema(
+    conn: Conn,
+    metadata_schema: str,
+    source: str,
+    table: str,
+    columns: Sequence[ColumnSpec],
+    run_id: str,
+) -> int:
+    """Record the columns as a new version unless they (and the table) equal the latest one.
+
+    Runs in the caller's transaction when one is open (as a savepoint), so it commits with it.
+
+    Returns:
+        The new version, or the latest one when nothing changed.
+    """
+    ensure_metadata(conn, metadata_schema)
+    target = sql.Identifier(metadata_schema, "schemas")
+    digest = fingerprint(columns)
+    with conn.transaction():
+        # Serialises version numbering per source; held until the outer transaction ends.
+        conn.execute(
+            "select pg_catalog.pg_advisory_xact_lock(%s::int4, pg_catalog.hashtext(%s))",
+            (_LOCK_KEY, source),
+        )
+        row = conn.execute(
+            sql.SQL(
+                "select version, fingerprint, target_table from {} where source = %s"
+                " order by version desc limit 1"
+            ).format(target),
+            (source,),
+        ).fetchone()
+        if row is not None and row[1] == digest and row[2] == table:
+            return int(str(row[0]))
+        version = 1 if row is None else int(str(row[0])) + 1
+        payload = [{"name": c.name, "type": c.pg_type, "nullable": c.nullable} for c in columns]
+        conn.execute(
+            sql.SQL(
+                "insert into {} (source, target_table, version, columns, fingerprint, run_id)"
+                " values (%s, %s, %s, %s, %s, %s)"
+            ).format(target),
+            (source, table, version, Jsonb(payload), digest, run_id),
+        )
+    return version
+
+
+def table_columns(
+    conn: Conn, schema: str, table: str, exclude: Collection[str] = ()
+) -> list[ColumnSpec] | None:
+    """The target table's columns as PostgreSQL has them now, minus `exclude` (lineage), or None."""
+    row = conn.execute(
+        "select c.oid from pg_catalog.pg_class c"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
+        (schema, table),
+    ).fetchone()
+    if row is None:
+        return None
+    rows = conn.execute(
+        "select attname, pg_catalog.format_type(atttypid, atttypmod), not attnotnull"
+        " from pg_catalog.pg_attribute where attrelid = %s and attnum > 0 and not attisdropped"
+        " order by attnum",
+        (row[0],),
+    ).fetchall()
+    return [ColumnSpec(str(n), str(t), bool(u)) for n, t, u in rows if n not in exclude]
+
+
+def check(
+    conn: Conn,
+    metadata_schema: str,
+    source: str,
+    schema: str,
+    table: str,
+    columns: Sequence[ColumnSpec],
+    exclude: Collection[str] = (),
+) -> Drift:
+    """Drift of `columns` from the last recorded schema, else from the live table, else none."""
+    recorded = latest_schema(conn, metadata_schema, source)
+    if recorded is not None:
+        return diff(recorded[1], columns)
+    live = table_columns(conn, schema, table, exclude)
+    if live is None:
+        return Drift()
+    # The loader creates every column nullable, so the table cannot tell what the source declares.
+    declared = {c.name: c.nullable for c in columns}
+    return diff([replace(c, nullable=declared.get(c.name, c.nullable)) for c in live], columns)
+
+
+def evolve_and_record(
+    conn: Conn,
+    metadata_schema: str,
+    source: str,
+    table: str,
+    columns: Sequence[ColumnSpec],
+    run_id: str,
+    statements: Sequence[sql.Composed] = (),
+) -> int:
+    """Run `decide`'s DDL, then record the schema, in the caller's open transaction.
+
+    Raises:
+        IngestError: a widening hit a view that reads the column (PostgreSQL refuses the ALTER).
+    """
+    for statement in statements:
+        try:
+            conn.execute(statement)
+        except psycopg.errors.FeatureNotSupported as exc:
+            raise IngestError(
+                f"source {source!r}: cannot evolve {table}: {exc.diag.message_primary} "
+                f"({exc.diag.message_detail}); nothing was changed."
+                "\n  fix: drop the views that read it (dbt recreates its "
+                "own on the next build) and run again"
+            ) from None
+    return record_schema(conn, metadata_schema, source, table, columns, run_id)
