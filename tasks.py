@@ -24,7 +24,7 @@ from ingest.query import query as run_query
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 @contextmanager
@@ -84,6 +84,7 @@ def _print_frame(frame: object, fmt: str) -> None:
         "json": "print one JSON object on stdout (logs go to stderr)",
         "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
         "strategy": "force eager, lazy or streaming",
+        "force": "load the file again even if the ledger says it is already in the table",
     },
 )
 def ingest_(
@@ -93,6 +94,7 @@ def ingest_(
     json: bool = False,
     memory_limit: str | None = None,
     strategy: str | None = None,
+    force: bool = False,
 ) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically."""
     with _errors():
@@ -102,6 +104,7 @@ def ingest_(
             source,
             memory_limit=_limit(memory_limit),
             strategy=strategy,
+            force=force,
             progress=not json,
         )
     if json:
@@ -216,6 +219,30 @@ def demo(c: Context, rows: int = 1_000_000) -> None:
     err.print('Try: invoke query "select * from mart_hires_by_month limit 12"')
 
 
+@task(help={"config": "config file naming the database", "limit": "how many runs"})
+def runs(c: Context, config: str = "config.yml", limit: int = 20) -> None:
+    """Show the most recent runs from the ledger (status, rows, time, memory, strategy)."""
+    with _errors():
+        settings = ingest.load_config(config)
+        url = ingest.resolve_url(settings.database.url, err.print)
+        out.print(ingest.recent_runs_table(url, settings.database.metadata_schema, limit))
+
+
+@task(
+    name="drift",
+    help={
+        "config": "YAML or TOML config file (default: config.yml)",
+        "source": "which source, when the config has several",
+    },
+)
+def drift_(c: Context, config: str = "config.yml", source: str | None = None) -> None:
+    """Show how a source's columns differ from the last loaded schema, without loading."""
+    with _errors():
+        changes = ingest.drift_changes(ingest.load_config(config), source)
+    for line in changes or ["no drift: the file matches the last loaded schema"]:
+        out.print(line, markup=False, highlight=False)
+
+
 @task(help={"args": "extra pytest arguments"})
 def test(c: Context, args: str = "") -> None:
     """Run the whole test suite (unit and integration; embedded PostgreSQL without DATABASE_URL)."""
@@ -253,4 +280,4 @@ def db_status(c: Context) -> None:
 
 
 db = Collection("db", db_up, db_down, db_status)
-ns = Collection(ingest_, plan_, build, query, demo, test, lint, db)
+ns = Collection(ingest_, plan_, build, query, demo, runs, drift_, test, lint, db)

@@ -9,6 +9,7 @@ from ingest.plan import Plan
 from ingest.profile import FileProfile
 from ingest.report import RunReport
 from ingest.run import Explained, explain, run_source
+from ingest.status import drift_changes, recent_runs_table
 
 __all__ = [
     "Explained",
@@ -19,10 +20,12 @@ __all__ = [
     "RunReport",
     "SourceConfig",
     "describe",
+    "drift_changes",
     "explain",
     "format_size",
     "load_config",
     "parse_size",
+    "recent_runs_table",
     "resolve_url",
     "run_source",
     "write_demo",
