@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
@@ -18,9 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 import ingest
-from ingest import dbt, embedded
+from ingest import embedded
 from ingest.paths import state_dir
-from ingest.query import query as run_query
+
+if TYPE_CHECKING:  # dbt and DuckDB load only for the tasks that use them
+    from ingest.dbt import DbtSettings
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
@@ -50,7 +52,9 @@ def _limit(memory_limit: str | None) -> int | None:
     return ingest.parse_size(text) if text else None
 
 
-def _dbt_settings(config: ingest.PipelineConfig, url: str) -> dbt.DbtSettings:
+def _dbt_settings(config: ingest.PipelineConfig, url: str) -> DbtSettings:
+    from ingest import dbt
+
     naming = next(iter(config.sources.values())).schema_config.column_naming or "lower"
     return dbt.DbtSettings(
         database_url=url,
@@ -172,6 +176,8 @@ def build(c: Context, config: str = "config.yml") -> None:
     with _errors():
         settings = ingest.load_config(config)
         url = ingest.resolve_url(settings.database.url, err.print)
+        from ingest import dbt
+
         for step in dbt.build(_dbt_settings(settings, url)):
             err.print(
                 f"[green]✓[/green] dbt {step.command} --target {step.target} "
@@ -183,12 +189,17 @@ def build(c: Context, config: str = "config.yml") -> None:
 def query(c: Context, sql: str, format: str = "table") -> None:
     """Print the result of a query on the DuckDB marts file."""
     with _errors():
+        from ingest.query import query as run_query
+
         _print_frame(run_query(sql), format)
 
 
 @task(help={"rows": "rows of demo data (default 1,000,000)"})
 def demo(c: Context, rows: int = 1_000_000) -> None:
     """Generate demo data, load it (embedded PostgreSQL if none configured), build marts, query."""
+    from ingest import dbt
+    from ingest.query import query as run_query
+
     with _errors():
         files = _timed(
             f"wrote {rows:,} demo rows (Parquet and CSV) under {state_dir() / 'data'}",

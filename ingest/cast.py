@@ -81,6 +81,12 @@ def plan_casts(
     return CastPlan(types=types, date_formats=formats, round_floats=config.decimal_precision)
 
 
+def text_plan(plan: CastPlan, output: dict[str, pl.DataType]) -> CastPlan:
+    """The plan for a batch read as text: every column is parsed to its output type."""
+    types = {name: dtype for name, dtype in output.items() if dtype != pl.String()}
+    return CastPlan(types=types, date_formats=plan.date_formats, round_floats=plan.round_floats)
+
+
 def cast_expressions(plan: CastPlan, schema: dict[str, pl.DataType]) -> list[pl.Expr]:
     """One expression per column, in file order, that produces the planned type."""
     exprs = []

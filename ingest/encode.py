@@ -92,13 +92,25 @@ def pg_type(dtype: pl.DataType | type[pl.DataType]) -> str:
 def prepare(df: pl.DataFrame) -> pl.DataFrame:
     """Cast each column to the physical form `encode` writes; idempotent, so both may call it.
 
-    Small and unsigned integers widen, Categorical/Enum/Null become String, and List/Array/Struct
-    become String holding the jsonb wire payload (version byte 1 + JSON text). Create the table
-    from the *original* schema with `pg_type`, not from the prepared one.
+    Int8/UInt8/UInt16/UInt32 widen, Categorical/Enum/Null become String, and List/Array/Struct
+    become String holding the jsonb wire payload (version byte 1 + polars' JSON, where NaN and
+    infinities are null). Create the table from the *original* schema with `pg_type`.
+
+    Args:
+        df: a batch with dtypes `pg_type` accepts.
+
+    Returns:
+        The batch with only the columns that needed it replaced (the same frame if none did).
+
+    Raises:
+        TypeError: a column's dtype has no encoding; the message names column and dtype.
     """
     exprs: list[pl.Expr] = []
     for name, dtype in df.schema.items():
-        pg_type(dtype)  # reject unsupported dtypes early, naming them
+        try:
+            pg_type(dtype)
+        except TypeError as exc:
+            raise TypeError(f"column {name!r}: {exc}") from None
         col = pl.col(name)
         if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
             text = pl.struct(col.alias("v")).struct.json_encode()
@@ -129,11 +141,15 @@ def encode(df: pl.DataFrame) -> memoryview:
     """Encode every row of `df`, in order, as binary COPY tuples (no header, no trailer).
 
     Args:
-        df: one batch; any dtype `pg_type` accepts. Nulls are written as length -1.
+        df: one batch; any dtype `pg_type` accepts. Nulls are written as length -1;
+            nanosecond times are floored to PostgreSQL's microseconds.
 
     Returns:
         The tuples as one bytes-like buffer, ready for psycopg's ``Copy.write``.
     """
+    # Each run of fixed-width fields becomes one big-endian structured block (a row-major
+    # array filled column by column with numpy); Arrow then concatenates, row by row, the
+    # blocks and the variable-width values in one C++ pass that releases the GIL.
     df = prepare(df).rechunk()
     if df.height == 0:
         return memoryview(b"")
@@ -143,7 +159,7 @@ def encode(df: pl.DataFrame) -> memoryview:
     arrays = _segments(parts, df.height)
     if len(arrays) == 1:
         joined = arrays[0]
-    else:  # one C++ loop copies each row's pieces in order, without the GIL
+    else:
         empty = pa.scalar(b"", pa.large_binary())
         joined = pc.binary_join_element_wise(*arrays, empty, null_handling="skip")
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
@@ -156,17 +172,7 @@ def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
     n = len(s)
     invalid = s.is_null().to_numpy() if s.null_count() else None
     if type(s.dtype) in (pl.String, pl.Binary):
-        arr = s.to_arrow()
-        arr = arr.view(pa.large_binary()) if arr.type == pa.large_string() else arr
-        arr = arr if arr.type == pa.large_binary() else arr.cast(pa.large_binary())
-        ends = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
-
-        def lengths(out: _Ints) -> None:
-            np.subtract(ends[1:], ends[:-1], out=out)
-            if invalid is not None:
-                np.copyto(out, -1, where=invalid)
-
-        return [_Fixed(">i4", lengths), _Var(arr)]
+        return _text_parts(s, invalid)
     payload = _payload(s)
     size = sum(np.dtype(part.dtype).itemsize for part in payload)
     if invalid is None:
@@ -182,6 +188,24 @@ def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
         pa.large_binary(), n, [bitmap, _starts(n, size), _pack(payload, n)]
     )
     return [_Fixed(">i4", null_lengths), _Var(data)]
+
+
+def _text_parts(s: pl.Series, invalid: NDArray[np.bool_] | None) -> list[_Fixed | _Var]:
+    """Length words and bytes of a text column; equal-length values join the fixed block."""
+    n = len(s)
+    # Polars converts its string views to offsets while holding the GIL; Arrow's cast does not.
+    arr = s.to_arrow(compat_level=pl.CompatLevel.newest()).cast(pa.large_binary())
+    ends = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    lengths = np.subtract(ends[1:], ends[:-1], out=_empty(n, np.int64))
+    if invalid is not None:
+        np.copyto(lengths, -1, where=invalid)
+    elif (width := int(lengths.min())) == int(lengths.max()):
+        # Codes, flags, hashes: a fixed width saves the join a piece per row.
+        if width == 0:
+            return [_Fixed(">i4", 0)]
+        data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[ends[0] : ends[-1]]
+        return [_Fixed(">i4", width), _Fixed(f"V{width}", data.view(f"V{width}"))]
+    return [_Fixed(">i4", lengths), _Var(arr)]
 
 
 def _payload(s: pl.Series) -> list[_Fixed]:
@@ -285,6 +309,8 @@ def _decimal(s: pl.Series, precision: int, scale: int) -> list[_Fixed]:
     """Numeric parts of a Decimal column: 64-bit math for p <= 18, 32-bit limbs above."""
     n = len(s)
     arr = s.to_arrow()
+    if arr.type != pa.decimal128(precision, scale):  # e.g. a narrower decimal32/64 export
+        arr = arr.cast(pa.decimal128(precision, scale))
     words = np.frombuffer(arr.buffers()[1], dtype=np.uint64)[2 * arr.offset : 2 * (arr.offset + n)]
     lo, hi = words[0::2], words[1::2]
     if arr.null_count:  # zero the (arbitrary) values under nulls
@@ -293,29 +319,17 @@ def _decimal(s: pl.Series, precision: int, scale: int) -> list[_Fixed]:
         hi = np.multiply(hi, valid, out=_empty(n, np.uint64))
     neg = np.less(hi.view(np.int64), 0, out=_empty(n, np.bool_))
     frac_groups = math.ceil(scale / 4)
-    if precision > 18:
+    pad = 10 ** (4 * frac_groups - scale)  # align the fraction to whole base-10000 digits
+    if precision > 18 or scale > 16:  # beyond what 64-bit arithmetic holds after padding
         int_groups = max(0, math.ceil((precision - scale) / 4))
-        matrix = _wide_digits(
-            lo, hi, neg, 10 ** (4 * frac_groups - scale), int_groups + frac_groups
-        )
+        matrix = _wide_digits(lo, hi, neg, pad, int_groups + frac_groups)
         return _numeric(neg, list(matrix.T), int_groups, scale)
     magnitude = np.abs(lo.view(np.int64), out=_empty(n, np.int64)).view(np.uint64)
-    unit = 10**scale
-    whole = np.floor_divide(magnitude, unit, out=_empty(n, np.uint64))
+    whole = np.floor_divide(magnitude, 10**scale, out=_empty(n, np.uint64))
     digits = _base10000(whole, _groups(int(whole.max())))
-    int_groups = len(digits)
-    fraction = np.subtract(magnitude, np.multiply(whole, unit, out=whole), out=magnitude)
-    if not fraction.any():
-        frac_groups = 0  # integral batch: leave the zero fraction digits out
-    fraction = _narrow(fraction, unit)
-    for j in range(1, frac_groups + 1):
-        if 4 * j <= scale:
-            digits.append(_mod10000(np.floor_divide(fraction, 10 ** (scale - 4 * j))))
-        else:  # the last, partial group, padded with zeros on the right
-            size = 10 ** (scale - 4 * j + 4)
-            rest = np.subtract(fraction, fraction // size * size)
-            digits.append(np.multiply(rest, 10 ** (4 * j - scale), out=rest))
-    return _numeric(neg, digits, int_groups, scale)
+    fraction = np.subtract(magnitude, np.multiply(whole, 10**scale, out=whole), out=magnitude)
+    padded = np.multiply(fraction, pad, out=fraction)
+    return _numeric(neg, digits + _base10000(padded, frac_groups), len(digits), scale)
 
 
 def _numeric(
@@ -351,12 +365,6 @@ def _narrow(values: _Ints, bound: int) -> _Ints:
     return narrow
 
 
-def _mod10000(values: _Ints) -> _Ints:
-    """values % 10000, computed as a subtraction (numpy's % by a scalar is ~5x slower than //)."""
-    quotient = np.floor_divide(values, 10_000, out=_empty(len(values), values.dtype.type))
-    return np.subtract(values, np.multiply(quotient, 10_000, out=quotient), out=quotient)
-
-
 def _base10000(values: _Ints, groups: int) -> list[_Ints]:
     """Split non-negative integers into `groups` base-10000 digits, most significant first."""
     if groups == 0:
@@ -365,7 +373,8 @@ def _base10000(values: _Ints, groups: int) -> list[_Ints]:
     digits: list[_Ints] = []
     for _ in range(groups - 1):
         quotient = np.floor_divide(values, 10_000, out=_empty(len(values), values.dtype.type))
-        digits.append(np.subtract(values, quotient * 10_000))
+        product = np.multiply(quotient, 10_000, out=_empty(len(values), values.dtype.type))
+        digits.append(np.subtract(values, product, out=product))
         values = quotient
     return [values, *reversed(digits)]
 

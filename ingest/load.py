@@ -21,6 +21,7 @@ from ingest.swap import replace_table
 _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
 PIECE_BYTES = 8 << 20
+MIN_PIECE_BYTES = 1 << 20
 Conn = psycopg.Connection[tuple[object, ...]]
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
@@ -173,6 +174,17 @@ class Loader:
                 self._errors.append(exc)
             self._drain()
 
+    def ease(self) -> int:
+        """Under memory pressure: encode in half-size pieces and let the queue drain first.
+
+        Returns:
+            The new piece size in bytes.
+        """
+        self.piece_bytes = max(self.piece_bytes // 2, MIN_PIECE_BYTES)
+        while not self._queue.empty() and not self._errors:
+            threading.Event().wait(0.05)
+        return self.piece_bytes
+
     def _piece_rows(self, batch: pl.DataFrame) -> int:
         row_bytes = batch.estimated_size() / max(batch.height, 1)
         return max(int(self.piece_bytes / max(row_bytes, 1.0)), 1_000)
@@ -206,7 +218,7 @@ class Loader:
 
     def finish(
         self,
-        before: Sequence[sql.Composable] = (),
+        before: Sequence[sql.Composed] = (),
         on_commit: Callable[[Conn], None] | None = None,
     ) -> int:
         """Wait for the workers, then make the staged rows the target's in one transaction.

@@ -30,6 +30,7 @@ class Plan:
     workers: int
     forced: bool
     reason: str
+    chunk_bytes: int = MIN_BATCH_BYTES
 
 
 def memory_budget(available: int, os_margin: float, limit: int | None = None) -> int:
@@ -96,4 +97,5 @@ def make_plan(
         workers=workers,
         forced=forced != "auto",
         reason=reason,
+        chunk_bytes=min(batch, MAX_BATCH_BYTES // 2),
     )

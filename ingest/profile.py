@@ -37,6 +37,7 @@ class FileProfile:
     rows_exact: bool
     columns: tuple[ColumnProfile, ...]
     sample: pl.DataFrame = field(compare=False, repr=False)
+    row_groups: int = 1
 
     @property
     def sample_rows(self) -> int:
@@ -95,7 +96,7 @@ def _widths(sample: pl.DataFrame) -> dict[str, float]:
 
 def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     try:
-        meta = pq.ParquetFile(path)
+        meta = pq.ParquetFile(path, pre_buffer=False)
     except Exception as exc:  # pyarrow raises several types for a damaged footer
         raise SourceFileError(path, f"not a readable Parquet file ({exc})") from None
     md = meta.metadata
@@ -137,6 +138,7 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
         rows_exact=True,
         columns=columns,
         sample=sample,
+        row_groups=max(md.num_row_groups, 1),
     )
 
 

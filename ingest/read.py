@@ -1,4 +1,4 @@
-"""Open a file as a lazy frame and hand it out in batches the way the plan says."""
+"""Hand out a file's rows in batches the way the plan says, each with its file row index."""
 
 from __future__ import annotations
 
@@ -6,37 +6,73 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
+from ingest import csvread
 from ingest.config import CsvOptions
+from ingest.csvread import ROW, Chunk
 from ingest.plan import Plan
 
 
-def scan(
-    path: Path, fmt: str, csv: CsvOptions, schema: dict[str, pl.DataType] | None = None
-) -> pl.LazyFrame:
-    """A lazy frame over the file; for CSV, `schema` fixes the column types found by profiling."""
-    if fmt == "parquet":
-        return pl.scan_parquet(path)
-    return pl.scan_csv(
-        path,
-        separator=csv.separator,
-        has_header=csv.has_header,
-        schema_overrides=schema,
-        null_values=csv.null_values or None,
-        encoding=csv.encoding,
-        infer_schema_length=10_000,
-    )
+def batches(
+    path: Path, fmt: str, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
+) -> Iterator[Chunk]:
+    """Batches of about `plan.batch_rows` rows in file order, each with a `__row` column.
 
-
-def batches(frame: pl.LazyFrame, plan: Plan) -> Iterator[pl.DataFrame]:
-    """Frames of about `plan.batch_rows` rows, in file order.
-
-    eager collects the whole file once and slices it; lazy and streaming let polars' streaming
-    engine produce the batches, so only the batches in flight are in memory.
+    eager reads the whole file into one frame and slices it. lazy and streaming read pieces:
+    Parquet row group by row group, CSV in record-aligned byte chunks, so only the batches in
+    flight are in memory.
     """
+    if fmt == "parquet":
+        yield from _parquet(path, plan)
+    elif plan.strategy == "eager":
+        yield from _csv_whole(path, csv, schema, plan)
+    else:
+        yield from csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
+
+
+def _slices(frame: pl.DataFrame, rows: int) -> Iterator[Chunk]:
+    for offset in range(0, frame.height, rows):
+        piece = frame.slice(offset, rows)
+        yield Chunk(piece, offset, offset + 2, as_text=False)
+
+
+def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
     if plan.strategy == "eager":
-        whole = frame.collect()
-        for offset in range(0, whole.height, plan.batch_rows):
-            yield whole.slice(offset, plan.batch_rows)
+        whole = pl.read_parquet(path)
+        whole = whole.with_columns(pl.int_range(0, whole.height, dtype=pl.Int64).alias(ROW))
+        yield from _slices(whole, plan.batch_rows)
         return
-    yield from frame.collect_batches(chunk_size=plan.batch_rows, maintain_order=True)
+    # Pull row groups one at a time: polars' streaming engine decodes ahead of a slow consumer
+    # (the COPY), and its buffer grows with the file; pyarrow reads only what is asked for.
+    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering reads far ahead
+    offset = 0
+    for batch in source.iter_batches(batch_size=plan.batch_rows, use_threads=True):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.with_columns(
+            pl.int_range(offset, offset + frame.height, dtype=pl.Int64).alias(ROW)
+        )
+        yield Chunk(frame, offset, offset, False)
+        offset += frame.height
+
+
+def _csv_whole(
+    path: Path, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
+) -> Iterator[Chunk]:
+    try:
+        whole = pl.read_csv(
+            path,
+            schema=schema,
+            has_header=csv.has_header,
+            separator=csv.separator,
+            null_values=csv.null_values or None,
+            encoding=csv.encoding,
+            truncate_ragged_lines=False,
+        )
+    except pl.exceptions.PolarsError:
+        # A late surprise the sample missed: go chunk by chunk, text where the types fail.
+        yield from csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
+        return
+    whole = whole.with_columns(pl.int_range(0, whole.height, dtype=pl.Int64).alias(ROW))
+    yield from _slices(whole, plan.batch_rows)

@@ -12,8 +12,9 @@ from rich.console import Console
 
 from ingest import cast, drift, ledger, read
 from ingest.config import PipelineConfig, SourceConfig
+from ingest.csvread import ROW
 from ingest.db import connect, resolve_url
-from ingest.errors import IngestError, SourceFileError
+from ingest.errors import IngestError
 from ingest.load import Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
 from ingest.memory import RssWatch, available_memory, current_rss, peak_rss
@@ -24,6 +25,8 @@ from ingest.report import RunReport, mb
 from ingest.validate import build_schema, validate_batch
 
 Log = Callable[[str], None]
+# Share of the budget at which the run starts trading speed for memory.
+PRESSURE = 0.85
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class _Counts:
     loaded: int = 0
     rejected: int = 0
     checked: int = 0
+    eased_to: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -300,37 +304,52 @@ def _run_locked(job: _Job, env: _Session) -> tuple[_Counts, str]:
 def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn], None]) -> None:
     """Read, cast and validate batches, stream them to the staging table, then commit."""
     profile = job.profile
-    read_schema = profile.schema if profile.format == "csv" else None
-    frame = read.scan(profile.path, profile.format, job.source.csv, read_schema)
-    frame = frame.select(cast.cast_expressions(job.casts, profile.schema))
     checks = build_schema(job.output)
     sample_size = job.source.validation_data.sample_size
+    text_casts = cast.text_plan(job.casts, job.output)
+    loader = Loader(
+        env.url,
+        env.control,
+        job.target,
+        job.output,
+        job.run_id,
+        workers=job.plan.workers,
+        lineage=job.lineage,
+        log=env.log,
+    )
+    chunks = read.batches(profile.path, profile.format, job.source.csv, profile.schema, job.plan)
     with (
-        Loader(
-            env.url,
-            env.control,
-            job.target,
-            job.output,
-            job.run_id,
-            workers=job.plan.workers,
-            lineage=job.lineage,
-            log=env.log,
-        ) as loader,
+        loader,
         LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
     ):
-        try:
-            for number, batch in enumerate(read.batches(frame, job.plan)):
-                rows, sampled = validate_batch(profile.path, checks, batch, sample_size, number)
-                counts.read += rows
-                counts.checked += sampled
-                loader.send(batch)
-                shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
-        except pl.exceptions.InvalidOperationError as exc:
-            raise cast.cast_error(profile.path, exc, job.casts) from None
-        except pl.exceptions.ComputeError as exc:
-            raise SourceFileError(
-                profile.path,
-                str(exc).splitlines()[0],
-                "declare the column's type in schema_config.data_type (e.g. string)",
-            ) from None
+        for number, chunk in enumerate(chunks):
+            casts = text_casts if chunk.as_text else job.casts
+            raw = chunk.frame.drop(ROW)
+            try:
+                batch = raw.select(cast.cast_expressions(casts, dict(raw.schema)))
+            except pl.exceptions.PolarsError as exc:
+                raise cast.cast_error(profile.path, exc, casts) from None
+            rows, sampled = validate_batch(profile.path, checks, batch, sample_size, number)
+            counts.read += rows
+            counts.checked += sampled
+            loader.send(batch)
+            shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
+            if env.watch.latest > PRESSURE * job.plan.budget_bytes:
+                _ease(job, env, counts, loader)
         counts.loaded = loader.finish(on_commit=on_commit)
+
+
+def _ease(job: _Job, env: _Session, counts: _Counts, loader: Loader) -> None:
+    """Memory nears the budget: trade speed for memory, and say so once per step."""
+    piece = loader.ease()
+    if piece == counts.eased_to:
+        return
+    note = (
+        f"memory reached {env.watch.latest / 1e6:,.0f} MB of the "
+        f"{job.plan.budget_bytes / 1e6:,.0f} MB budget: encoding in "
+        f"{piece / 1e6:.0f} MB pieces, one batch in flight"
+    )
+    env.log(note)
+    counts.eased_to = piece
+    counts.notes = [n for n in counts.notes if not n.startswith("memory")]
+    counts.notes.append(note)

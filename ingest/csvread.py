@@ -1,0 +1,136 @@
+"""Read a CSV file in record-aligned byte chunks, so memory stays bounded by the chunk size.
+
+polars parses each chunk at full speed. A chunk that does not parse with the profiled types is
+parsed again as text, so the cast stage can turn the bad cells into bad rows instead of aborting.
+Structural problems (bad bytes, ragged rows) are located to a line number for the error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from ingest.config import CsvOptions
+from ingest.errors import SourceFileError
+
+ROW = "__row"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One parsed chunk: its rows, the file row index of its first row, and how it was parsed."""
+
+    frame: pl.DataFrame
+    first_row: int
+    first_line: int
+    as_text: bool
+
+
+def _record_end(buf: bytes, quote: bytes) -> int:
+    """Index just past the last complete record in `buf` (0 when there is none).
+
+    A newline ends a record only outside quotes; with RFC 4180 quoting ("" inside quotes) that
+    is where the count of quote characters before it is even.
+    """
+    end = buf.rfind(b"\n")
+    while end >= 0:
+        if buf.count(quote, 0, end) % 2 == 0:
+            return end + 1
+        end = buf.rfind(b"\n", 0, end)
+    return 0
+
+
+def byte_chunks(path: Path, chunk_bytes: int, quote: bytes = b'"') -> Iterator[tuple[bytes, int]]:
+    """Record-aligned pieces of the file after its header, with the 1-based line each starts on."""
+    with path.open("rb") as fh:
+        header = fh.readline()
+        line = 2 if header else 1
+        rest = b""
+        while True:
+            data = fh.read(chunk_bytes)
+            buf = rest + data
+            if not data:
+                if buf.strip():
+                    yield buf if buf.endswith(b"\n") else buf + b"\n", line
+                return
+            end = _record_end(buf, quote)
+            if end == 0:  # one record longer than the chunk: read on
+                rest = buf
+                continue
+            piece, rest = buf[:end], buf[end:]
+            yield piece, line
+            line += piece.count(b"\n")
+
+
+def _parse(buf: bytes, schema: dict[str, pl.DataType], options: CsvOptions) -> pl.DataFrame:
+    return pl.read_csv(
+        io.BytesIO(buf),
+        has_header=False,
+        schema=schema,
+        separator=options.separator,
+        null_values=options.null_values or None,
+        encoding=options.encoding,
+        truncate_ragged_lines=False,
+        raise_if_empty=False,
+    )
+
+
+def locate_problem(
+    path: Path, buf: bytes, first_line: int, options: CsvOptions, width: int
+) -> SourceFileError:
+    """Find the line in `buf` that breaks the CSV's structure, and describe it."""
+    if options.encoding == "utf8":
+        try:
+            buf.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = first_line + buf.count(b"\n", 0, exc.start)
+            return SourceFileError(
+                path,
+                f"line {line}: bytes that are not UTF-8 ({buf[exc.start : exc.start + 4]!r})",
+                "convert the file to UTF-8, or set csv.encoding: utf8-lossy",
+            )
+    text = buf.decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text), delimiter=options.separator)
+    for record in reader:
+        if len(record) != width and any(record):
+            line = first_line + reader.line_num - 1
+            return SourceFileError(
+                path,
+                f"line {line}: {len(record)} fields where the header has {width}",
+                "fix the row (a missing separator or an unclosed quote), or the header",
+            )
+    return SourceFileError(
+        path, f"lines {first_line}+: not parsable as CSV", "check the separator and the quoting"
+    )
+
+
+def read_chunks(
+    path: Path,
+    names: list[str],
+    schema: dict[str, pl.DataType],
+    options: CsvOptions,
+    chunk_bytes: int,
+) -> Iterator[Chunk]:
+    """Parse the file chunk by chunk; a chunk that fails with `schema` is parsed again as text.
+
+    Raises:
+        SourceFileError: a chunk is not parsable even as text (bad bytes, ragged rows).
+    """
+    row = 0
+    text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
+    for buf, line in byte_chunks(path, chunk_bytes):
+        try:
+            frame, as_text = _parse(buf, schema, options), False
+        except pl.exceptions.PolarsError:
+            try:
+                frame, as_text = _parse(buf, text_schema, options), True
+            except pl.exceptions.PolarsError:
+                raise locate_problem(path, buf, line, options, len(names)) from None
+        frame = frame.with_columns(pl.int_range(row, row + frame.height, dtype=pl.Int64).alias(ROW))
+        yield Chunk(frame, row, line, as_text)
+        row += frame.height
