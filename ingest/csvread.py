@@ -45,11 +45,14 @@ def _record_end(buf: bytes, quote: bytes) -> int:
     return 0
 
 
-def byte_chunks(path: Path, chunk_bytes: int, quote: bytes = b'"') -> Iterator[tuple[bytes, int]]:
+def byte_chunks(
+    path: Path, chunk_bytes: int, quote: bytes = b'"', has_header: bool = True
+) -> Iterator[tuple[bytes, int]]:
     """Record-aligned pieces of the file after its header, with the 1-based line each starts on."""
     with path.open("rb") as fh:
-        header = fh.readline()
-        line = 2 if header else 1
+        line = 1
+        if has_header and fh.readline():
+            line = 2
         rest = b""
         while True:
             data = fh.read(chunk_bytes)
@@ -123,7 +126,7 @@ def read_chunks(
     """
     row = 0
     text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
-    for buf, line in byte_chunks(path, chunk_bytes):
+    for buf, line in byte_chunks(path, chunk_bytes, has_header=options.has_header):
         try:
             frame, as_text = _parse(buf, schema, options), False
         except pl.exceptions.PolarsError:

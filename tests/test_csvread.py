@@ -1,0 +1,80 @@
+"""CSV chunks end on record boundaries, survive late surprises, and locate broken lines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ingest.config import CsvOptions
+from ingest.csvread import ROW, byte_chunks, read_chunks
+from ingest.errors import SourceFileError
+
+
+def test_chunks_never_split_a_quoted_newline(tmp_path: Path) -> None:
+    """A newline inside quotes stays inside its record, whatever the chunk size."""
+    path = tmp_path / "q.csv"
+    rows = [f'{i},"line one\nline ""two"" {i}"\n' for i in range(200)]
+    path.write_text("id,text\n" + "".join(rows))
+    for size in (7, 50, 333, 10_000):
+        pieces = [buf for buf, _ in byte_chunks(path, size)]
+        assert b"".join(pieces).decode() == "".join(rows)
+        assert all(p.count(b'"') % 2 == 0 for p in pieces)
+
+
+def test_line_numbers_follow_the_file(tmp_path: Path) -> None:
+    """Each chunk knows the 1-based line it starts on (the header is line 1)."""
+    path = tmp_path / "n.csv"
+    path.write_text("a\n" + "".join(f"{i}\n" for i in range(100)))
+    starts = [(line, buf.count(b"\n")) for buf, line in byte_chunks(path, 40)]
+    assert starts[0][0] == 2
+    for (line, count), (next_line, _) in zip(starts, starts[1:], strict=False):
+        assert next_line == line + count
+
+
+def test_a_late_surprise_is_parsed_as_text(tmp_path: Path) -> None:
+    """A chunk whose values break the profiled type is re-read as text, with row indexes."""
+    path = tmp_path / "late.csv"
+    path.write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(1000)) + "1000,x1.5\n")
+    chunks = list(
+        read_chunks(path, ["id", "v"], {"id": pl.Int64(), "v": pl.Int64()}, CsvOptions(), 2_000)
+    )
+    assert sum(c.frame.height for c in chunks) == 1001
+    assert chunks[0].as_text is False and chunks[-1].as_text is True
+    assert chunks[-1].frame.schema["v"] == pl.String
+    assert chunks[-1].frame[ROW][-1] == 1000
+    assert pl.concat([c.frame.select(ROW) for c in chunks])[ROW].to_list() == list(range(1001))
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"1,2\n3,4,5\n", "line 3: 3 fields where the header has 2"),
+        (b"1,2\n3,\xff\xfe\n", "line 3: bytes that are not UTF-8"),
+    ],
+)
+def test_structural_errors_name_the_line(tmp_path: Path, body: bytes, fragment: str) -> None:
+    """Ragged rows and undecodable bytes raise an error naming the file and the line."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b\n" + body)
+    schema = {"a": pl.Int64(), "b": pl.Int64()}
+    with pytest.raises(SourceFileError, match=fragment) as info:
+        list(read_chunks(path, ["a", "b"], schema, CsvOptions(), 1 << 20))
+    assert str(path) in str(info.value)
+
+
+def test_lossy_encoding_reads_bad_bytes(tmp_path: Path) -> None:
+    """With utf8-lossy, undecodable bytes become replacement characters instead of an error."""
+    path = tmp_path / "lossy.csv"
+    path.write_bytes(b"a,b\n1,caf\xe9\n")
+    chunks = list(
+        read_chunks(
+            path,
+            ["a", "b"],
+            {"a": pl.Int64(), "b": pl.String()},
+            CsvOptions(encoding="utf8-lossy"),
+            1 << 20,
+        )
+    )
+    assert chunks[0].frame["b"][0] == "caf\ufffd"
