@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv as csvlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
-from ingest.errors import SourceFileError
+from ingest.errors import BadColumnName, SourceFileError
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
@@ -184,7 +185,24 @@ def _csv_sample_text(path: Path, n_rows_sample: int) -> tuple[bytes, int, float]
         return header + b"".join(chunks), total_lines, mean
 
 
+def _check_header(path: Path, csv: CsvOptions) -> None:
+    """Refuse a header with duplicate or empty names before polars renames them silently."""
+    if not csv.has_header:
+        return
+    with path.open("rb") as fh:
+        first = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    names = next(csvlib.reader([first], delimiter=csv.separator), [])
+    seen: set[str] = set()
+    for name in names:
+        if not name.strip():
+            raise BadColumnName(path, name, "in the header is empty")
+        if name in seen:
+            raise BadColumnName(path, name, "appears twice in the header")
+        seen.add(name)
+
+
 def _profile_csv(path: Path, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+    _check_header(path, csv)
     text, lines, mean_line = _csv_sample_text(path, n_rows_sample)
     try:
         sample = pl.read_csv(

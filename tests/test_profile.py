@@ -9,7 +9,7 @@ import pytest
 
 from ingest.config import CsvOptions
 from ingest.demo import employees
-from ingest.errors import SourceFileError
+from ingest.errors import BadColumnName, SourceFileError
 from ingest.profile import detect_format, profile_file
 
 
@@ -72,3 +72,16 @@ def test_missing_file_and_unknown_suffix(tmp_path: Path) -> None:
         profile_file(tmp_path / "nope.csv", "csv", 100, CsvOptions())
     with pytest.raises(SourceFileError, match="format: csv"):
         detect_format(tmp_path / "data.bin", "auto")
+
+
+@pytest.mark.parametrize(
+    ("header", "fragment"),
+    [("id,name,id", "'id' appears twice"), ("id,,name", "'' in the header is empty")],
+)
+def test_bad_headers_are_refused(tmp_path: Path, header: str, fragment: str) -> None:
+    """Duplicate or empty header names are errors naming the file and the column."""
+    path = tmp_path / "h.csv"
+    path.write_text(f"{header}\n1,2,3\n")
+    with pytest.raises(BadColumnName, match=fragment) as info:
+        profile_file(path, "csv", 100, CsvOptions())
+    assert str(path) in str(info.value)
