@@ -1,0 +1,380 @@
+"""The benchmark behind `invoke bench`: this project's ingest against `psql \\copy` and DuckDB.
+
+Every tool runs as a child process against the same PostgreSQL in one run, and each is measured
+the same way: wall time, peak RSS of the whole process tree (psutil, polled every 50 ms, checked
+against the kernel's `ru_maxrss` from `wait4`), client CPU seconds (user+sys of the tree), the
+server's CPU seconds (the postmaster's children, when the server runs on this machine), the WAL it
+wrote, and the rows really in the target table afterwards. Ratios are against `psql \\copy` of
+the CSV measured in the same run, so they hold across machines better than seconds do.
+
+Reproducing the original design's 244M-row run (5 columns: id, name, age, salary, department):
+
+    python -m ingest.bench --rows 244000000        # `invoke bench` runs the same function
+
+Disk cost, measured at 2,000,000 rows and scaled by 122 (so ~45-50 GB free for the full run):
+- the Parquet file: 12.6 bytes a row, ~3.1 GB; the CSV: 43.9 bytes a row, ~10.7 GB; both cached
+  under `.pipeline/bench/data/synthetic-244000000/` and reused by later runs;
+- one loaded table: 74 bytes a row, ~18 GB, as `psql \\copy` or DuckDB load it; ~30 GB (123 bytes
+  a row) as this project's ingest loads it, which adds `_loaded_at` and `_run_id` to every row;
+- WAL: ~0 for `\\copy` and DuckDB under `wal_level=minimal` (the embedded server: the table is
+  created in the loading transaction); 70-80% of the table's size under `wal_level=replica` (the
+  Debian default), and for the ingest on either. WAL past `max_wal_size` (1 GB default, 4 GB on
+  the embedded server) is recycled at checkpoints, so it costs that much disk, not its total.
+Tables are loaded, counted and dropped one at a time: peak disk is the two files, one table and
+the WAL. Generating the files takes ~4 minutes (~1M rows/s) in ~320 MB whatever the row count; each
+load of 244M rows takes 3-10 minutes on 2 cores, so the seven loads take about an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ingest import benchdata
+from ingest.benchdata import Dataset
+from ingest.benchmeasure import (
+    BenchReport,
+    BenchRow,
+    machine_info,
+    measure,
+    psql_binary,
+    server_cpu,
+    server_process,
+)
+from ingest.paths import project_root, state_dir
+
+Say = Callable[[str], None]
+STRATEGIES = ("auto", "eager", "lazy", "streaming")
+STREAMING_LIMIT = "400MB"
+MB = 1e6
+
+__all__ = ["STRATEGIES", "BenchReport", "BenchRow", "bench_dir", "run_bench"]
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def bench_dir() -> Path:
+    """The benchmark's folder: cached inputs, configs, logs and results."""
+    return state_dir() / "bench"
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _Command:
+    tool: str
+    input: str
+    strategy: str
+    table: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    stdin: Path | None = None
+    cwd: Path | None = None
+
+
+def _target(schema: str, table: str) -> str:
+    return sql.Identifier(schema, table).as_string(None)
+
+
+# Runs in its own Python so that its memory is measured apart from this process (stdlib + duckdb).
+_DUCKDB = """\
+import os, sys, duckdb, duckdb_extensions
+parquet, target, extensions = sys.argv[1:4]
+con = duckdb.connect(config={"extension_directory": extensions})
+duckdb_extensions.import_extension("postgres", con=con)  # installs from the wheel: no download
+con.execute("LOAD postgres")
+conninfo = os.environ["BENCH_CONNINFO"].replace("'", "''")
+con.execute(f"ATTACH '{conninfo}' AS pg (TYPE postgres)")
+con.execute(f"CREATE TABLE pg.{target} AS SELECT * FROM read_parquet(?)", [parquet])
+"""
+
+
+def _commands(
+    data: Dataset,
+    url: str,
+    schema: str,
+    strategies: Sequence[str],
+    include_csv: bool,
+    work: Path,
+    psql: str,
+) -> list[_Command]:
+    """Every command of one run, the `psql \\copy` baseline first."""
+    parts = conninfo_to_dict(url)
+    password = parts.pop("password", None)
+    conninfo = make_conninfo("", **parts)
+    env = {**os.environ, **({"PGPASSWORD": str(password)} if password else {})}
+    stem = data.name.split("-")[0]
+    copy_table, duck_table = f"{stem}_copy", f"{stem}_duckdb"
+    ddl = ", ".join(f"{sql.Identifier(c).as_string(None)} {t}" for c, t in data.columns)
+    target = _target(schema, copy_table)
+    # -1: one transaction, so with wal_level=minimal the new table's COPY skips the WAL, as ours can
+    copy = [psql, *"-X -q -1 -v ON_ERROR_STOP=1 -d".split(), conninfo, "-c"]
+    copy += [f"create table {target} ({ddl})", "-c"]
+    copy += [f"\\copy {target} from pstdin with (format csv, header true)"]
+    extensions = str(work / "duckdb-extensions")
+    duck = [sys.executable, "-c", _DUCKDB, str(data.parquet), _target(schema, duck_table)]
+    duck.append(extensions)
+    commands = [
+        _Command("psql \\copy", "csv", "-", copy_table, tuple(copy), env, stdin=data.csv),
+        _Command(
+            "duckdb", "parquet", "-", duck_table, tuple(duck), {**env, "BENCH_CONNINFO": conninfo}
+        ),
+    ]
+    root = project_root()
+    runs = [(s, "parquet") for s in strategies]
+    if include_csv and "auto" in strategies:
+        runs.insert(runs.index(("auto", "parquet")) + 1, ("auto", "csv"))
+    for strategy, fmt in runs:
+        table = f"{stem}_ingest_{strategy}_{fmt}"
+        config = work / "configs" / f"{table}.yml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        source = data.parquet if fmt == "parquet" else data.csv
+        settings = {"table_name": table, "if_table_exists": "replace", "schema": schema}
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "path": {"input_path": str(source)},
+                    "database": settings,
+                    "validation_data": {"sample_size": 0.01},
+                }
+            ),
+            encoding="utf-8",
+        )
+        argv = [sys.executable, *"-m invoke ingest --json --config".split(), str(config)]
+        argv += ["--strategy", strategy]
+        if strategy == "streaming":
+            argv += ["--memory-limit", STREAMING_LIMIT]
+        ingest_env = {**env, "DATABASE_URL": url}
+        command = _Command("ingest", fmt, strategy, table, tuple(argv), ingest_env, cwd=root)
+        commands.append(command)
+    return commands
+
+
+def _lsn(conn: psycopg.Connection[Any]) -> str | None:
+    try:
+        row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
+        return str(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+def _drop(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
+    conn.execute(sql.SQL("drop table if exists {} cascade").format(sql.Identifier(schema, table)))
+
+
+def _run_one(
+    conn: psycopg.Connection[Any],
+    cmd: _Command,
+    data: Dataset,
+    schema: str,
+    logs: Path,
+    postmaster: Any,
+) -> BenchRow:
+    """Measure one command, then count what reached its table, record its size and drop it."""
+    _drop(conn, schema, cmd.table)
+    try:  # start every command with clean buffers, not the previous load's dirty pages
+        conn.execute("checkpoint")
+    except psycopg.Error:
+        pass
+    lsn, cpu = _lsn(conn), server_cpu(postmaster)
+    got = measure(
+        cmd.argv,
+        cwd=cmd.cwd,
+        env=cmd.env,
+        stdin=cmd.stdin,
+        stderr_path=logs / f"{cmd.table}.stderr",
+    )
+    cpu_after, lsn_after = server_cpu(postmaster), _lsn(conn)
+    wal = None
+    if lsn and lsn_after:
+        row = conn.execute("select pg_wal_lsn_diff(%s, %s)", [lsn_after, lsn]).fetchone()
+        wal = float(row[0]) / MB if row else None
+    count: int | None = None
+    size: float | None = None
+    if conn.execute("select to_regclass(%s)", [_target(schema, cmd.table)]).fetchone() != (None,):
+        ident = sql.Identifier(schema, cmd.table)
+        row = conn.execute(sql.SQL("select count(*) from {}").format(ident)).fetchone()
+        count = int(row[0]) if row else None
+        row = conn.execute(
+            "select pg_total_relation_size(%s::regclass)", [_target(schema, cmd.table)]
+        ).fetchone()
+        size = int(row[0]) / MB if row else None
+        _drop(conn, schema, cmd.table)
+    reported: dict[str, Any] = {}
+    if cmd.tool == "ingest":
+        lines = [x for x in got.stdout.splitlines() if x.startswith("{")]
+        try:
+            reported = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:
+            reported = {}
+    strategy = cmd.strategy
+    if reported.get("strategy") and reported["strategy"] != cmd.strategy:
+        strategy = f"{cmd.strategy}→{reported['strategy']}"
+    ok = got.returncode == 0 and count == data.rows
+    error = ""
+    if not ok:
+        why = f"exit {got.returncode}" if got.returncode else f"{count} rows, not {data.rows}"
+        error = f"{why}: {got.stderr_tail.strip()}"
+    return BenchRow(
+        tool=cmd.tool,
+        input=cmd.input,
+        strategy=strategy,
+        table=cmd.table,
+        wall_s=round(got.wall_s, 3),
+        rows_per_s=round(data.rows / got.wall_s, 1) if ok else None,
+        peak_rss_mb=round(got.peak_rss_bytes / MB, 1),
+        maxrss_mb=round(got.maxrss_bytes / MB, 1),
+        cpu_s=round(got.cpu_s, 2),
+        db_cpu_s=None if cpu is None or cpu_after is None else round(cpu_after - cpu, 2),
+        ratio=None,
+        rows_expected=data.rows,
+        rows_in_table=count,
+        ok=ok,
+        returncode=got.returncode,
+        table_mb=None if size is None else round(size, 1),
+        wal_mb=None if wal is None else round(wal, 1),
+        error=error,
+        reported=reported,
+    )
+
+
+def _median(tries: Sequence[BenchRow]) -> BenchRow:
+    """The run with the median wall time, holding every try's wall time; a failure wins."""
+    walls = tuple(t.wall_s for t in tries)
+    failed = [t for t in tries if not t.ok]
+    chosen = failed[0] if failed else sorted(tries, key=lambda t: t.wall_s)[len(tries) // 2]
+    return replace(chosen, walls_s=walls)
+
+
+def run_bench(
+    database_url: str,
+    *,
+    scale: float = 1.0,
+    rows: int | None = None,
+    strategies: Sequence[str] = STRATEGIES,
+    include_csv: bool = True,
+    workdir: Path | None = None,
+    log: Say = _say,
+    schema: str = "bench",
+    repeat: int = 1,
+) -> BenchReport:
+    """Load one dataset with `psql \\copy`, DuckDB and this project's ingest; measure each.
+
+    Args:
+        database_url: The PostgreSQL every tool loads into.
+        scale: TPC-H scale factor of lineitem (1 = 6,001,215 rows).
+        rows: Use the 5-column synthetic table with this many rows instead of lineitem.
+        strategies: Ingest strategies to run on the Parquet file.
+        include_csv: Also ingest the CSV with the auto strategy.
+        workdir: Cache and scratch folder (default `bench_dir()`).
+        log: Receives one line per step.
+        schema: Schema of the benchmark's tables (created if missing; dropped if created here).
+        repeat: Run each command this many times and keep the run with the median wall time.
+
+    Returns:
+        The report; failed commands are rows with `ok=False` and their stderr, not exceptions.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; pick from {', '.join(STRATEGIES)}")
+    work = workdir or bench_dir()
+    started = _stamp()
+    data = (
+        benchdata.synthetic(work / "data", rows, log=log)
+        if rows is not None
+        else benchdata.lineitem(work / "data", scale, log=log)
+    )
+    psql, psql_from = psql_binary()
+    logs = work / "logs" / started.replace(":", "")
+    logs.mkdir(parents=True, exist_ok=True)
+    measured: list[BenchRow] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        machine = machine_info(conn, psql, psql_from)
+        load_before = os.getloadavg()[0]
+        postmaster = server_process(conn)
+        found = conn.execute("select 1 from pg_namespace where nspname = %s", [schema]).fetchone()
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+        commands = _commands(data, database_url, schema, strategies, include_csv, work, psql)
+        try:
+            for cmd in commands:
+                log(f"{cmd.tool} {cmd.input} {cmd.strategy}: loading {data.rows:,} rows")
+                tries = [_run_one(conn, cmd, data, schema, logs, postmaster) for _ in range(repeat)]
+                row = _median(tries)
+                log(
+                    f"  {'ok' if row.ok else 'FAILED'} in {row.wall_s:.1f} s, "
+                    f"peak {row.peak_rss_mb:,.0f} MB" + ("" if row.ok else f"; {row.error[-300:]}")
+                )
+                measured.append(row)
+        finally:
+            for cmd in commands:
+                _drop(conn, schema, cmd.table)
+            if found is None:
+                conn.execute(
+                    sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
+                )
+    base = measured[0].wall_s if measured and measured[0].ok else None
+    final = tuple(
+        replace(r, ratio=round(r.wall_s / base, 2) if base and r.ok else None) for r in measured
+    )
+    dataset = {
+        "name": data.name,
+        "rows": data.rows,
+        "parquet": str(data.parquet),
+        "parquet_bytes": data.parquet_bytes,
+        "csv": str(data.csv),
+        "csv_bytes": data.csv_bytes,
+    }
+    # Other work on the machine skews every figure: keep the load beside them.
+    machine |= {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0]}
+    return BenchReport(started, dataset, machine, final, repeat)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark from the command line: `python -m ingest.bench --scale 1`."""
+    import argparse
+
+    from rich.console import Console
+
+    from ingest.db import resolve_url
+
+    parser = argparse.ArgumentParser(prog="python -m ingest.bench")
+    parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor")
+    parser.add_argument("--rows", type=int, default=None, help="synthetic rows instead of TPC-H")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--no-csv", action="store_true", help="skip the ingest of the CSV")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per command (median kept)")
+    args = parser.parse_args(argv)
+    err = Console(stderr=True)
+    report = run_bench(
+        resolve_url(None, err.print),
+        scale=args.scale,
+        rows=args.rows,
+        strategies=tuple(args.strategies.split(",")),
+        include_csv=not args.no_csv,
+        log=err.print,
+        repeat=args.repeat,
+    )
+    Console().print(report.table())
+    err.print(f"results: {report.write(bench_dir())}")
+    return 0 if all(r.ok for r in report.rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
