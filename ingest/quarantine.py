@@ -9,7 +9,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.checks import ROW
+from ingest.validate import ROW
 
 SUFFIX = "__rejected"
 _MAX_IDENTIFIER = 63  # bytes: PostgreSQL's NAMEDATALEN - 1
@@ -77,7 +77,7 @@ def write_rejects(
         run_id: the run, so a run's rejects can be selected.
         source_file: the file the rows came from.
         fmt: `csv` or `parquet`: how `__row` becomes `row_number`.
-        rejects: frame as made by `checks.split_batch` (`__row`, column, rule, reason, raw).
+        rejects: frame as made by `validate.split_batch` (`__row`, column, rule, reason, raw).
         line_offset: CSV line of `__row` 0: 2 after a header, 1 without one, or a chunk's
             `first_line - first_row` (exact across multi-line fields in earlier chunks).
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
 from rich.console import Console
 
-from ingest import cast, drift, ledger, read
+from ingest import cast, drift, ledger, quarantine, read, validate
 from ingest.config import PipelineConfig, SourceConfig
-from ingest.csvread import ROW
 from ingest.db import connect, resolve_url
-from ingest.errors import IngestError
+from ingest.errors import BadRowsOverLimit, ConfigError, IngestError
 from ingest.load import Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
 from ingest.memory import RssWatch, available_memory, current_rss, peak_rss
@@ -22,7 +22,6 @@ from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.progress import LoadProgress
 from ingest.report import RunReport, mb
-from ingest.validate import build_schema, validate_batch
 
 Log = Callable[[str], None]
 # Share of the budget at which the run starts trading speed for memory.
@@ -68,8 +67,8 @@ class _Counts:
     read: int = 0
     loaded: int = 0
     rejected: int = 0
-    checked: int = 0
     eased_to: int = 0
+    depth: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,6 +137,15 @@ def run_source(
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
         check_column_names(profile.path, [*profile.schema, *lineage])
         casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
+        unknown = [c for c in source.validation_data.checks if c not in profile.schema]
+        if unknown:
+            raise ConfigError(
+                config.path,
+                [
+                    f"validation_data.checks: no column {c!r} in {profile.path.name}"
+                    for c in unknown
+                ],
+            )
         job = _Job(
             config=config,
             source=source,
@@ -176,9 +184,9 @@ def run_source(
         batch_rows=plan.batch_rows,
         workers=plan.workers,
         validation={
-            "schema_checked_rows": counts.read,
-            "data_checked_rows": counts.checked,
+            "rows_checked": counts.depth,
             "sample_size": source.validation_data.sample_size,
+            "quarantine": quarantine_display(config, source),
         },
         notes=tuple(counts.notes),
     )
@@ -302,11 +310,14 @@ def _run_locked(job: _Job, env: _Session) -> tuple[_Counts, str]:
 
 
 def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn], None]) -> None:
-    """Read, cast and validate batches, stream them to the staging table, then commit."""
-    profile = job.profile
-    checks = build_schema(job.output)
-    sample_size = job.source.validation_data.sample_size
-    text_casts = cast.text_plan(job.casts, job.output)
+    """Read, cast and check batches, quarantine bad rows, stream good ones, then commit."""
+    profile, source, db = job.profile, job.source, job.config.database
+    validation = source.validation_data
+    seen = validate.SeenValues(expected_rows=int(profile.rows * 1.1))
+    q_schema, q_table = quarantine.quarantine_table(db.schema_, source.table_name)
+    q_display = Target(q_schema, q_table, "append").display
+    examples: list[str] = []
+    depth: Counter[str] = Counter()
     loader = Loader(
         env.url,
         env.control,
@@ -317,26 +328,61 @@ def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn],
         lineage=job.lineage,
         log=env.log,
     )
-    chunks = read.batches(profile.path, profile.format, job.source.csv, profile.schema, job.plan)
+    chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)
     with (
         loader,
         LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
     ):
         for number, chunk in enumerate(chunks):
-            casts = text_casts if chunk.as_text else job.casts
-            raw = chunk.frame.drop(ROW)
-            try:
-                batch = raw.select(cast.cast_expressions(casts, dict(raw.schema)))
-            except pl.exceptions.PolarsError as exc:
-                raise cast.cast_error(profile.path, exc, casts) from None
-            rows, sampled = validate_batch(profile.path, checks, batch, sample_size, number)
-            counts.read += rows
-            counts.checked += sampled
-            loader.send(batch)
+            out = validate.split_batch(
+                chunk.frame,
+                job.casts,
+                profile.schema,
+                validation,
+                seed=number,
+                seen=seen,
+                source=profile.path,
+            )
+            counts.read += chunk.frame.height
+            depth.update(out.checked_rows)
+            if out.bad_rows:
+                offset = chunk.first_line - chunk.first_row
+                quarantine.write_rejects(
+                    env.control,
+                    db.schema_,
+                    source.table_name,
+                    job.run_id,
+                    str(profile.path),
+                    profile.format,
+                    out.rejects,
+                    line_offset=offset,
+                )
+                if len(examples) < 5:
+                    examples += quarantine.format_examples(
+                        out.rejects, profile.format, 5 - len(examples), line_offset=offset
+                    )
+                counts.rejected += out.bad_rows
+                # The count limit is exact now; the fraction uses the estimate until the end.
+                limit = validate.over_limit(
+                    counts.rejected, max(profile.rows, counts.read), validation
+                )
+                if limit:
+                    raise BadRowsOverLimit(
+                        profile.path, counts.rejected, limit, examples, q_display
+                    )
+            loader.send(out.good)
             shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
             if env.watch.latest > PRESSURE * job.plan.budget_bytes:
                 _ease(job, env, counts, loader)
+        limit = validate.over_limit(counts.rejected, counts.read, validation)
+        if limit:
+            raise BadRowsOverLimit(profile.path, counts.rejected, limit, examples, q_display)
+        if counts.rejected:
+            note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
+            env.log(note)
+            counts.notes.append(note)
         counts.loaded = loader.finish(on_commit=on_commit)
+    counts.depth = dict(depth)
 
 
 def _ease(job: _Job, env: _Session, counts: _Counts, loader: Loader) -> None:
@@ -353,3 +399,9 @@ def _ease(job: _Job, env: _Session, counts: _Counts, loader: Loader) -> None:
     counts.eased_to = piece
     counts.notes = [n for n in counts.notes if not n.startswith("memory")]
     counts.notes.append(note)
+
+
+def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:
+    """The quoted name of the table that keeps a source's bad rows."""
+    schema, table = quarantine.quarantine_table(config.database.schema_, source.table_name)
+    return Target(schema, table, "append").display

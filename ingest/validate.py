@@ -1,63 +1,470 @@
-"""Validate batches with a Pandera schema built from the planned column types."""
+"""Find bad rows: failed casts and failed checks, as reject records, so the good rows still load.
+
+Every batch carries `__row`, the 0-based index of the row in the source file. For a CSV file with
+a header the 1-based source line is `__row + 2`, unless an earlier quoted field spans several
+lines (each embedded newline shifts the real line down by one); `quarantine.write_rejects` turns
+`__row` into that line.
+
+Depth: casts, types, nulls, ranges, isin/notin and str_length run on every row (Pandera, about
+50 ms per million rows); str_matches runs on a `sample_size` sample of each batch; unique runs on
+every row against the hashes of all values kept earlier in the run (`SeenValues`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pandera.errors
 import pandera.polars as pa
 import polars as pl
 
+from ingest.cast import CastPlan
+from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
 
-_MAX_SHOWN = 10
+ROW = "__row"
+REJECTS_SCHEMA: dict[str, pl.DataType] = {
+    ROW: pl.Int64(),
+    "column": pl.String(),
+    "rule": pl.String(),
+    "reason": pl.String(),
+    "raw": pl.String(),
+}
+CHEAP_RULES = frozenset({"ge", "gt", "le", "lt", "isin", "notin", "str_length"})
+SAMPLED_RULES = frozenset({"str_matches"})
+# Each bound rule and the operator that states its failure: ge 0 fails as "-3 < 0".
+_BOUNDS = (("ge", "<"), ("gt", "<="), ("le", ">"), ("lt", ">="))
+_MAX_LOAD = 0.7
+_REHASH_SLOTS = 1 << 22
+_UINT64 = npt.NDArray[np.uint64]
+
+
+class SeenValues:
+    """Hashes of the values kept so far in each unique column: one per run, across batches.
+
+    Each column is an open-addressing hash set of 64-bit value hashes in one numpy array, at most
+    70% full: 8 bytes a slot, 11.4-23 bytes per distinct value. 250M distinct values cost 2.9 GB
+    per unique column when `expected_rows` is right (up to 5.7 GB, plus the old table while it
+    doubles, when it is not). Two different values share a hash with probability about
+    n²/2⁶⁵: 0.2% that any false duplicate occurs in a 250M-row run.
+    """
+
+    def __init__(self, expected_rows: int = 1 << 20) -> None:
+        self.expected_rows = max(expected_rows, 1024)
+        self._slots: dict[str, _UINT64] = {}
+        self._sizes: dict[str, int] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the hash sets."""
+        return sum(slots.nbytes for slots in self._slots.values())
+
+    def contains(self, column: str, hashes: _UINT64) -> npt.NDArray[np.bool_]:
+        """Which hashes were added earlier for this column."""
+        slots = self._slots.get(column)
+        if slots is None or hashes.size == 0:
+            return np.zeros(hashes.size, dtype=np.bool_)
+        return _probe(slots, _nonzero(hashes), insert=False)
+
+    def add(self, column: str, hashes: _UINT64) -> npt.NDArray[np.bool_]:
+        """Add hashes (distinct among themselves); returns which of them were there already."""
+        slots = self._reserve(column, hashes.size)
+        present = _probe(slots, _nonzero(hashes), insert=True)
+        self._sizes[column] += hashes.size - int(present.sum())
+        return present
+
+    def _reserve(self, column: str, more: int) -> _UINT64:
+        """The column's slots, grown (doubled at least) so `more` new hashes keep it 70% full."""
+        size = self._sizes.setdefault(column, 0) + more
+        slots = self._slots.get(column)
+        if slots is not None and size <= slots.size * _MAX_LOAD:
+            return slots
+        capacity = int(max(size, self.expected_rows) / _MAX_LOAD) + 1
+        bigger = np.zeros(max(capacity, 0 if slots is None else slots.size * 2), dtype=np.uint64)
+        if slots is not None:
+            # Rehash in slices so the temporaries stay small next to the two tables.
+            for start in range(0, slots.size, _REHASH_SLOTS):
+                part = slots[start : start + _REHASH_SLOTS]
+                _probe(bigger, part[part != 0], insert=True)
+        self._slots[column] = bigger
+        return bigger
+
+
+def _nonzero(hashes: _UINT64) -> _UINT64:
+    """Zero marks an empty slot, so a zero hash is stored as one."""
+    return np.where(hashes == 0, np.uint64(1), hashes)
+
+
+def _probe(slots: _UINT64, hashes: _UINT64, *, insert: bool) -> npt.NDArray[np.bool_]:
+    """Linear probing for all hashes at once; returns which were present (inserting the rest)."""
+    capacity = slots.size
+    # Range reduction by the top 32 bits: no modulo, any capacity below 2**32.
+    where = ((hashes >> np.uint64(32)) * np.uint64(capacity)) >> np.uint64(32)
+    slot = where.astype(np.intp)
+    present = np.zeros(hashes.size, dtype=np.bool_)
+    pending, wanted = np.arange(hashes.size), hashes
+    while pending.size:
+        current = slots[slot]
+        hit, free = current == wanted, current == 0
+        present[pending[hit]] = True
+        if insert:
+            # Two hashes may claim one free slot: the one that landed is done, the other moves on.
+            claim = np.flatnonzero(free)
+            slots[slot[claim]] = wanted[claim]
+            free[claim] = slots[slot[claim]] == wanted[claim]
+        going = ~(hit | free)
+        pending, slot, wanted = pending[going], slot[going] + 1, wanted[going]
+        slot[slot == capacity] = 0
+    return present
 
 
 @dataclass(frozen=True)
-class ValidationStats:
-    """Which checks ran, on how many rows."""
+class BatchOutcome:
+    """A batch split into the rows to load and the reasons the others were rejected."""
 
-    schema_checked_rows: int
-    data_checked_rows: int
-    sample_size: float
+    good: pl.DataFrame
+    rejects: pl.DataFrame
+    checked_rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows rejected, each counted once however many checks it failed."""
+        return self.rejects[ROW].n_unique() if self.rejects.height else 0
 
 
-def build_schema(columns: dict[str, pl.DataType]) -> pa.DataFrameSchema:
-    """A strict Pandera schema: exactly these columns, in this order, with these types."""
-    return pa.DataFrameSchema(
-        {name: pa.Column(dtype, nullable=True) for name, dtype in columns.items()},
-        strict=True,
-        ordered=True,
+def _type_label(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Decimal):
+        return f"decimal({dtype.precision},{dtype.scale})"
+    if isinstance(dtype, pl.Datetime):
+        return f"datetime[{dtype.time_zone}]" if dtype.time_zone else "datetime"
+    return str(dtype).lower()
+
+
+def _parse(col: pl.Expr, source: pl.DataType, target: pl.DataType, fmt: str | None) -> pl.Expr:
+    """`col` converted to `target`, null where a value does not convert."""
+    if source == pl.String():
+        # polars 2 does not cast text to temporal or boolean types; parse it instead.
+        if isinstance(target, pl.Datetime):
+            zone = target.time_zone
+            return col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False)
+        if target == pl.Date():
+            return col.str.to_date(fmt, strict=False)
+        if target == pl.Time():
+            return col.str.to_time(fmt, strict=False)
+        if target == pl.Boolean():  # as polars' CSV reader: true/false in any case
+            words = {"true": True, "false": False}
+            return col.str.to_lowercase().replace_strict(words, default=None, return_dtype=target)
+    return col.cast(target, strict=False)
+
+
+def _lenient_casts(
+    plan: CastPlan, schema: dict[str, pl.DataType], actual: dict[str, pl.DataType]
+) -> tuple[list[pl.Expr], dict[str, str]]:
+    """`cast.cast_expressions` with strict=False, and a label for each column that can fail.
+
+    A column goes from its `actual` type to the plan's type, else to its `schema` type: so a
+    batch re-read as text is parsed back to the types the file was profiled with.
+    """
+    exprs, labels = [], {}
+    for name, dtype in schema.items():
+        col, target, fmt = pl.col(name), plan.types.get(name, dtype), plan.date_formats.get(name)
+        if target != actual[name] or fmt is not None:
+            col = _parse(col, actual[name], target, fmt)
+            labels[name] = f"{_type_label(target)} ({fmt})" if fmt else _type_label(target)
+        if plan.round_floats is not None and target in (pl.Float32(), pl.Float64()):
+            col = col.round(plan.round_floats)
+        exprs.append(col.alias(name))
+    return exprs, labels
+
+
+def _empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECTS_SCHEMA)
+
+
+def _cast_failures(
+    batch: pl.DataFrame, plan: CastPlan, schema: dict[str, pl.DataType]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The cast frame (with `__row`) and its failed cells, without `raw`."""
+    if ROW not in batch.columns:
+        raise ValueError(f"the batch has no {ROW!r} column; add it with with_row_index({ROW!r})")
+    exprs, labels = _lenient_casts(plan, schema, dict(batch.schema))
+    cast = batch.select(pl.col(ROW).cast(pl.Int64), *exprs)
+    if not labels:
+        return cast, _empty_rejects().drop("raw")
+    both = pl.concat(
+        [
+            batch.select(list(labels)),
+            cast.select(ROW, *[pl.col(c).alias(f"{c}\0out") for c in labels]),
+        ],
+        how="horizontal",
     )
+    parts = [
+        both.lazy()
+        .filter(pl.col(c).is_not_null() & pl.col(f"{c}\0out").is_null())
+        .select(
+            ROW,
+            column=pl.lit(c),
+            rule=pl.lit("cast"),
+            reason=pl.format("'{}' is not {}", pl.col(c).cast(pl.String), pl.lit(label)),
+        )
+        for c, label in labels.items()
+    ]
+    return cast, pl.concat(pl.collect_all(parts))
 
 
-def validate_batch(
-    path: Path, schema: pa.DataFrameSchema, batch: pl.DataFrame, sample_size: float, seed: int
-) -> tuple[int, int]:
-    """Check a batch's structure in full and its values on a sample.
+def _with_raw(rejects: pl.DataFrame, batch: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """Attach the whole source row, JSON-encoded, to each reject."""
+    if rejects.height == 0:
+        return _empty_rejects()
+    raw = (
+        batch.with_columns(pl.col(ROW).cast(pl.Int64))
+        .filter(pl.col(ROW).is_in(rejects[ROW].unique().implode()))
+        .select(ROW, raw=pl.struct(columns).struct.json_encode())
+    )
+    out = rejects.join(raw, on=ROW, how="left", maintain_order="left")
+    return out.select(pl.col(name).cast(dtype) for name, dtype in REJECTS_SCHEMA.items())
+
+
+def cast_with_rejects(
+    batch: pl.DataFrame, plan: CastPlan, schema: dict[str, pl.DataType]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cast a batch leniently: a value that fails becomes null and a reject record.
+
+    Args:
+        batch: the rows as read, with `__row`.
+        plan: the casts to apply.
+        schema: the profiled read schema (column to type, without `__row`); a column the plan
+            does not cast but whose batch type differs (a chunk re-read as text) is parsed to it.
 
     Returns:
-        Rows checked for structure and rows checked for values.
+        The cast frame with every row (and `__row`), and one reject per failed cell (in row
+        order), where the input was not null and the output is; a null input stays null and is
+        not a reject.
+    """
+    cast, rejects = _cast_failures(batch, plan, schema)
+    return cast, _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _shown(values: Sequence[str | int | float]) -> str:
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "...]"
+
+
+def _rules(checks: ColumnChecks, dtype: pl.DataType) -> list[tuple[str, pa.Check, str, str]]:
+    """A column's checks in a fixed order: rule, Pandera check, reason before and after value."""
+    out: list[tuple[str, pa.Check, str, str]] = []
+    for rule, op in _BOUNDS:
+        bound = getattr(checks, rule)
+        if bound is not None:
+            out.append((rule, getattr(pa.Check, rule)(bound), "", f" {op} {_number(bound)}"))
+    text = dtype == pl.String()
+    if checks.isin is not None:
+        allowed: list[str | int | float] = [str(v) for v in checks.isin] if text else checks.isin
+        out.append(("isin", pa.Check.isin(allowed), "'", f"' is not one of {_shown(allowed)}"))
+    if checks.notin is not None:
+        banned: list[str | int | float] = [str(v) for v in checks.notin] if text else checks.notin
+        out.append(("notin", pa.Check.notin(banned), "'", f"' is one of {_shown(banned)}"))
+    low, high = checks.str_length or (None, None)
+    if low is not None or high is not None:
+        span = f"{low or 0}..{high if high is not None else ''}"
+        out.append(("str_length", pa.Check.str_length(low, high), "'", f"' length not in {span}"))
+    if checks.str_matches is not None:
+        regex = checks.str_matches
+        out.append(("str_matches", pa.Check.str_matches(regex), "'", f"' does not match {regex!r}"))
+    return out
+
+
+def _schema(
+    columns: dict[str, pl.DataType],
+    checks: dict[str, ColumnChecks],
+    rules: frozenset[str],
+    *,
+    nulls: bool,
+    unique: bool,
+    only: bool = False,
+) -> tuple[pa.DataFrameSchema, pl.DataFrame]:
+    """A Pandera schema with the given rules, and a table (column, check_number) -> reason.
+
+    `only` keeps just the columns that have one of the rules (a sample's schema).
+    """
+    unknown = sorted(set(checks) - set(columns))
+    if unknown:
+        raise ValueError(f"validation_data.checks names columns the file lacks: {unknown}")
+    specs, lookup = {}, []
+    for name, dtype in columns.items():
+        chosen = checks.get(name, ColumnChecks())
+        picked = [r for r in _rules(chosen, dtype) if r[0] in rules]
+        if only and not picked:
+            continue
+        for number, (rule, _check, before, after) in enumerate(picked):
+            lookup.append((name, number, rule, before, after))
+        specs[name] = pa.Column(
+            dtype,
+            checks=[r[1] for r in picked],
+            nullable=chosen.nullable or not nulls,
+            unique=chosen.unique and unique,
+        )
+    table = pl.DataFrame(
+        lookup,
+        schema={
+            "column": pl.String,
+            "check_number": pl.Int32,
+            "rule": pl.String,
+            "before": pl.String,
+            "after": pl.String,
+        },
+        orient="row",
+    )
+    return pa.DataFrameSchema(specs, strict=not only, ordered=not only), table
+
+
+def build_checks_schema(
+    columns: dict[str, pl.DataType], checks: dict[str, ColumnChecks]
+) -> pa.DataFrameSchema:
+    """The full Pandera schema: exactly these columns and types, nullability and every check.
 
     Raises:
-        ValidationFailed: with up to ten failure cases, naming column, check and row.
+        ValueError: `checks` names a column that is not in `columns`.
     """
-    rows = batch.height
-    sample = (
-        batch
-        if sample_size >= 1
-        else batch.sample(n=max(int(rows * sample_size), min(rows, 1)), seed=seed)
-    )
+    rules = CHEAP_RULES | SAMPLED_RULES
+    return _schema(columns, checks, rules, nulls=True, unique=True)[0]
+
+
+def _pandera_rejects(
+    source: Path | str, schema: pa.DataFrameSchema, lookup: pl.DataFrame, frame: pl.DataFrame
+) -> pl.DataFrame:
+    """Validate `frame` (which has `__row`) and turn the failure cases into rejects without raw."""
     try:
-        schema.validate(sample, lazy=True)
+        schema.validate(frame.drop(ROW), lazy=True)
+        return _empty_rejects().drop("raw")
     except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        shown = cases.head(_MAX_SHOWN).select("column", "check", "failure_case", "index")
-        lines = [
-            f"  column {r['column']!r}: {r['check']} failed for value {r['failure_case']!r}"
-            f" (row {r['index']} of the sample)"
-            for r in shown.iter_rows(named=True)
-        ]
-        raise ValidationFailed(path, cases.height, "\n".join(lines)) from None
-    return rows, sample.height
+        cases: pl.DataFrame = exc.failure_cases
+    whole = cases.filter(pl.col("index").is_null())
+    if whole.height:  # types or columns wrong: not a row problem, the cast plan is wrong
+        lines = [f"  column {c!r}: {k} failed" for c, k in whole.select("column", "check").rows()]
+        raise ValidationFailed(source, whole.height, "\n".join(lines))
+    cases = cases.join(lookup, on=["column", "check_number"], how="left")
+    null = pl.col("check") == "not_nullable"
+    return cases.select(
+        frame[ROW].gather(cases["index"]).alias(ROW),
+        "column",
+        rule=pl.when(null).then(pl.lit("not_null")).otherwise(pl.col("rule")),
+        reason=pl.when(null)
+        .then(pl.lit("null in a column that must not be null"))
+        .otherwise(pl.concat_str("before", "failure_case", "after", ignore_nulls=True)),
+    )
+
+
+def _unique_rejects(frame: pl.DataFrame, columns: list[str], seen: SeenValues) -> pl.DataFrame:
+    """Later repeats of a value, within the batch and against `seen`, which learns the kept ones.
+
+    The first row with a value is kept. With one unique column a single pass both looks up and
+    adds; with several, a row repeating in one column must not add its values of the others.
+    """
+    single = len(columns) == 1
+    parts, fresh = [], {}
+    for name in columns:
+        values = frame.select(ROW, pl.col(name)).filter(pl.col(name).is_not_null())
+        hashes = values[name].hash(seed=0)
+        first = hashes.is_first_distinct().to_numpy()
+        candidates = hashes.filter(pl.Series(first)).to_numpy()
+        repeat = ~first
+        repeat[first] = (seen.add if single else seen.contains)(name, candidates)
+        parts.append(
+            values.filter(repeat).select(
+                ROW,
+                column=pl.lit(name),
+                rule=pl.lit("unique"),
+                reason=pl.format("'{}' repeats an earlier row", pl.col(name).cast(pl.String)),
+            )
+        )
+        fresh[name] = pl.DataFrame({ROW: values[ROW], "h": hashes}).filter(~repeat)
+    rejects = pl.concat(parts)
+    if not single:
+        bad = rejects[ROW].implode()
+        for name, kept in fresh.items():
+            seen.add(name, kept.filter(~pl.col(ROW).is_in(bad))["h"].to_numpy())
+    return rejects
+
+
+def split_batch(
+    batch: pl.DataFrame,
+    plan: CastPlan,
+    schema: dict[str, pl.DataType],
+    validation: ValidationConfig,
+    seed: int,
+    *,
+    seen: SeenValues | None = None,
+    source: Path | str = "",
+) -> BatchOutcome:
+    """Cast and check one batch; keep the rows that pass everything, reject the others.
+
+    Args:
+        batch: rows as read, with `__row`.
+        plan: the casts to apply.
+        schema: the profiled read schema (column to type, without `__row`), as for
+            `cast_with_rejects`.
+        validation: the checks, and `sample_size` for the sampled ones.
+        seed: the sample's seed (use the batch number, so a rerun samples the same rows).
+        seen: the run's unique-value state; without it, unique holds within the batch only.
+        source: the file, for error messages.
+
+    Returns:
+        Good rows (cast, without `__row`), rejects, and the rows each check ran on.
+
+    Raises:
+        ValidationFailed: a column has the wrong type after casting (a bug, not a bad row).
+    """
+    cast, failed = _cast_failures(batch, plan, schema)
+    output, checks, rows = plan.output_schema(schema), validation.checks, cast.height
+    checked = {"cast": rows} | {f"{c}.not_null": rows for c, v in checks.items() if not v.nullable}
+    # unique is not left to Pandera: it must hold across batches (SeenValues).
+    cheap, lookup = _schema(output, checks, CHEAP_RULES, nulls=True, unique=False)
+    found = [_pandera_rejects(source, cheap, lookup, cast)]
+    checked |= {f"{c}.{r}": rows for c, r in lookup.select("column", "rule").rows()}
+
+    costly, lookup = _schema(output, checks, SAMPLED_RULES, nulls=False, unique=False, only=True)
+    if lookup.height:
+        size = validation.sample_size
+        n = rows if size >= 1 else max(int(rows * size), min(rows, 1))
+        sample = cast if n == rows else cast.sample(n=n, seed=seed)
+        found.append(_pandera_rejects(source, costly, lookup, sample.select(ROW, *costly.columns)))
+        checked |= {f"{c}.{r}": n for c, r in lookup.select("column", "rule").rows()}
+
+    # A cell whose cast failed is null now: it is not reported again by a null or other check.
+    found = [pl.concat(found).join(failed.select(ROW, "column"), on=[ROW, "column"], how="anti")]
+    rejects = pl.concat([failed, *found])
+    unique = [c for c, v in checks.items() if v.unique]
+    if unique:
+        candidates = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode()))
+        state = seen if seen is not None else SeenValues(rows)
+        rejects = pl.concat([rejects, _unique_rejects(candidates, unique, state)])
+        checked |= {f"{c}.unique": candidates.height for c in unique}
+
+    rejects = _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
+    good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode())).drop(ROW)
+    return BatchOutcome(good=good, rejects=rejects, checked_rows=checked)
+
+
+def over_limit(bad_rows: int, total_rows: int, validation: ValidationConfig) -> str | None:
+    """The limit the bad rows exceed, as the config spells it, or None when they are tolerated.
+
+    `max_bad_rows` applies when it was set or when `max_bad_fraction` was not (its default, 0,
+    would otherwise make a fraction pointless); `max_bad_fraction` applies when set. With both set,
+    exceeding either fails.
+    """
+    fraction = validation.max_bad_fraction
+    count_applies = fraction is None or "max_bad_rows" in validation.model_fields_set
+    if count_applies and bad_rows > validation.max_bad_rows:
+        return f"max_bad_rows={validation.max_bad_rows}"
+    if fraction is not None and total_rows > 0 and bad_rows / total_rows > fraction:
+        return f"max_bad_fraction={fraction:g}"
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import polars as pl
@@ -29,7 +30,7 @@ def test_line_numbers_follow_the_file(tmp_path: Path) -> None:
     path.write_text("a\n" + "".join(f"{i}\n" for i in range(100)))
     starts = [(line, buf.count(b"\n")) for buf, line in byte_chunks(path, 40)]
     assert starts[0][0] == 2
-    for (line, count), (next_line, _) in zip(starts, starts[1:], strict=False):
+    for (line, count), (next_line, _) in itertools.pairwise(starts):
         assert next_line == line + count
 
 

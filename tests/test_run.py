@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.errors import BadColumnName, CastError, SchemaDrift, TargetExists
+from ingest.errors import BadColumnName, BadRowsOverLimit, SchemaDrift, TargetExists
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,20 +182,53 @@ def test_append_with_other_columns_changes_nothing(
 def test_bad_value_keeps_the_old_table(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
-    """A value that cannot be cast fails the load naming the column; the old rows stay."""
+    """A value that cannot be cast fails the load naming line and column; the old rows stay."""
     data = tmp_path / "e.csv"
     employees(300).write_csv(data)
     cfg = config_file(tmp_path, data, pg_schema, database_url)
     run_source(load_config(cfg), progress=False)
     lines = data.read_text().splitlines()
-    lines[150] = lines[150].replace(lines[150].split(",")[4], "forty", 1)
+    fields = lines[150].split(",")
+    fields[4] = "forty"  # Age, on file line 151
+    lines[150] = ",".join(fields)
     data.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CastError) as info:
+    with pytest.raises(BadRowsOverLimit) as info:
         run_source(load_config(cfg), progress=False)
-    assert info.value.column == "Age" and "forty" in str(info.value)
+    assert info.value.bad_rows == 1
+    assert "line 151, column 'Age': cast: 'forty' is not int64" in str(info.value)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (300,)
-    tables = staging_tables(pg_conn, pg_schema)
-    assert tables == 0
+    assert staging_tables(pg_conn, pg_schema) == 0
+    row = fetch(
+        pg_conn,
+        "select row_number, column_name, rule, raw_values from {t}",
+        pg_schema,
+        "employees__rejected",
+    )
+    assert row[:3] == (151, "Age", "cast")
+    assert '"forty"' in str(row[3])
+
+
+def test_bad_rows_within_the_limit_are_quarantined(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Within max_bad_rows, good rows load, bad ones go to the quarantine, and both are counted."""
+    frame = employees(1_000).with_columns(
+        pl.when(pl.col("Employee_ID") % 100 == 0).then(-1).otherwise(pl.col("Age")).alias("Age")
+    )
+    data = tmp_path / "e.parquet"
+    frame.write_parquet(data)
+    checks = "validation_data: {checks: {Age: {ge: 0, le: 120}}, max_bad_rows: 10}"
+    cfg = config_file(tmp_path, data, pg_schema, database_url, extra=checks)
+    report = run_source(load_config(cfg), progress=False)
+    assert (report.rows_loaded, report.rows_rejected, report.total_rows) == (990, 10, 1_000)
+    assert report.validation["rows_checked"]["Age.ge"] == 1_000
+    assert fetch(pg_conn, 'select count(*), min("Age") from {t}', pg_schema) == (990, 18)
+    rows = pg_conn.execute(
+        sql.SQL("select row_number, rule from {} order by row_number").format(
+            sql.Identifier(pg_schema, "employees__rejected")
+        )
+    ).fetchall()
+    assert rows == [(i, "ge") for i in range(99, 1_000, 100)]  # 0-based Parquet row indexes
 
 
 def test_hostile_column_names_are_quoted(

@@ -13,7 +13,8 @@ import polars as pl
 import pytest
 
 from ingest.cast import CastPlan
-from ingest.checks import (
+from ingest.config import ColumnChecks, ValidationConfig
+from ingest.validate import (
     REJECTS_SCHEMA,
     ROW,
     SeenValues,
@@ -22,7 +23,6 @@ from ingest.checks import (
     over_limit,
     split_batch,
 )
-from ingest.config import ColumnChecks, ValidationConfig
 
 NO_CASTS = CastPlan(types={}, date_formats={}, round_floats=None)
 
