@@ -254,6 +254,45 @@ def drift_(c: Context, config: str = "config.yml", source: str | None = None) ->
         out.print(line, markup=False, highlight=False)
 
 
+@task(
+    help={
+        "scale": "TPC-H scale factor of lineitem (1 = 6,001,215 rows)",
+        "rows": "use the 5-column synthetic table with this many rows instead of lineitem (0: off)",
+        "strategies": "comma-separated ingest strategies to time (default: all four)",
+        "repeat": "run each command this many times and keep the median",
+        "csv": "also time the CSV input",
+    }
+)
+def bench(
+    c: Context,
+    scale: str = "1",
+    rows: int = 0,
+    strategies: str = "auto,eager,lazy,streaming",
+    repeat: int = 1,
+    csv: bool = True,
+) -> None:
+    """Time ingest against psql \\copy and DuckDB on the same PostgreSQL; print and save the table."""
+    from ingest.bench import bench_dir, run_bench
+
+    with _errors():
+        url = ingest.resolve_url(None, err.print)
+        report = run_bench(
+            url,
+            scale=float(scale),
+            rows=rows or None,
+            strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+            include_csv=csv,
+            repeat=repeat,
+            log=err.print,
+        )
+    path = report.write(bench_dir())
+    out.print(report.table())
+    err.print(f"saved {path}")
+    failed = [r.tool + "/" + r.strategy for r in report.rows if not r.ok]
+    if failed:
+        raise Exit(f"benchmark commands failed: {', '.join(failed)}", code=1)
+
+
 @task(help={"args": "extra pytest arguments"})
 def test(c: Context, args: str = "") -> None:
     """Run the whole test suite (unit and integration; embedded PostgreSQL without DATABASE_URL)."""
@@ -291,4 +330,4 @@ def db_status(c: Context) -> None:
 
 
 db = Collection("db", db_up, db_down, db_status)
-ns = Collection(ingest_, plan_, build, query, demo, runs, drift_, test, lint, db)
+ns = Collection(ingest_, plan_, build, query, demo, runs, drift_, bench, test, lint, db)
