@@ -271,7 +271,7 @@ def bench(
     repeat: int = 1,
     csv: bool = True,
 ) -> None:
-    """Time ingest against psql \\copy and DuckDB on the same PostgreSQL; print and save the table."""
+    """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
     from ingest.bench import bench_dir, run_bench
 
     with _errors():
