@@ -123,12 +123,13 @@ class Loader:
             for name, dtype in self.columns.items()
         ]
         loaded_at, run_id = self.lineage
-        # Server-side defaults stamp lineage columns without sending them with every row.
+        # Server-side defaults stamp lineage columns without sending them with every row; a
+        # uuid takes 16 bytes a row where its text would take 33.
         defs.append(
             sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(loaded_at))
         )
         defs.append(
-            sql.SQL("{} text not null default {}").format(
+            sql.SQL("{} uuid not null default {}").format(
                 sql.Identifier(run_id), sql.Literal(self.run_id)
             )
         )

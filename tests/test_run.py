@@ -95,7 +95,7 @@ def test_parquet_loads_every_value(
     types = column_types(pg_conn, pg_schema, "employees")
     assert types["Age"] == "bigint"
     assert types["Hire_Date"] == "date"
-    assert types["_run_id"] == "text"
+    assert types["_run_id"] == "uuid"
     (run_ids,) = fetch(pg_conn, "select count(distinct _run_id) from {t}", pg_schema)
     assert run_ids == 1
 
