@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
+import sys
+import time
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ _DONE = object()
 PIECE_BYTES = 8 << 20
 MIN_PIECE_BYTES = 1 << 20
 Conn = psycopg.Connection[tuple[object, ...]]
+FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 
@@ -136,6 +140,7 @@ class Loader:
         conn.execute(
             sql.SQL("create table {} ({})").format(self.staging.ident(), sql.SQL(", ").join(defs))
         )
+        failpoint("staged")
 
     def send(self, batch: pl.DataFrame) -> None:
         """Queue a batch for the COPY workers; blocks while they are busy (bounding memory)."""
@@ -161,6 +166,7 @@ class Loader:
                         for piece in item.iter_slices(self._piece_rows(item)):
                             data = encode.encode(piece)
                             copy.write(data)
+                            failpoint("copying")
                             with self._lock:
                                 self.progress.rows += piece.height
                                 self.progress.bytes += len(data)
@@ -259,6 +265,7 @@ class Loader:
                 replace_table(conn, self.staging, self.target, self.log)
             if on_commit is not None:
                 on_commit(conn)
+            failpoint("swapping")
             conn.commit()
         return self.progress.rows
 
@@ -271,6 +278,13 @@ class Loader:
                 f"could not drop staging table {self.staging.display}: {exc}; "
                 "the next run removes it"
             )
+
+
+def failpoint(name: str) -> None:
+    """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        print(f"failpoint {name} reached", file=sys.stderr, flush=True)
+        time.sleep(600)
 
 
 def staging_prefix(table: str) -> str:

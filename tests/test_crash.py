@@ -1,0 +1,129 @@
+"""Crash safety: a run killed at any point leaves the target whole, and the next run succeeds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ingest import load_config, run_source
+from ingest.demo import employees
+from ingest.load import FAILPOINT_ENV
+
+Conn = psycopg.Connection[tuple[object, ...]]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, data: Path, schema: str, url: str, name: str = "c") -> Path:
+    path = tmp_path / f"{name}.yml"
+    path.write_text(
+        f"path: {{input_path: '{data}'}}\n"
+        f"database: {{table_name: emp, if_table_exists: replace, schema: {schema},"
+        f" metadata_schema: {schema}, url: '{url}'}}\n"
+    )
+    return path
+
+
+def start(config: Path, failpoint: str | None = None) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
+    if failpoint:
+        env[FAILPOINT_ENV] = failpoint
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "ingest", "--config", str(config), "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> None:
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    for line in proc.stderr:
+        if text in line:
+            return
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"the run never printed {text!r}")
+
+
+def table_state(conn: Conn, schema: str) -> tuple[int, int]:
+    row = conn.execute(
+        sql.SQL("select count(*), count(distinct _run_id) from {}").format(
+            sql.Identifier(schema, "emp")
+        )
+    ).fetchone()
+    assert row is not None
+    return int(str(row[0])), int(str(row[1]))
+
+
+def statuses(conn: Conn, schema: str) -> list[str]:
+    rows = conn.execute(
+        sql.SQL("select status from {} order by started_at").format(sql.Identifier(schema, "runs"))
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("point", ["staged", "copying", "swapping"])
+def test_sigkill_leaves_the_old_table_and_the_rerun_succeeds(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, point: str
+) -> None:
+    """SIGKILL after staging, mid-COPY or inside the swap: old table intact, rerun loads."""
+    old = tmp_path / "old.parquet"
+    employees(1_000).write_parquet(old)
+    run_source(
+        load_config(write_config(tmp_path, old, pg_schema, database_url, "old")), progress=False
+    )
+    new = tmp_path / "new.parquet"
+    employees(200_000, seed=3).write_parquet(new)
+    config = write_config(tmp_path, new, pg_schema, database_url, "new")
+
+    proc = start(config, point)
+    wait_for(proc, f"failpoint {point} reached")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert table_state(pg_conn, pg_schema) == (1_000, 1)
+    report = run_source(load_config(config), progress=False)
+    assert report.status == "success"
+    assert table_state(pg_conn, pg_schema) == (200_000, 1)
+    leftovers = pg_conn.execute(
+        "select count(*) from pg_tables where schemaname = %s and strpos(tablename, '__stg_') > 0",
+        (pg_schema,),
+    ).fetchone()
+    assert leftovers == (0,)
+    assert statuses(pg_conn, pg_schema) == ["success", "killed", "success"]
+
+
+def test_concurrent_replaces_serialise(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Two replaces of one table at once both succeed, one after the other; one table remains."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    employees(150_000, seed=1).write_parquet(first)
+    employees(100_000, seed=2).write_parquet(second)
+    procs = [
+        start(write_config(tmp_path, data, pg_schema, database_url, data.stem))
+        for data in (first, second)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outputs]
+    count, runs = table_state(pg_conn, pg_schema)
+    assert runs == 1 and count in (150_000, 100_000)
+    assert statuses(pg_conn, pg_schema) == ["success", "success"]
+    spans = pg_conn.execute(
+        sql.SQL("select started_at, finished_at from {} order by started_at").format(
+            sql.Identifier(pg_schema, "runs")
+        )
+    ).fetchall()
+    assert spans[1][0] >= spans[0][1]  # the second run started only after the first finished
