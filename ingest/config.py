@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ingest.errors import ConfigError
@@ -271,6 +272,11 @@ def load_config(path: Path | str) -> PipelineConfig:
             names the file and every offending key.
     """
     path = Path(path).resolve()
+    # Secrets may live in a .env file beside the config or in the working directory; the real
+    # environment wins over both.
+    for env_file in (path.parent / ".env", Path.cwd() / ".env"):
+        if env_file.is_file():
+            load_dotenv(env_file, override=False)
     problems: list[str] = []
     data = _interpolate(_parse(path), "", problems)
     if problems:

@@ -13,14 +13,21 @@ from pydantic import SecretStr
 from ingest.errors import DatabaseUnavailable
 
 CONNECT_RETRY_SECONDS = 15.0
+CONNECT_RETRY_ENV = "PIPELINE_CONNECT_RETRY"
+PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
 
 
 def resolve_url(configured: SecretStr | None, log: Callable[[str], None] | None = None) -> str:
-    """The database URL: `database.url`, else `DATABASE_URL`, else the embedded server (started)."""
+    """The database: `database.url`, `DATABASE_URL`, the `PG*` variables, else the embedded server.
+
+    The embedded server is started when needed and left running.
+    """
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()
     if os.environ.get("DATABASE_URL"):
         return os.environ["DATABASE_URL"]
+    if any(os.environ.get(name) for name in PG_VARIABLES):
+        return ""  # an empty conninfo: libpq reads PGHOST, PGUSER, PGPASSWORD... itself
     from ingest import embedded
 
     return embedded.start(log=log).url
@@ -32,18 +39,23 @@ def describe(url: str) -> str:
         parts = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "(unparsable database URL)"
-    host = parts.get("host") or "localhost"
-    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or ''}"
+    host = parts.get("host") or os.environ.get("PGHOST") or "localhost"
+    port = parts.get("port") or os.environ.get("PGPORT") or 5432
+    return f"{host}:{port}/{parts.get('dbname') or os.environ.get('PGDATABASE', '')}"
 
 
 def connect(
-    url: str, *, autocommit: bool = False, retry_seconds: float = CONNECT_RETRY_SECONDS
+    url: str, *, autocommit: bool = False, retry_seconds: float | None = None
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Connect, retrying with backoff for a bounded time while the server is unreachable.
+
+    The time defaults to 15 s, or `PIPELINE_CONNECT_RETRY` seconds.
 
     Raises:
         DatabaseUnavailable: naming host and port, never the password.
     """
+    if retry_seconds is None:
+        retry_seconds = float(os.environ.get(CONNECT_RETRY_ENV, CONNECT_RETRY_SECONDS))
     deadline = time.monotonic() + retry_seconds
     delay = 0.2
     while True:

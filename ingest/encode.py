@@ -54,7 +54,7 @@ _WIDEN: dict[type[pl.DataType], pl.DataType] = {
     pl.Enum: pl.String(),
     pl.Null: pl.String(),
 }
-# Native numpy dtype of a prepared column -> big-endian wire dtype (the payload of a fixed field).
+# Prepared dtype -> big-endian wire dtype of its payload.
 _WIRE: dict[type[pl.DataType], str] = {
     pl.Boolean: "u1",
     pl.Int16: ">i2",
@@ -64,7 +64,6 @@ _WIRE: dict[type[pl.DataType], str] = {
     pl.Float64: ">f8",
 }
 _Ints = NDArray[Any]  # integer arrays whose width (uint32/uint64) is picked at run time
-_US_PER_UNIT = {"ns": -1000, "us": 1, "ms": 1000}  # negative: divide (floor) by that much
 
 
 def pg_type(dtype: pl.DataType | type[pl.DataType]) -> str:
@@ -130,13 +129,6 @@ class _Fixed:
     value: int | _Ints | Callable[[_Ints], object]
 
 
-@dataclass(frozen=True)
-class _Var:
-    """A variable-width part of every row: a large_binary array whose null slots write nothing."""
-
-    data: pa.Array
-
-
 def encode(df: pl.DataFrame) -> memoryview:
     """Encode every row of `df`, in order, as binary COPY tuples (no header, no trailer).
 
@@ -153,7 +145,7 @@ def encode(df: pl.DataFrame) -> memoryview:
     df = prepare(df).rechunk()
     if df.height == 0:
         return memoryview(b"")
-    parts: list[_Fixed | _Var] = [_Fixed(">i2", df.width)]
+    parts: list[_Fixed | pa.Array] = [_Fixed(">i2", df.width)]
     for series in df.get_columns():
         parts.extend(_column_parts(series))
     arrays = _segments(parts, df.height)
@@ -167,7 +159,7 @@ def encode(df: pl.DataFrame) -> memoryview:
     return memoryview(joined.buffers()[2].slice(start, stop - start))
 
 
-def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
+def _column_parts(s: pl.Series) -> list[_Fixed | pa.Array]:
     """The length word and payload parts of one prepared column."""
     n = len(s)
     invalid = s.is_null().to_numpy() if s.null_count() else None
@@ -187,10 +179,10 @@ def _column_parts(s: pl.Series) -> list[_Fixed | _Var]:
     data = pa.Array.from_buffers(
         pa.large_binary(), n, [bitmap, _starts(n, size), _pack(payload, n)]
     )
-    return [_Fixed(">i4", null_lengths), _Var(data)]
+    return [_Fixed(">i4", null_lengths), data]
 
 
-def _text_parts(s: pl.Series, invalid: NDArray[np.bool_] | None) -> list[_Fixed | _Var]:
+def _text_parts(s: pl.Series, invalid: NDArray[np.bool_] | None) -> list[_Fixed | pa.Array]:
     """Length words and bytes of a text column; equal-length values join the fixed block."""
     n = len(s)
     # Polars converts its string views to offsets while holding the GIL; Arrow's cast does not.
@@ -205,7 +197,7 @@ def _text_parts(s: pl.Series, invalid: NDArray[np.bool_] | None) -> list[_Fixed 
             return [_Fixed(">i4", 0)]
         data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[ends[0] : ends[-1]]
         return [_Fixed(">i4", width), _Fixed(f"V{width}", data.view(f"V{width}"))]
-    return [_Fixed(">i4", lengths), _Var(arr)]
+    return [_Fixed(">i4", lengths), arr]
 
 
 def _payload(s: pl.Series) -> list[_Fixed]:
@@ -264,7 +256,7 @@ def _starts(n: int, width: int) -> pa.Buffer:
     )
 
 
-def _segments(parts: list[_Fixed | _Var], n: int) -> list[pa.Array]:
+def _segments(parts: list[_Fixed | pa.Array], n: int) -> list[pa.Array]:
     """Merge each run of fixed parts into one row-major block; keep var parts as they are."""
     arrays: list[pa.Array] = []
     run: list[_Fixed] = []
@@ -280,8 +272,8 @@ def _segments(parts: list[_Fixed | _Var], n: int) -> list[pa.Array]:
                 )
             )
             run = []
-        if isinstance(part, _Var):
-            arrays.append(part.data)
+        if part is not None:  # variable width: a large_binary array, nulls write nothing
+            arrays.append(part)
     return arrays
 
 
