@@ -48,26 +48,28 @@ def _record_end(buf: bytes, quote: bytes) -> int:
 def byte_chunks(
     path: Path, chunk_bytes: int, quote: bytes = b'"', has_header: bool = True
 ) -> Iterator[tuple[bytes, int]]:
-    """Record-aligned pieces of the file after its header, with the 1-based line each starts on."""
+    """Record-aligned pieces of the file after its header, with the 1-based line each starts on.
+
+    Each piece is read once and cut at its last record end; the file position then steps back
+    to that end, so no partial record is carried over and copied again.
+    """
     with path.open("rb") as fh:
         line = 1
         if has_header and fh.readline():
             line = 2
-        rest = b""
-        while True:
-            data = fh.read(chunk_bytes)
-            buf = rest + data
-            if not data:
-                if buf.strip():
-                    yield buf if buf.endswith(b"\n") else buf + b"\n", line
-                return
-            end = _record_end(buf, quote)
-            if end == 0:  # one record longer than the chunk: read on
-                rest = buf
+        size = chunk_bytes
+        while data := fh.read(size):
+            end = len(data) if len(data) < size else _record_end(data, quote)
+            if end == 0:  # one record longer than the chunk: read a bigger piece
+                fh.seek(-len(data), 1)
+                size *= 2
                 continue
-            piece, rest = buf[:end], buf[end:]
-            yield piece, line
-            line += piece.count(b"\n")
+            if end < len(data):
+                fh.seek(end - len(data), 1)
+                data = data[:end]
+            yield data if data.endswith(b"\n") else data + b"\n", line
+            line += data.count(b"\n")
+            size = chunk_bytes
 
 
 def _parse(buf: bytes, schema: dict[str, pl.DataType], options: CsvOptions) -> pl.DataFrame:

@@ -1,8 +1,9 @@
-"""Run the dbt project: staging views in PostgreSQL (`pg`), then marts in DuckDB (`duckdb`)."""
+"""Run the dbt project: source freshness and staging views in PostgreSQL, then DuckDB marts."""
 
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import os
 import re
@@ -19,14 +20,26 @@ import duckdb
 import duckdb_extensions
 from psycopg.conninfo import conninfo_to_dict
 
+from ingest.config import PipelineConfig
 from ingest.errors import ConfigError, DbtFailed
-from ingest.paths import project_root
+from ingest.memory import available_memory
+from ingest.paths import project_root, state_dir
+from ingest.plan import memory_budget
 
 Log = Callable[[str], None]
 
 TARGETS: Final = ("pg", "duckdb")
 COLUMN_NAMINGS: Final = ("lower", "upper", "capitalize")
 TAIL_LINES: Final = 40
+MIB: Final = 1 << 20
+# The dbt process itself (dbt-core, adapters, manifest): 214 MB peak RSS measured on the demo.
+DBT_PROCESS_BYTES: Final = 300 * MIB
+# Below this DuckDB cannot build much of anything; a budget under it still gets it.
+DUCKDB_MIN_BYTES: Final = 256 * MIB
+# DuckDB's guidance: aggregations and joins want at least ~0.5-1 GB per thread.
+DUCKDB_BYTES_PER_THREAD: Final = 1024 * MIB
+# DuckDB's limit covers its buffer manager only; leave room for what it allocates outside it.
+DUCKDB_LIMIT_SHARE: Final = 0.8
 
 # libpq keyword -> the environment variable libpq itself reads; dbt-postgres (psycopg2) and
 # DuckDB's postgres extension both sit on libpq, so one set of PG* variables serves both targets.
@@ -53,7 +66,11 @@ _ANSI: Final = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 @dataclass(frozen=True, kw_only=True)
 class DbtSettings:
-    """What a dbt run needs: where PostgreSQL and the marts file are, and the project vars."""
+    """What a dbt run needs: where PostgreSQL and the marts file are, and the project vars.
+
+    `threads` and `memory_limit` bound the DuckDB marts build (see `duckdb_resources`);
+    `threads` is also dbt's concurrency on PostgreSQL. `project_dir` defaults to the repo's.
+    """
 
     database_url: str
     duckdb_path: Path
@@ -63,6 +80,7 @@ class DbtSettings:
     column_naming: str = "lower"
     threads: int = 2
     memory_limit: str = "1GB"
+    project_dir: Path | None = None
 
     def __post_init__(self) -> None:
         """Refuse settings dbt would only reject after several seconds of startup."""
@@ -76,10 +94,11 @@ class DbtSettings:
 
 @dataclass(frozen=True)
 class DbtStep:
-    """One dbt command on one target."""
+    """One dbt command on one target, and what to tell the user when it fails."""
 
     args: tuple[str, ...]
     target: str
+    hint: str = ""
 
     @property
     def command(self) -> str:
@@ -97,9 +116,77 @@ class StepResult:
 
 
 def build_steps() -> tuple[DbtStep, ...]:
-    """The steps of a full build, in order; each target builds only its own folder."""
-    # `dbt source freshness` on pg belongs first in this tuple once raw sources declare it.
-    return (DbtStep(("build",), "pg"), DbtStep(("build",), "duckdb"))
+    """The steps of a full build, in order; each target builds only its own folder.
+
+    Freshness runs first, on every source that declares it (the generated ones do). A project
+    with no such source passes it ("Nothing to do"). A declared source whose raw table is
+    missing, or empty (no `_loaded_at` to read), or older than its `error_after` fails it, and
+    nothing is built: the marts would be built from data that is not there or not current.
+    """
+    return (
+        DbtStep(
+            ("source", "freshness"),
+            "pg",
+            "a raw table is missing, empty or older than its freshness error_after: load it "
+            "(invoke ingest), or change the source's freshness in its _<source>__sources.yml",
+        ),
+        DbtStep(
+            ("build",),
+            "pg",
+            "a source test or a staging contract failed: a raw column that was retyped or "
+            "dropped is named in the contract table above",
+        ),
+        DbtStep(("build",), "duckdb"),
+    )
+
+
+def duckdb_resources(budget_bytes: int, cores: int) -> tuple[str, int]:
+    """DuckDB's `memory_limit` and `threads` for a marts build within a memory budget.
+
+    Args:
+        budget_bytes: The memory the build may use, as ingest computes it (`plan.memory_budget`).
+        cores: CPU cores available.
+
+    Returns:
+        The limit as DuckDB reads it (e.g. `"1228MiB"`), and the thread count: one per
+        `DUCKDB_BYTES_PER_THREAD` of the limit, at least 1 and at most `cores`.
+    """
+    room = max(budget_bytes - DBT_PROCESS_BYTES, 0) * DUCKDB_LIMIT_SHARE
+    limit = max(int(room), DUCKDB_MIN_BYTES)
+    threads = max(1, min(cores, limit // DUCKDB_BYTES_PER_THREAD))
+    return f"{limit // MIB}MiB", threads
+
+
+def settings_from_config(
+    config: PipelineConfig,
+    database_url: str,
+    *,
+    memory_limit: int | None = None,
+    home: Path | None = None,
+) -> DbtSettings:
+    """The settings `invoke build` uses: the config's raw schema, naming and memory budget.
+
+    Args:
+        config: The pipeline config; its first source's column_naming is the project default
+            (generated staging models pin their own in YAML).
+        database_url: Where PostgreSQL is.
+        memory_limit: Bytes the build may use; default: available RAM less `os_margin`.
+        home: The state folder; default `state_dir()`. The marts file is `home/marts.duckdb`.
+    """
+    home = home or state_dir()
+    budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    duckdb_limit, threads = duckdb_resources(budget, cores or 1)
+    naming = next(iter(config.sources.values())).schema_config.column_naming or "lower"
+    return DbtSettings(
+        database_url=database_url,
+        duckdb_path=home / "marts.duckdb",
+        home=home,
+        raw_schema=config.database.schema_,
+        column_naming=naming,
+        threads=threads,
+        memory_limit=duckdb_limit,
+    )
 
 
 def project_dir() -> Path:
@@ -200,15 +287,18 @@ def dbt_command(args: Sequence[str], target: str, settings: DbtSettings) -> list
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     state = settings.home / "dbt"
+    # Each command keeps its own artefacts (manifest, run results, partial-parse cache).
+    words = "-".join(a for a in itertools.takewhile(lambda a: not a.startswith("-"), args))
+    label = f"{target}-{words}" if words else target
     project_vars = {"raw_schema": settings.raw_schema, "column_naming": settings.column_naming}
     return [
         str(dbt_executable()),
         *args,
-        "--project-dir", str(project_dir()),
+        "--project-dir", str(settings.project_dir or project_dir()),
         "--profiles-dir", str(profiles_dir()),
         "--target", target,
-        "--target-path", str(state / f"target-{target}"),
-        "--log-path", str(state / f"logs-{target}"),
+        "--target-path", str(state / f"target-{label}"),
+        "--log-path", str(state / f"logs-{label}"),
         "--vars", json.dumps(project_vars),
     ]  # fmt: skip
 
@@ -218,7 +308,9 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_dbt(args: Sequence[str], target: str, settings: DbtSettings, *, log: Log = _stderr) -> None:
+def run_dbt(
+    args: Sequence[str], target: str, settings: DbtSettings, *, log: Log = _stderr, hint: str = ""
+) -> None:
     """Run one dbt command on one target, streaming its output to stderr.
 
     Args:
@@ -226,9 +318,11 @@ def run_dbt(args: Sequence[str], target: str, settings: DbtSettings, *, log: Log
         target: `pg` or `duckdb`.
         settings: Connections, paths and project vars.
         log: Receives one line when the command starts.
+        hint: What to tell the user after dbt's output when the command fails.
 
     Raises:
-        DbtFailed: dbt exited non-zero; the message ends with the last lines of its output.
+        DbtFailed: dbt exited non-zero; the message ends with the last lines of its output,
+            then `hint`.
     """
     command = dbt_command(args, target, settings)
     if target == "duckdb":
@@ -239,7 +333,7 @@ def run_dbt(args: Sequence[str], target: str, settings: DbtSettings, *, log: Log
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     with subprocess.Popen(
         command,
-        cwd=project_dir(),
+        cwd=settings.project_dir or project_dir(),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -253,6 +347,8 @@ def run_dbt(args: Sequence[str], target: str, settings: DbtSettings, *, log: Log
         returncode = process.wait()
     sys.stderr.flush()
     if returncode != 0:
+        if hint:
+            tail.append(f"hint: {hint}")
         raise DbtFailed(" ".join(args), target, returncode, "\n".join(tail))
 
 
@@ -263,7 +359,7 @@ def run_steps(
     results: list[StepResult] = []
     for step in steps:
         started = time.perf_counter()
-        run_dbt(step.args, step.target, settings, log=log)
+        run_dbt(step.args, step.target, settings, log=log, hint=step.hint)
         seconds = time.perf_counter() - started
         log(f"dbt {step.command} --target {step.target}: ok in {seconds:.1f}s")
         results.append(StepResult(step.command, step.target, seconds))
@@ -271,7 +367,9 @@ def run_steps(
 
 
 def build(settings: DbtSettings, *, log: Log = _stderr) -> list[StepResult]:
-    """Build staging in PostgreSQL, then the marts in DuckDB; stop at the first failure.
+    """Check source freshness, build staging in PostgreSQL, then the marts in DuckDB.
+
+    Stops at the first step that fails; `build_steps` says when freshness fails.
 
     Args:
         settings: Connections, paths and project vars.

@@ -6,10 +6,11 @@ import hashlib
 import os
 import queue
 import sys
-import time
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -23,7 +24,7 @@ from ingest.swap import replace_table
 
 _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
-PIECE_BYTES = 8 << 20
+PIECE_BYTES = 2 << 20
 MIN_PIECE_BYTES = 1 << 20
 Conn = psycopg.Connection[tuple[object, ...]]
 FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
@@ -87,9 +88,10 @@ class Loader:
         self.lineage = lineage
         self.log = log
         self.staging = Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
+        self.started_at = datetime.now(UTC)
         self.progress = _Progress()
         self.piece_bytes = PIECE_BYTES
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=workers)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
@@ -129,11 +131,15 @@ class Loader:
         loaded_at, run_id = self.lineage
         # Server-side defaults stamp lineage columns without sending them with every row; a
         # uuid takes 16 bytes a row where its text would take 33.
+        # Both defaults are constants (the run's start, its id), so the server does not call a
+        # function per row.
         defs.append(
-            sql.SQL("{} timestamptz not null default now()").format(sql.Identifier(loaded_at))
+            sql.SQL("{} timestamptz not null default {}::timestamptz").format(
+                sql.Identifier(loaded_at), sql.Literal(self.started_at.isoformat())
+            )
         )
         defs.append(
-            sql.SQL("{} uuid not null default {}").format(
+            sql.SQL("{} uuid not null default {}::uuid").format(
                 sql.Identifier(run_id), sql.Literal(self.run_id)
             )
         )

@@ -8,13 +8,17 @@ from ingest.profile import FileProfile
 
 EAGER_MAX_RATIO = 0.65
 LAZY_MAX_RATIO = 2.0
-MIN_BATCH_BYTES = 4 << 20
-MAX_BATCH_BYTES = 128 << 20
-# A batch in flight costs its frame, its prepared copy and its encoded COPY bytes.
-BATCH_COST_FACTOR = 3.0
-# Reading a whole CSV holds the raw text alongside the parsed frame for a while.
+# Measured on this project's own loads (see `invoke bench`), not guessed:
+# - threads, connections, pools and scratch cost about this much whatever the file;
+FIXED_OVERHEAD = 80 << 20
+# - a batch in flight (read, checked, queued, encoded) costs about this many times its frame;
+BATCH_COST_FACTOR = 6.0
+# - reading a whole file into one frame peaks at this many times the frame.
 CSV_EAGER_FACTOR = 1.6
-PARQUET_EAGER_FACTOR = 1.3
+PARQUET_EAGER_FACTOR = 1.45
+MIN_BATCH_BYTES = 1 << 20
+# Batches past this size buy no speed (the server is the bottleneck), only memory.
+MAX_BATCH_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,12 @@ def memory_budget(available: int, os_margin: float, limit: int | None = None) ->
 def estimate_eager_bytes(profile: FileProfile, base_bytes: int) -> int:
     """Peak RSS of loading the whole file into one frame, including the process's own base."""
     factor = CSV_EAGER_FACTOR if profile.format == "csv" else PARQUET_EAGER_FACTOR
-    return int(base_bytes + profile.frame_bytes * factor)
+    batches = BATCH_COST_FACTOR * min(MAX_BATCH_BYTES, profile.frame_bytes)
+    return int(base_bytes + FIXED_OVERHEAD + profile.frame_bytes * factor + batches)
 
 
-def _batch_bytes(budget: int, base: int, workers: int) -> int:
-    in_flight = workers + 2  # one per COPY worker, one being read, one queued
-    room = max(budget - base, 0) / (BATCH_COST_FACTOR * in_flight)
+def _batch_bytes(budget: int, base: int) -> int:
+    room = (budget - base - FIXED_OVERHEAD) / BATCH_COST_FACTOR
     return int(min(max(room, MIN_BATCH_BYTES), MAX_BATCH_BYTES))
 
 
@@ -82,9 +86,8 @@ def make_plan(
         strategy, reason = "lazy", f"estimate is {ratio:.0%} of the budget (65%-200%)"
     else:
         strategy, reason = "streaming", f"estimate is {ratio:.0%} of the budget (> 200%)"
-    batch = _batch_bytes(budget_bytes, base_bytes, workers)
-    if strategy == "eager":
-        batch = MAX_BATCH_BYTES // 2  # the frame is already in memory; slices only pace the COPY
+    # eager slices a frame already in memory; the others read as they go, within the budget.
+    batch = MAX_BATCH_BYTES if strategy == "eager" else _batch_bytes(budget_bytes, base_bytes)
     row_bytes = max(profile.row_bytes, 1.0)
     batch_rows = max(int(batch / row_bytes), 1_000)
     return Plan(
@@ -97,5 +100,5 @@ def make_plan(
         workers=workers,
         forced=forced != "auto",
         reason=reason,
-        chunk_bytes=min(batch, MAX_BATCH_BYTES // 2),
+        chunk_bytes=batch,
     )

@@ -1,4 +1,9 @@
-"""Read-only SQL over the marts DuckDB file, optionally with PostgreSQL attached as `pg`."""
+"""Read-only SQL over the marts DuckDB file, optionally with PostgreSQL attached as `pg`.
+
+Analysts: `from ingest.query import query`, then `query("select * from mart_hires_by_month")`.
+Any number of readers may query at once; while `dbt build --target duckdb` writes the file,
+DuckDB's file lock refuses readers, and `query` says so instead of waiting.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +42,12 @@ def query(
         The result as a polars DataFrame.
 
     Raises:
-        SourceFileError: The marts file does not exist yet.
+        SourceFileError: The marts file does not exist yet, or a dbt run is writing it.
     """
     path = duckdb_path or default_marts_path()
     if not path.is_file():
         raise SourceFileError(
-            path, "the marts database does not exist", fix="run `invoke dbt.build`"
+            path, "the marts database does not exist", fix="run `invoke build`"
         )
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False
@@ -50,7 +55,15 @@ def query(
     if attach_pg is not None:
         directory = prepare_duckdb_extensions(extension_directory or extension_dir(state_dir()))
         config["extension_directory"] = str(directory)
-    with duckdb.connect(str(path), read_only=True, config=config) as con:
+    try:
+        connection = duckdb.connect(str(path), read_only=True, config=config)
+    except duckdb.IOException as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        raise SourceFileError(
+            path, "a dbt run is writing the marts database", fix="query again when it has finished"
+        ) from None
+    with connection as con:
         if attach_pg is not None:
             con.load_extension("postgres")
             # ATTACH takes no parameters; the URL goes in as a literal quoted by DuckDB itself.

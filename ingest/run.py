@@ -17,7 +17,7 @@ from ingest.db import connect, resolve_url
 from ingest.errors import BadRowsOverLimit, ConfigError, IngestError
 from ingest.load import Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
-from ingest.memory import RssWatch, available_memory, current_rss, peak_rss
+from ingest.memory import RssWatch, available_memory, current_rss, peak_rss, prefer_jemalloc
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.progress import LoadProgress
@@ -127,6 +127,7 @@ def run_source(
         console.print(message, markup=False, highlight=False)
 
     started = time.monotonic()
+    prefer_jemalloc()
     with RssWatch() as watch:
         explained = explain(config, source_name, memory_limit=memory_limit, strategy=strategy)
         source, profile, plan = explained.source, explained.profile, explained.plan

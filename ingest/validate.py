@@ -450,7 +450,10 @@ def split_batch(
         checked |= {f"{c}.unique": candidates.height for c in unique}
 
     rejects = _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
-    good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode())).drop(ROW)
+    if rejects.height:
+        good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode())).drop(ROW)
+    else:  # the usual case: no copy of the batch
+        good = cast.drop(ROW)
     return BatchOutcome(good=good, rejects=rejects, checked_rows=checked)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,19 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest.dbt import DbtSettings, build, dbt_env, pg_env, prepare_duckdb_extensions, run_dbt
+from ingest.config import load_config
+from ingest.dbt import (
+    MIB,
+    DbtSettings,
+    build,
+    build_steps,
+    dbt_command,
+    dbt_env,
+    duckdb_resources,
+    pg_env,
+    prepare_duckdb_extensions,
+    settings_from_config,
+)
 from ingest.errors import ConfigError, DbtFailed, SourceFileError
 from ingest.query import query
 
@@ -33,6 +47,11 @@ COLUMNS = (
     "Hire_Date", "Last_Login", "Is_Active",
 )  # fmt: skip
 PASSWORD = "s3cret-Pa55"
+# A writer, as a dbt run on the duckdb target is: it holds the file's lock until killed.
+HOLD_LOCK = (
+    "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+    "print('locked', flush=True); time.sleep(60)"
+)
 
 Row = tuple[int, str, str, str, int, float, str, dt.date, dt.datetime, bool]
 
@@ -61,7 +80,7 @@ def create_raw(conn: psycopg.Connection[tuple[object, ...]], schema: str, rows: 
             '"Last_Name" text, "Email" text, "Age" bigint, "Salary" double precision, '
             '"Department" text, "Hire_Date" date, "Last_Login" timestamp, "Is_Active" boolean, '
             '"_loaded_at" timestamptz not null default now(), '
-            "\"_run_id\" text not null default 'test')"
+            '"_run_id" uuid not null default gen_random_uuid())'
         ).format(table)
     )
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
@@ -166,6 +185,57 @@ def test_prepare_duckdb_extensions_installs_offline_once(tmp_path: Path) -> None
     assert loaded == (True,)
 
 
+@pytest.mark.parametrize(
+    ("budget", "cores", "expected"),
+    [
+        (16 << 30, 2, ("12867MiB", 2)),  # (16 GiB - 300 MiB) * 0.8; room for both cores
+        (1 << 30, 2, ("579MiB", 1)),  # under 1 GiB a thread: one
+        (3 << 30, 8, ("2217MiB", 2)),  # two threads' worth of memory, though eight cores
+        (64 << 30, 4, ("52188MiB", 4)),  # no more threads than cores
+        (100 * MIB, 4, ("256MiB", 1)),  # below the floor: DuckDB gets the floor
+    ],
+)
+def test_duckdb_resources_fit_the_budget(
+    budget: int, cores: int, expected: tuple[str, int]
+) -> None:
+    """It leaves room for the dbt process, keeps a share spare, and gives a thread per GiB."""
+    assert duckdb_resources(budget, cores) == expected
+
+
+def test_settings_from_config_take_schema_naming_and_budget(tmp_path: Path) -> None:
+    """It builds settings from the config's raw schema and naming, and the given memory limit."""
+    config = load_config(Path(__file__).parents[1] / "config.yml")
+
+    settings = settings_from_config(
+        config, "postgresql://u@h/d", memory_limit=2 << 30, home=tmp_path
+    )
+
+    assert (settings.raw_schema, settings.column_naming) == ("raw", "lower")
+    assert (settings.memory_limit, settings.threads) == ("1398MiB", 1)
+    assert settings.duckdb_path == tmp_path / "marts.duckdb"
+
+
+def test_build_runs_freshness_then_each_target_with_its_own_paths(tmp_path: Path) -> None:
+    """It checks freshness, builds pg, then duckdb; each command has its own target folder."""
+    steps = build_steps()
+    settings = settings_for("postgresql://u@h:1/d", tmp_path, "raw_x", "stg_x")
+
+    assert [(s.command, s.target) for s in steps] == [
+        ("source freshness", "pg"),
+        ("build", "pg"),
+        ("build", "duckdb"),
+    ]
+    paths = []
+    for step in steps:
+        command = dbt_command(step.args, step.target, settings)
+        paths.append(command[command.index("--target-path") + 1])
+    assert [Path(p).name for p in paths] == [
+        "target-pg-source-freshness",
+        "target-pg-build",
+        "target-duckdb-build",
+    ]
+
+
 def test_query_refuses_a_missing_marts_file(tmp_path: Path) -> None:
     """It names the missing marts file instead of creating an empty one."""
     missing = tmp_path / "nope.duckdb"
@@ -173,6 +243,25 @@ def test_query_refuses_a_missing_marts_file(tmp_path: Path) -> None:
         query("select 1", missing)
     assert caught.value.path == missing
     assert not missing.exists()
+
+
+def test_query_says_when_a_writer_holds_the_marts_file(tmp_path: Path) -> None:
+    """It refuses with a clear error while another process (a dbt run) writes the file."""
+    path = tmp_path / "marts.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table t as select 42 as answer")
+    assert query("select answer from t", path).item() == 42
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SourceFileError) as caught:
+            query("select answer from t", path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert caught.value.reason == "a dbt run is writing the marts database"
 
 
 @pytest.mark.dbt
@@ -193,7 +282,11 @@ def test_build_marts_match_the_raw_table(
 
     steps = build(settings, log=logged.append)
 
-    assert [(s.command, s.target) for s in steps] == [("build", "pg"), ("build", "duckdb")]
+    assert [(s.command, s.target) for s in steps] == [
+        ("source freshness", "pg"),
+        ("build", "pg"),
+        ("build", "duckdb"),
+    ]
     assert all(s.seconds > 0 for s in steps)
     expected_heads = raw_headcounts(pg_conn, pg_schema)
     heads = query(
@@ -215,7 +308,7 @@ def test_build_marts_match_the_raw_table(
     )
     assert months.row(0)[1:] == (400, 400)
     assert months.row(0)[0] >= 48  # five years of hires, gaps kept as zero rows
-    staged = sql.Identifier("pg", staging_schema, "stg_demo__employees")
+    staged = sql.Identifier("pg", staging_schema, "stg_employees__employees")
     emails = query(
         sql.SQL("select count(*) filter (where email = lower(trim(email))), count(*) from {}")
         .format(staged)
@@ -228,45 +321,6 @@ def test_build_marts_match_the_raw_table(
     out, err = capfd.readouterr()
     assert "Completed successfully" in err
     assert PASSWORD not in out + err + "\n".join(logged)
-
-
-@pytest.mark.dbt
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    ("naming", "expected"),
-    [
-        ("upper", ["EMPLOYEE_ID", "FIRST_NAME", "EMAIL", "HIRE_DATE", "IS_ACTIVE", "_LOADED_AT"]),
-        (
-            "capitalize",
-            ["Employee_id", "First_name", "Email", "Hire_date", "Is_active", "_loaded_at"],
-        ),
-    ],
-)
-def test_staging_column_names_follow_column_naming(
-    database_url: str,
-    pg_schema: str,
-    staging_schema: str,
-    pg_conn: psycopg.Connection[tuple[object, ...]],
-    tmp_path: Path,
-    naming: str,
-    expected: list[str],
-) -> None:
-    """It names the staging view's columns per column_naming, and its key tests still pass."""
-    create_raw(pg_conn, pg_schema, employee_rows(50))
-    settings = settings_for(database_url, tmp_path, pg_schema, staging_schema, naming)
-
-    run_dbt(["build"], "pg", settings, log=lambda _: None)
-
-    names = [
-        str(name)
-        for (name,) in pg_conn.execute(
-            "select column_name::text from information_schema.columns where table_schema = %s "
-            "and table_name = 'stg_demo__employees' order by ordinal_position",
-            [staging_schema],
-        ).fetchall()
-    ]
-    assert len(names) == 12
-    assert [n for n in names if n.lower() in {e.lower() for e in expected}] == expected
 
 
 @pytest.mark.dbt

@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 
 from ingest.plan import (
+    BATCH_COST_FACTOR,
+    FIXED_OVERHEAD,
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
     estimate_eager_bytes,
@@ -44,7 +46,7 @@ def test_budget_uses_margin_or_explicit_limit() -> None:
     ("rows", "budget", "expected"),
     [
         (1_000, 1000 * MB, "eager"),
-        (20_000_000, 1000 * MB, "lazy"),  # 800 MB x 1.3 + 100 MB base: ratio 1.14
+        (20_000_000, 1000 * MB, "lazy"),  # 800 MB frame x 1.45 + fixed costs: ratio ~1.4
         (100_000_000, 1000 * MB, "streaming"),
     ],
 )
@@ -73,12 +75,21 @@ def test_forced_strategy_wins() -> None:
 
 
 def test_streaming_batches_fit_the_budget() -> None:
-    """Streaming batches, times those in flight, stay inside the budget left after the base."""
-    plan = make_plan(profile(250_000_000), 400 * MB, base_bytes=150 * MB, workers=2)
+    """Streaming batches, at their measured cost, fit in what the base and fixed costs leave."""
+    plan = make_plan(profile(250_000_000), 300 * MB, base_bytes=170 * MB, workers=2)
     assert plan.strategy == "streaming"
-    assert MIN_BATCH_BYTES <= plan.batch_bytes <= MAX_BATCH_BYTES
-    assert plan.batch_bytes * 3.0 * (plan.workers + 2) <= 250 * MB
+    assert MIN_BATCH_BYTES < plan.batch_bytes < MAX_BATCH_BYTES
+    used = 170 * MB + FIXED_OVERHEAD + BATCH_COST_FACTOR * plan.batch_bytes
+    assert used == pytest.approx(300 * MB, rel=0.01)
     assert plan.batch_rows == int(plan.batch_bytes / 40.0)
+
+
+def test_batches_are_capped_and_floored() -> None:
+    """Plenty of memory does not make batches huge; too little still gives a working minimum."""
+    roomy = make_plan(profile(250_000_000), 100_000 * MB, base_bytes=170 * MB, forced="lazy")
+    assert roomy.batch_bytes == MAX_BATCH_BYTES
+    tight = make_plan(profile(250_000_000), 200 * MB, base_bytes=170 * MB)
+    assert tight.batch_bytes == MIN_BATCH_BYTES
 
 
 def test_csv_estimate_is_larger_than_parquet() -> None:

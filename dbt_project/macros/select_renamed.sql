@@ -22,9 +22,15 @@
 {%- endmacro %}
 
 
+{% macro quoted(name) -%}
+    {#- `name` as a quoted identifier; unlike adapter.quote, an embedded " is doubled. -#}
+    {{- '"' ~ (name | replace('"', '""')) ~ '"' -}}
+{%- endmacro %}
+
+
 {% macro cased_column(name, naming=none) -%}
     {#- cased_name, quoted: for SQL and for tests that name a staging column. -#}
-    {{- adapter.quote(cased_name(name, naming)) -}}
+    {{- quoted(cased_name(name, naming)) -}}
 {%- endmacro %}
 
 
@@ -65,8 +71,7 @@
             ) -}}
         {%- endif -%}
         {%- do seen.update({out: column.name}) -%}
-        {%- set quoted = adapter.quote(column.name) -%}
-        {%- set expression = transforms.get(column.name, '{col}') | replace('{col}', quoted) %}
-        {{ expression }} as {{ adapter.quote(out) }}{{ "," if not loop.last }}
+        {%- set expression = transforms.get(column.name, '{col}') | replace('{col}', quoted(column.name)) %}
+        {{ expression }} as {{ quoted(out) }}{{ "," if not loop.last }}
     {%- endfor -%}
 {%- endmacro %}

@@ -2,7 +2,7 @@
 with
 
 employees as (
-    select * from {{ source('pg_staging', 'stg_demo__employees') }}
+    select * from {{ source('pg_staging', 'stg_employees__employees') }}
 ),
 
 grouped as (
