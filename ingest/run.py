@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import polars as pl
 from rich.console import Console
 
-from ingest import cast, drift, ledger, quarantine, read, validate
+from ingest import cast, drift, ledger, quarantine, read, schema_history, validate
 from ingest.config import PipelineConfig, SourceConfig
 from ingest.db import connect, resolve_url
 from ingest.errors import BadRowsOverLimit, ConfigError, IngestError
@@ -22,6 +22,7 @@ from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.progress import LoadProgress
 from ingest.report import RunReport, mb
+from ingest.unique import SeenValues
 
 Log = Callable[[str], None]
 # Share of the budget at which the run starts trading speed for memory.
@@ -255,7 +256,7 @@ def _run_locked(job: _Job, env: _Session) -> tuple[_Counts, str]:
                 return counts, "skipped"
         not_null = {c for c, k in job.source.validation_data.checks.items() if not k.nullable}
         columns = drift.columns_from_polars(job.output, not_null=not_null)
-        found = drift.check(
+        found = schema_history.check(
             control,
             job.meta,
             job.source.name,
@@ -275,7 +276,7 @@ def _run_locked(job: _Job, env: _Session) -> tuple[_Counts, str]:
         counts.notes.extend(found.changes())
 
         def on_commit(conn: Conn) -> None:
-            drift.evolve_and_record(
+            schema_history.evolve_and_record(
                 conn,
                 job.meta,
                 job.source.name,
@@ -314,7 +315,7 @@ def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn],
     """Read, cast and check batches, quarantine bad rows, stream good ones, then commit."""
     profile, source, db = job.profile, job.source, job.config.database
     validation = source.validation_data
-    seen = validate.SeenValues(expected_rows=int(profile.rows * 1.1))
+    seen = SeenValues(expected_rows=int(profile.rows * 1.1))
     q_schema, q_table = quarantine.quarantine_table(db.schema_, source.table_name)
     q_display = Target(q_schema, q_table, "append").display
     examples: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ingest import cast, drift, ledger
+from ingest import cast, drift, ledger, schema_history
 from ingest.config import PipelineConfig
 from ingest.db import connect, resolve_url
 from ingest.run import explain
@@ -26,7 +26,7 @@ def drift_changes(config: PipelineConfig, source_name: str | None = None) -> lis
     columns = drift.columns_from_polars(casts.output_schema(profile.schema), not_null=not_null)
     db = config.database
     with connect(resolve_url(db.url), autocommit=True) as conn:
-        found = drift.check(
+        found = schema_history.check(
             conn,
             db.metadata_schema,
             source.name,

@@ -17,22 +17,24 @@ from ingest.drift import (
     Nullability,
     Renamed,
     Retyped,
-    check,
     columns_from_polars,
     decide,
     diff,
-    ensure_metadata,
-    evolve_and_record,
     evolve_statements,
     fingerprint,
-    latest_schema,
     normalize_type,
-    record_schema,
-    table_columns,
     widens,
 )
 from ingest.encode import pg_type
 from ingest.errors import IngestError, SchemaDrift
+from ingest.schema_history import (
+    check,
+    ensure_metadata,
+    evolve_and_record,
+    latest_schema,
+    record_schema,
+    table_columns,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 C = ColumnSpec

@@ -14,10 +14,10 @@ import pytest
 
 from ingest.cast import CastPlan
 from ingest.config import ColumnChecks, ValidationConfig
+from ingest.unique import SeenValues
 from ingest.validate import (
     REJECTS_SCHEMA,
     ROW,
-    SeenValues,
     build_checks_schema,
     cast_with_rejects,
     over_limit,
