@@ -96,6 +96,7 @@ class Loader:
         self._errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._control = control
+        self._stop = threading.Event()
 
     def __enter__(self) -> Loader:
         self._prepare()
@@ -150,10 +151,13 @@ class Loader:
 
     def send(self, batch: pl.DataFrame) -> None:
         """Queue a batch for the COPY workers; blocks while they are busy (bounding memory)."""
+        self._put(batch)
+
+    def _put(self, item: object) -> None:
         while True:
             self._raise_worker_error()
             try:
-                self._queue.put(batch, timeout=0.5)
+                self._queue.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -166,7 +170,7 @@ class Loader:
             with connect(self.url) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
                     copy.write(encode.HEADER)
-                    while (item := self._queue.get()) is not _DONE:
+                    while (item := self._next()) is not _DONE:
                         assert isinstance(item, pl.DataFrame)
                         # Encode in pieces: the encoder's scratch memory scales with its input.
                         for piece in item.iter_slices(self._piece_rows(item)):
@@ -176,7 +180,7 @@ class Loader:
                             with self._lock:
                                 self.progress.rows += piece.height
                                 self.progress.bytes += len(data)
-                            if self._errors:
+                            if self._stop.is_set():
                                 raise _Cancelled
                     copy.write(encode.TRAILER)
                 conn.commit()
@@ -185,6 +189,7 @@ class Loader:
         except BaseException as exc:  # handed to the main thread, which raises it
             with self._lock:
                 self._errors.append(exc)
+            self._stop.set()  # the other workers abort too: the run commits whole or not at all
             self._drain()
 
     def ease(self) -> int:
@@ -216,18 +221,22 @@ class Loader:
                 raise error
             raise IngestError(f"loading {self.target.display} failed: {error}") from error
 
-    def _stop_workers(self) -> None:
-        with self._lock:
-            if not self._errors:
-                self._errors.append(_Cancelled())
-        self._drain()
-        for _ in self._threads:
+    def _next(self) -> object:
+        """The next batch for a worker; raises _Cancelled once the run is being abandoned."""
+        while True:
+            if self._stop.is_set():
+                raise _Cancelled
             try:
-                self._queue.put_nowait(_DONE)
-            except queue.Full:
-                self._drain()
+                return self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+    def _stop_workers(self) -> None:
+        """Abandon the run: every worker aborts its COPY (rolling it back) and exits."""
+        self._stop.set()
+        self._drain()
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join()
 
     def finish(
         self,
@@ -244,7 +253,7 @@ class Loader:
             Rows committed by this run.
         """
         for _ in self._threads:
-            self._queue.put(_DONE)
+            self._put(_DONE)
         for thread in self._threads:
             thread.join()
         self._raise_worker_error()

@@ -46,9 +46,7 @@ def query(
     """
     path = duckdb_path or default_marts_path()
     if not path.is_file():
-        raise SourceFileError(
-            path, "the marts database does not exist", fix="run `invoke build`"
-        )
+        raise SourceFileError(path, "the marts database does not exist", fix="run `invoke build`")
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False
     }

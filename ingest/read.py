@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +15,10 @@ from ingest.config import CsvOptions
 from ingest.csvread import ROW, Chunk
 from ingest.plan import Plan
 
-# A row group up to this many batches is decoded whole; a larger one batch by batch.
-GROUP_BATCHES = 1
+# Batches read ahead of the load: eager without bound (the whole file may sit in memory),
+# lazy a few, streaming none (the reader waits for the load).
+READ_AHEAD = {"eager": 0, "lazy": 2, "streaming": -1}
+_END = object()
 
 
 def batches(
@@ -22,45 +26,35 @@ def batches(
 ) -> Iterator[Chunk]:
     """Batches of about `plan.batch_rows` rows in file order, each with a `__row` column.
 
-    eager reads the whole file into one frame and slices it. lazy and streaming read pieces:
-    Parquet row group by row group, CSV in record-aligned byte chunks, so only the batches in
-    flight are in memory.
+    Parquet is read row group by row group, CSV in record-aligned byte chunks. eager and lazy
+    read on a background thread ahead of the load (eager without bound, lazy a few batches), so
+    reading overlaps the COPY; streaming reads only when the load asks, on one thread.
     """
     if fmt == "parquet":
-        yield from _parquet(path, plan)
-    elif plan.strategy == "eager":
-        yield from _csv_whole(path, csv, schema, plan)
+        source = _parquet(path, plan)
     else:
-        yield from csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
-
-
-def _slices(frame: pl.DataFrame, rows: int) -> Iterator[Chunk]:
-    for offset in range(0, frame.height, rows):
-        piece = frame.slice(offset, rows)
-        yield Chunk(piece, offset, offset + 2, as_text=False)
+        source = csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
+    ahead = READ_AHEAD[plan.strategy]
+    return source if ahead < 0 else _read_ahead(source, ahead)
 
 
 def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
-    if plan.strategy == "eager":
-        whole = pl.read_parquet(path)
-        whole = whole.with_columns(pl.int_range(0, whole.height, dtype=pl.Int64).alias(ROW))
-        yield from _slices(whole, plan.batch_rows)
-        return
-    # Pull row groups one at a time: polars' streaming engine decodes ahead of a slow consumer
-    # (the COPY), and its buffer grows with the file; pyarrow reads only what is asked for.
-    # Pre-buffering reads far ahead; a 1 MiB read buffer keeps whole column chunks out of memory.
+    # pyarrow reads only what is asked for (polars' streaming engine decodes ahead of a slow
+    # consumer without bound); no pre-buffering, and a 1 MiB read buffer instead of whole chunks.
     source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    # Decoding threads each keep their own buffers: streaming decodes on this thread only.
-    threads = plan.strategy != "streaming"
+    streaming = plan.strategy == "streaming"
+    # Decoding threads each keep their own buffers: streaming decodes on one thread only.
+    group_limit = plan.batch_rows * (1 if streaming else 4)
     meta = source.metadata
-    group_limit = plan.batch_rows * GROUP_BATCHES
     offset = 0
     for group in range(meta.num_row_groups):
         if meta.row_group(group).num_rows <= group_limit:
             # A whole row group decodes at half the CPU of iter_batches' small reads.
-            pieces = [source.read_row_group(group, use_threads=threads)]
+            pieces = [source.read_row_group(group, use_threads=not streaming)]
         else:  # a huge row group is read in batches, so memory stays bounded
-            pieces = source.iter_batches(plan.batch_rows, row_groups=[group], use_threads=threads)
+            pieces = source.iter_batches(
+                plan.batch_rows, row_groups=[group], use_threads=not streaming
+            )
         for piece in pieces:
             frame = pl.from_arrow(piece)
             assert isinstance(frame, pl.DataFrame)
@@ -70,22 +64,38 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
                 offset += part.height
 
 
-def _csv_whole(
-    path: Path, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
-) -> Iterator[Chunk]:
+def _read_ahead(source: Iterator[Chunk], depth: int) -> Iterator[Chunk]:
+    """Run `source` on a thread, `depth` batches ahead (0: unbounded); errors surface here."""
+    ready: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in source:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(exc)
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
     try:
-        whole = pl.read_csv(
-            path,
-            schema=schema,
-            has_header=csv.has_header,
-            separator=csv.separator,
-            null_values=csv.null_values or None,
-            encoding=csv.encoding,
-            truncate_ragged_lines=False,
-        )
-    except pl.exceptions.PolarsError:
-        # A late surprise the sample missed: go chunk by chunk, text where the types fail.
-        yield from csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
-        return
-    whole = whole.with_columns(pl.int_range(0, whole.height, dtype=pl.Int64).alias(ROW))
-    yield from _slices(whole, plan.batch_rows)
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, Chunk)
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ready.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
