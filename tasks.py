@@ -55,14 +55,7 @@ def _limit(memory_limit: str | None) -> int | None:
 def _dbt_settings(config: ingest.PipelineConfig, url: str) -> DbtSettings:
     from ingest import dbt
 
-    naming = next(iter(config.sources.values())).schema_config.column_naming or "lower"
-    return dbt.DbtSettings(
-        database_url=url,
-        duckdb_path=state_dir() / "marts.duckdb",
-        home=state_dir(),
-        raw_schema=config.database.schema_,
-        column_naming=naming,
-    )
+    return dbt.settings_from_config(config, url, memory_limit=_limit(None))
 
 
 def _print_frame(frame: object, fmt: str) -> None:

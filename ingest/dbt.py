@@ -29,6 +29,7 @@ from ingest.plan import memory_budget
 Log = Callable[[str], None]
 
 TARGETS: Final = ("pg", "duckdb")
+PROJECT_ENV: Final = "PIPELINE_DBT_PROJECT"
 COLUMN_NAMINGS: Final = ("lower", "upper", "capitalize")
 TAIL_LINES: Final = 40
 MIB: Final = 1 << 20
@@ -190,8 +191,9 @@ def settings_from_config(
 
 
 def project_dir() -> Path:
-    """The dbt project folder."""
-    return project_root() / "dbt_project"
+    """The dbt project folder: `$PIPELINE_DBT_PROJECT`, else `dbt_project/` in the checkout."""
+    configured = os.environ.get(PROJECT_ENV)
+    return Path(configured) if configured else project_root() / "dbt_project"
 
 
 def profiles_dir() -> Path:

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 from rich.console import Console
@@ -167,6 +167,8 @@ def run_source(
             with table_lock(control, job.target.schema, job.target.table, log=log):
                 session = _Session(url, control, watch, console, log, started, progress, force)
                 counts, status = _run_locked(job, session)
+            if status == "success":
+                _refresh_dbt_sources(job, control, counts, log)
 
     return RunReport(
         run_id=job.run_id,
@@ -407,3 +409,34 @@ def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:
     """The quoted name of the table that keeps a source's bad rows."""
     schema, table = quarantine.quarantine_table(config.database.schema_, source.table_name)
     return Target(schema, table, "append").display
+
+
+def _refresh_dbt_sources(job: _Job, control: Conn, counts: _Counts, log: Log) -> None:
+    """Write the loaded table's dbt source and staging contract; the load stands if this fails."""
+    from ingest import dbt, dbtgen  # dbt's side loads only when a load succeeded
+
+    db, source = job.config.database, job.source
+    columns = schema_history.table_columns(
+        control, job.target.schema, job.target.table, exclude=job.lineage
+    )
+    if columns is None:
+        return
+    not_null = {c for c, k in source.validation_data.checks.items() if not k.nullable}
+    columns = [replace(c, nullable=c.name not in not_null) for c in columns]
+    try:
+        path = dbtgen.write_sources(
+            dbt.project_dir(),
+            source.name,
+            job.target.schema,
+            {job.target.table: columns},
+            {job.target.table: source.validation_data.checks},
+            loaded_at=db.loaded_at_column,
+            run_id=db.run_id_column,
+            column_naming=source.schema_config.column_naming or "lower",
+        )
+    except (OSError, ValueError) as exc:
+        note = f"dbt sources not refreshed: {exc}"
+        log(note)
+        counts.notes.append(note)
+        return
+    log(f"refreshed dbt sources: {path}")

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+
+
+@pytest.fixture(autouse=True)
+def _dbt_project_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads write dbt sources; in tests they go to a scratch project, not the repo's."""
+    monkeypatch.setenv("PIPELINE_DBT_PROJECT", str(tmp_path / "dbt_scratch"))
 
 
 @pytest.fixture(scope="session")

@@ -109,6 +109,7 @@ def settings_for(
         raw_schema=raw,
         staging_schema=staging,
         column_naming=naming,
+        project_dir=Path(__file__).resolve().parent.parent / "dbt_project",
     )
 
 

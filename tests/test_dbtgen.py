@@ -16,7 +16,7 @@ import yaml
 from psycopg import sql
 
 from ingest.config import ColumnChecks
-from ingest.dbt import DbtSettings, build, project_dir, run_dbt
+from ingest.dbt import DbtSettings, build, run_dbt
 from ingest.dbtgen import MARK, model_name, write_sources
 from ingest.dbtyaml import cased_name, jinja_safe
 from ingest.drift import ColumnSpec
@@ -39,6 +39,8 @@ CHECKS = {
     "Grade": ColumnChecks(isin=[1, 2, 3]),
     HOSTILE: ColumnChecks(nullable=False),
 }
+
+REPO_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
 
 
 def generate(root: Path, naming: str = "lower", **kwargs: Any) -> Path:
@@ -298,7 +300,7 @@ def test_freshness_can_be_turned_off(tmp_path: Path) -> None:
 def project(tmp_path: Path) -> Path:
     """A copy of the repo's dbt project without the demo's staging folder, to generate into."""
     copy = tmp_path / "dbt_project"
-    shutil.copytree(project_dir(), copy, ignore=shutil.ignore_patterns("target", "logs"))
+    shutil.copytree(REPO_PROJECT, copy, ignore=shutil.ignore_patterns("target", "logs"))
     shutil.rmtree(copy / "models/staging/employees")
     return copy
 

@@ -98,6 +98,10 @@ def test_parquet_loads_every_value(
     assert types["_run_id"] == "uuid"
     (run_ids,) = fetch(pg_conn, "select count(distinct _run_id) from {t}", pg_schema)
     assert run_ids == 1
+    sources = Path(os.environ["PIPELINE_DBT_PROJECT"]) / "models/staging/employees"
+    generated = (sources / "_employees__sources.yml").read_text()
+    assert "Employee_ID" in generated and "bigint" in generated and "_loaded_at" in generated
+    assert (sources / "stg_employees__employees.sql").is_file()
 
 
 def test_csv_with_date_detection(
