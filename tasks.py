@@ -178,13 +178,19 @@ def build(c: Context, config: str = "config.yml") -> None:
             )
 
 
-@task(help={"sql": "SQL to run against the DuckDB marts", "format": "table, csv or json"})
-def query(c: Context, sql: str, format: str = "table") -> None:
-    """Print the result of a query on the DuckDB marts file."""
+@task(
+    help={
+        "sql": "SQL to run against the DuckDB marts",
+        "csv": "print CSV",
+        "json": "print a JSON array of rows",
+    }
+)
+def query(c: Context, sql: str, csv: bool = False, json: bool = False) -> None:
+    """Print the result of a query on the DuckDB marts file (a table, or --csv / --json)."""
     with _errors():
         from ingest.query import query as run_query
 
-        _print_frame(run_query(sql), format)
+        _print_frame(run_query(sql), "csv" if csv else "json" if json else "table")
 
 
 @task(help={"rows": "rows of demo data (default 1,000,000)"})

@@ -17,7 +17,14 @@ from ingest.db import connect, resolve_url
 from ingest.errors import BadRowsOverLimit, ConfigError, IngestError
 from ingest.load import Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
-from ingest.memory import RssWatch, available_memory, current_rss, peak_rss, prefer_jemalloc
+from ingest.memory import (
+    RssWatch,
+    available_memory,
+    current_rss,
+    peak_rss,
+    prefer_jemalloc,
+    reset_peak_rss,
+)
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.progress import LoadProgress
@@ -129,6 +136,7 @@ def run_source(
 
     started = time.monotonic()
     prefer_jemalloc()
+    reset_peak_rss()
     with RssWatch() as watch:
         explained = explain(config, source_name, memory_limit=memory_limit, strategy=strategy)
         source, profile, plan = explained.source, explained.profile, explained.plan
