@@ -92,8 +92,9 @@ def test_batches_are_capped_and_floored() -> None:
     assert tight.batch_bytes == MIN_BATCH_BYTES
 
 
-def test_csv_estimate_is_larger_than_parquet() -> None:
-    """Reading CSV whole holds the text too, so the same rows cost more than from Parquet."""
-    assert estimate_eager_bytes(profile(10**6, fmt="csv"), 0) > estimate_eager_bytes(
-        profile(10**6), 0
-    )
+def test_eager_estimate_holds_the_whole_frame() -> None:
+    """The eager estimate is the base, the fixed costs, the whole frame and the batches in flight."""
+    small, large = profile(10**6), profile(10**7)
+    grown = estimate_eager_bytes(large, 0) - estimate_eager_bytes(small, 0)
+    assert grown == pytest.approx(large.frame_bytes - small.frame_bytes, rel=0.01)
+    assert estimate_eager_bytes(small, 100 * MB) - estimate_eager_bytes(small, 0) == 100 * MB

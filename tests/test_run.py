@@ -302,3 +302,35 @@ def test_cli_error_is_one_clear_line(tmp_path: Path) -> None:
     assert "database.if_table_exist: unknown key" in done.stderr
     assert str(cfg) in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_eager_estimate_is_within_a_quarter_of_the_peak(
+    tmp_path: Path, database_url: str, pg_schema: str, fmt: str
+) -> None:
+    """The plan's estimate for an eager load is within 25% of the peak RSS actually measured."""
+    data = tmp_path / f"million.{fmt}"
+    frame = employees(1_000_000)
+    frame.write_parquet(data) if fmt == "parquet" else frame.write_csv(data)
+    cfg = config_file(tmp_path, data, pg_schema, database_url)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "ingest",
+            "--config",
+            str(cfg),
+            "--json",
+            "--strategy",
+            "eager",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows_loaded"] == 1_000_000
+    assert report["estimate_mb"] == pytest.approx(report["memory_used_mb"], rel=0.25)
