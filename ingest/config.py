@@ -299,8 +299,9 @@ def load_config(path: Path | str) -> PipelineConfig:
             )
             return PipelineConfig(
                 path=path,
-                database=DatabaseConfig.model_validate(db.model_dump(
-                    by_alias=True, exclude={"table_name", "if_table_exists"})),
+                database=DatabaseConfig.model_validate(
+                    db.model_dump(by_alias=True, exclude={"table_name", "if_table_exists"})
+                ),
                 os_configuration=legacy.os_configuration,
                 sources={source.name: source},
             )

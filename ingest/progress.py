@@ -69,7 +69,11 @@ class LoadProgress:
         if self._bar is not None and self._task is not None:
             total = max(self.total, rows)  # a CSV's row count is an estimate
             self._bar.update(
-                self._task, completed=rows, total=total, rate=rate, rss=rss / 1e6,
+                self._task,
+                completed=rows,
+                total=total,
+                rate=rate,
+                rss=rss / 1e6,
                 mb=sent_bytes / 1e6,
             )
         elif self.enabled and now - self._last_log >= LOG_EVERY_SECONDS:

@@ -93,7 +93,7 @@ def test_batches_are_capped_and_floored() -> None:
 
 
 def test_eager_estimate_holds_the_whole_frame() -> None:
-    """The eager estimate is the base, the fixed costs, the whole frame and the batches in flight."""
+    """The eager estimate is the base, fixed costs, whole frame and batches in flight."""
     small, large = profile(10**6), profile(10**7)
     grown = estimate_eager_bytes(large, 0) - estimate_eager_bytes(small, 0)
     assert grown == pytest.approx(large.frame_bytes - small.frame_bytes, rel=0.01)
