@@ -118,6 +118,8 @@ def _commands(
     password = parts.pop("password", None)
     conninfo = make_conninfo("", **parts)
     env = {**os.environ, **({"PGPASSWORD": str(password)} if password else {})}
+    # The ingest runs refresh dbt sources; the benchmark's tables do not belong in the project.
+    env["PIPELINE_DBT_PROJECT"] = str(work / "dbt_scratch")
     stem = data.name.split("-")[0]
     copy_table, duck_table = f"{stem}_copy", f"{stem}_duckdb"
     ddl = ", ".join(f"{sql.Identifier(c).as_string(None)} {t}" for c, t in data.columns)

@@ -15,7 +15,13 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.errors import BadColumnName, BadRowsOverLimit, SchemaDrift, TargetExists
+from ingest.errors import (
+    BadColumnName,
+    BadRowsOverLimit,
+    IngestError,
+    SchemaDrift,
+    TargetExists,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -334,3 +340,51 @@ def test_eager_estimate_is_within_a_quarter_of_the_peak(
     report = json.loads(done.stdout)
     assert report["rows_loaded"] == 1_000_000
     assert report["estimate_mb"] == pytest.approx(report["memory_used_mb"], rel=0.25)
+
+
+def test_replace_keeps_constraints_indexes_grants_and_comments(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """The swapped-in table gets the old one's key, indexes, grants and comments."""
+    data = tmp_path / "e.parquet"
+    employees(1_000).write_parquet(data)
+    cfg = load_config(config_file(tmp_path, data, pg_schema, database_url))
+    run_source(cfg, progress=False)
+    table = sql.Identifier(pg_schema, "employees")
+    role = f"{pg_schema}_reader"
+    pg_conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+    try:
+        for statement in (
+            'alter table {t} add constraint emp_pk primary key ("Employee_ID")',
+            'create index emp_dept on {t} ("Department")',
+            "grant select on {t} to {r}",
+            "comment on table {t} is 'employees, raw'",
+            "comment on column {t}.\"Salary\" is 'gross, yearly'",
+        ):
+            pg_conn.execute(sql.SQL(statement).format(t=table, r=sql.Identifier(role)))
+        employees(2_000, seed=5).write_parquet(data)
+        run_source(cfg, progress=False)
+        indexes = pg_conn.execute(
+            "select indexname from pg_indexes where schemaname = %s and tablename = 'employees'"
+            " order by 1",
+            (pg_schema,),
+        ).fetchall()
+        assert indexes == [("emp_dept",), ("emp_pk",)]
+        comment = pg_conn.execute(
+            "select obj_description(%s::regclass, 'pg_class')", (f'"{pg_schema}".employees',)
+        ).fetchone()
+        assert comment == ("employees, raw",)
+        grants = pg_conn.execute(
+            "select privilege_type from information_schema.role_table_grants"
+            " where table_schema = %s and table_name = 'employees' and grantee = %s",
+            (pg_schema, role),
+        ).fetchall()
+        assert grants == [("SELECT",)]
+        # New rows that break the old primary key are refused, and the old rows stay.
+        employees(10).vstack(employees(10)).write_parquet(data)
+        with pytest.raises(IngestError, match="emp_pk"):
+            run_source(cfg, progress=False)
+        assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (2_000,)
+    finally:
+        pg_conn.execute(sql.SQL("drop table if exists {} cascade").format(table))
+        pg_conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
