@@ -24,6 +24,8 @@ _DATETIME_FORMATS = (
     "%m/%d/%Y %H:%M:%S",
 )
 
+_ZONED_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+
 
 @dataclass(frozen=True)
 class CastPlan:
@@ -49,6 +51,10 @@ def _detect_date_format(values: pl.Series) -> tuple[pl.DataType, str] | None:
     for fmt in _DATETIME_FORMATS:
         if present.str.to_datetime(fmt, time_unit="us", strict=False).null_count() == 0:
             return pl.Datetime("us"), fmt
+    for fmt in _ZONED_FORMATS:  # "...Z" or "...+02:00": instants, kept as timestamptz (UTC)
+        parsed = present.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
+        if parsed.null_count() == 0:
+            return pl.Datetime("us", "UTC"), fmt
     return None
 
 
@@ -98,7 +104,8 @@ def cast_expressions(plan: CastPlan, schema: dict[str, pl.DataType]) -> list[pl.
             if target == pl.Date():
                 col = col.str.to_date(fmt, strict=True)
             else:
-                col = col.str.to_datetime(fmt, time_unit="us", strict=True)
+                zone = target.time_zone if isinstance(target, pl.Datetime) else None
+                col = col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=True)
         elif target is not None and target != dtype:
             if dtype == pl.String() and isinstance(target, pl.Datetime):
                 col = col.str.to_datetime(time_unit="us", strict=True)

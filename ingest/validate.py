@@ -67,7 +67,13 @@ def _parse(col: pl.Expr, source: pl.DataType, target: pl.DataType, fmt: str | No
         # polars 2 does not cast text to temporal or boolean types; parse it instead.
         if isinstance(target, pl.Datetime):
             zone = target.time_zone
-            return col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False)
+            parsed = col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False)
+            if zone is None and fmt is None:
+                # polars gives null for text with an offset ("...Z") when no zone is asked for:
+                # read such text as UTC instants, kept as naive UTC like the rest.
+                utc = col.str.to_datetime(None, time_unit="us", time_zone="UTC", strict=False)
+                parsed = pl.coalesce(parsed, utc.dt.replace_time_zone(None))
+            return parsed
         if target == pl.Date():
             return col.str.to_date(fmt, strict=False)
         if target == pl.Time():

@@ -73,3 +73,14 @@ def test_a_failed_cast_names_column_and_value() -> None:
     assert isinstance(error, CastError)
     assert error.column == "age"
     assert "abc" in str(error) and "data.csv" in str(error)
+
+
+def test_offsets_in_text_become_instants() -> None:
+    """ISO text with Z or an offset is detected as timestamptz and parsed to the same instant."""
+    frame = pl.DataFrame({"t": ["2013-01-01T06:00:00Z", "2013-01-01T08:30:00+02:00"]})
+    out = apply(frame, SchemaConfig(date_format=True))
+    assert out.schema["t"] == pl.Datetime("us", "UTC")
+    assert out["t"].dt.replace_time_zone(None).to_list() == [
+        dt.datetime(2013, 1, 1, 6),
+        dt.datetime(2013, 1, 1, 6, 30),
+    ]

@@ -288,3 +288,14 @@ def test_over_limit_arithmetic(
 ) -> None:
     """The limit is the count, the fraction, or both when both are set."""
     assert over_limit(bad, total, ValidationConfig.model_validate(settings)) == expected
+
+
+def test_text_with_an_offset_casts_to_a_naive_timestamp() -> None:
+    """`data_type: timestamp` on "...Z" text gives the UTC wall time, not a bad row."""
+    from ingest.validate import cast_with_rejects
+
+    batch = pl.DataFrame({"t": ["2013-01-01T06:00:00Z", "2013-01-01T07:00:00Z"], "__row": [0, 1]})
+    plan = CastPlan(types={"t": pl.Datetime("us")}, date_formats={}, round_floats=None)
+    out, rejects = cast_with_rejects(batch, plan, {"t": pl.String()})
+    assert rejects.height == 0
+    assert out["t"].to_list() == [dt.datetime(2013, 1, 1, 6), dt.datetime(2013, 1, 1, 7)]
