@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,21 @@ from psycopg import sql
 def _dbt_project_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loads write dbt sources; in tests they go to a scratch project, not the repo's."""
     monkeypatch.setenv("PIPELINE_DBT_PROJECT", str(tmp_path / "dbt_scratch"))
+
+
+REPO_DBT_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
+# The staging folders the repo ships; loads add others (the demo's CSV source, a user's own).
+SHIPPED_STAGING = {"employees"}
+
+
+def dbt_project_copy(folder: Path) -> Path:
+    """A copy of the repo's dbt project with only its shipped staging sources."""
+    copy = folder / "dbt_project"
+    shutil.copytree(REPO_DBT_PROJECT, copy, ignore=shutil.ignore_patterns("target*", "logs"))
+    for staged in (copy / "models/staging").iterdir():
+        if staged.is_dir() and staged.name not in SHIPPED_STAGING:
+            shutil.rmtree(staged)
+    return copy
 
 
 @pytest.fixture(scope="session")

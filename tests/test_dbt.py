@@ -31,6 +31,7 @@ from ingest.dbt import (
 )
 from ingest.errors import ConfigError, DbtFailed, SourceFileError
 from ingest.query import query
+from tests.conftest import dbt_project_copy
 
 DEPARTMENTS = (
     "Engineering",
@@ -109,7 +110,7 @@ def settings_for(
         raw_schema=raw,
         staging_schema=staging,
         column_naming=naming,
-        project_dir=Path(__file__).resolve().parent.parent / "dbt_project",
+        project_dir=dbt_project_copy(tmp_path),
     )
 
 

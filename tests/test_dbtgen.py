@@ -21,6 +21,7 @@ from ingest.dbtgen import MARK, model_name, write_sources
 from ingest.dbtyaml import cased_name, jinja_safe
 from ingest.drift import ColumnSpec
 from ingest.errors import DbtFailed
+from tests.conftest import dbt_project_copy
 
 Conn = psycopg.Connection[tuple[object, ...]]
 HOSTILE = 'Note "x" {{y}}'
@@ -39,8 +40,6 @@ CHECKS = {
     "Grade": ColumnChecks(isin=[1, 2, 3]),
     HOSTILE: ColumnChecks(nullable=False),
 }
-
-REPO_PROJECT = Path(__file__).resolve().parent.parent / "dbt_project"
 
 
 def generate(root: Path, naming: str = "lower", **kwargs: Any) -> Path:
@@ -299,8 +298,7 @@ def test_freshness_can_be_turned_off(tmp_path: Path) -> None:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the repo's dbt project without the demo's staging folder, to generate into."""
-    copy = tmp_path / "dbt_project"
-    shutil.copytree(REPO_PROJECT, copy, ignore=shutil.ignore_patterns("target", "logs"))
+    copy = dbt_project_copy(tmp_path)
     shutil.rmtree(copy / "models/staging/employees")
     return copy
 
