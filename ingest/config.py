@@ -156,6 +156,19 @@ class PipelineConfig(_Model):
         given = Path(os.path.expanduser(source.input_path))
         return given if given.is_absolute() else (self.path.parent / given).resolve()
 
+    def input_files(self, source: SourceConfig) -> list[Path]:
+        """The files a source names: its one path, or every match of its glob, sorted."""
+        path = self.input_file(source)
+        if not is_glob(source.input_path):
+            return [path]
+        anchor = Path(path.anchor)
+        return sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether a path has glob characters (`*`, `?`, `[`)."""
+    return any(ch in pattern for ch in "*?[")
+
 
 # The original project's single-source shape, kept loadable unchanged.
 class _LegacyPath(_Model):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from ingest.memory import format_size
@@ -32,6 +34,26 @@ class RunReport:
     validation: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+
+    @classmethod
+    def combine(cls, reports: Sequence[RunReport], pattern: str) -> RunReport:
+        """One report for the runs of a glob: totals, the worst memory, a note per file."""
+        loaded = [r for r in reports if r.status == "success"]
+        last = (loaded or list(reports))[-1]
+        notes = tuple(
+            f"{Path(r.file).name}: {r.status}, {r.rows_loaded:,} rows loaded" for r in reports
+        )
+        return replace(
+            last,
+            file=pattern,
+            status="success" if loaded else "skipped",
+            total_rows=sum(r.total_rows for r in reports),
+            rows_loaded=sum(r.rows_loaded for r in reports),
+            rows_rejected=sum(r.rows_rejected for r in reports),
+            execution_time=round(sum(r.execution_time for r in reports), 3),
+            memory_used_mb=max(r.memory_used_mb for r in reports),
+            notes=notes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

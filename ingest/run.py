@@ -7,14 +7,16 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 
 from ingest import cast, drift, ledger, quarantine, read, schema_history, validate
-from ingest.config import PipelineConfig, SourceConfig
+from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
-from ingest.errors import BadRowsOverLimit, ConfigError, IngestError
+from ingest.errors import BadRowsOverLimit, ConfigError, IngestError, SourceFileError
 from ingest.load import Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
 from ingest.memory import (
@@ -51,10 +53,21 @@ def explain(
     *,
     memory_limit: int | None = None,
     strategy: str | None = None,
+    path: Path | None = None,
 ) -> Explained:
-    """Profile a source's file and plan its load, without touching the database."""
+    """Profile a source's file (the first match of a glob) and plan its load, without loading.
+
+    Raises:
+        SourceFileError: no file matches the source's path.
+    """
     source = config.source(source_name)
-    path = config.input_file(source)
+    if path is None:
+        files = config.input_files(source)
+        if not files:
+            raise SourceFileError(
+                source.input_path, "no file matches", "check input_path in the config"
+            )
+        path = files[0]
     fmt = detect_format(path, source.format)
     profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
     budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
@@ -114,6 +127,9 @@ def run_source(
 ) -> RunReport:
     """Load one source into PostgreSQL and report what happened.
 
+    A glob loads incrementally: each matching file the ledger has not seen in the table is
+    appended in a run of its own (all or nothing per file); files already loaded are skipped.
+
     Args:
         config: the validated config.
         source_name: which source; optional when the config has one.
@@ -124,11 +140,52 @@ def run_source(
         progress: show progress.
 
     Returns:
-        The run report.
+        The run report (for a glob, the runs' totals, one note per file).
 
     Raises:
-        IngestError: any expected failure; the target table is then left as it was.
+        IngestError: any expected failure; the target table is then left as it was (for a
+            glob: as the files before the failing one left it).
     """
+    source = config.source(source_name)
+    files = config.input_files(source)
+    if not files:
+        raise SourceFileError(source.input_path, "no file matches", "check input_path")
+    load = partial(
+        _run_file,
+        config,
+        source,
+        memory_limit=memory_limit,
+        strategy=strategy,
+        force=force,
+        console=console,
+        progress=progress,
+    )
+    if not is_glob(source.input_path):
+        return load(files[0])
+    if source.if_table_exists != "append":
+        raise ConfigError(
+            config.path,
+            [
+                f"source {source.name!r}: input_path is a glob, which loads file by file; "
+                "set if_table_exists: append"
+            ],
+        )
+    reports = [load(path) for path in files]
+    return RunReport.combine(reports, source.input_path)
+
+
+def _run_file(
+    config: PipelineConfig,
+    source: SourceConfig,
+    path: Path,
+    *,
+    memory_limit: int | None,
+    strategy: str | None,
+    force: bool,
+    console: Console | None,
+    progress: bool,
+) -> RunReport:
+    """Load one file of a source: the whole run, under the table's lock."""
     console = console or Console(stderr=True, soft_wrap=True)
 
     def log(message: str) -> None:
@@ -138,8 +195,10 @@ def run_source(
     prefer_jemalloc()
     reset_peak_rss()
     with RssWatch() as watch:
-        explained = explain(config, source_name, memory_limit=memory_limit, strategy=strategy)
-        source, profile, plan = explained.source, explained.profile, explained.plan
+        explained = explain(
+            config, source.name, memory_limit=memory_limit, strategy=strategy, path=path
+        )
+        profile, plan = explained.profile, explained.plan
         log(
             f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"

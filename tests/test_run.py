@@ -18,6 +18,7 @@ from ingest.demo import employees
 from ingest.errors import (
     BadColumnName,
     BadRowsOverLimit,
+    ConfigError,
     IngestError,
     SchemaDrift,
     TargetExists,
@@ -388,3 +389,50 @@ def test_replace_keeps_constraints_indexes_grants_and_comments(
     finally:
         pg_conn.execute(sql.SQL("drop table if exists {} cascade").format(table))
         pg_conn.execute(sql.SQL("drop role if exists {}").format(sql.Identifier(role)))
+
+
+def test_a_glob_loads_only_new_files(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A glob appends each file the table has not seen, and skips the ones already loaded."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for part in range(3):
+        employees(100, seed=part, start_id=part * 100).write_parquet(
+            folder / f"part-{part}.parquet"
+        )
+    cfg = load_config(
+        config_file(
+            tmp_path, folder / "part-*.parquet", pg_schema, database_url, if_exists="append"
+        )
+    )
+    first = run_source(cfg, progress=False)
+    assert (first.status, first.rows_loaded, len(first.notes)) == ("success", 300, 3)
+    again = run_source(cfg, progress=False)
+    assert (again.status, again.rows_loaded) == ("skipped", 0)
+    employees(50, seed=9, start_id=1_000).write_parquet(folder / "part-3.parquet")
+    new = run_source(cfg, progress=False)
+    assert new.rows_loaded == 50
+    assert [n.split(":")[1].strip().split(",")[0] for n in new.notes] == [
+        "skipped",
+        "skipped",
+        "skipped",
+        "success",
+    ]
+    assert fetch(pg_conn, "select count(*), count(distinct _run_id) from {t}", pg_schema) == (
+        350,
+        4,
+    )
+    with pytest.raises(ConfigError, match="glob"):
+        run_source(
+            load_config(
+                config_file(
+                    tmp_path,
+                    folder / "part-*.parquet",
+                    pg_schema,
+                    database_url,
+                    if_exists="replace",
+                )
+            ),
+            progress=False,
+        )
