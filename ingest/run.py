@@ -59,8 +59,11 @@ def explain(
 
     Raises:
         SourceFileError: no file matches the source's path.
+        ValueError: an unknown strategy.
     """
     source = config.source(source_name)
+    if strategy not in (None, "auto", "eager", "lazy", "streaming"):
+        raise ValueError(f"unknown strategy {strategy!r}; use auto, eager, lazy or streaming")
     if path is None:
         files = config.input_files(source)
         if not files:
