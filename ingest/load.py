@@ -192,14 +192,14 @@ class Loader:
             self._stop.set()  # the other workers abort too: the run commits whole or not at all
             self._drain()
 
-    def ease(self) -> int:
-        """Under memory pressure: encode in half-size pieces and let the queue drain first.
+    def ease(self, drain: bool) -> int:
+        """Under memory pressure: encode in half-size pieces; with `drain`, empty the queue first.
 
         Returns:
             The new piece size in bytes.
         """
         self.piece_bytes = max(self.piece_bytes // 2, MIN_PIECE_BYTES)
-        while not self._queue.empty() and not self._errors:
+        while drain and not self._queue.empty() and not self._errors:
             threading.Event().wait(0.05)
         return self.piece_bytes
 

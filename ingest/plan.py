@@ -18,7 +18,7 @@ CSV_EAGER_FACTOR = 0.85  # CSV parses slower than Parquet decodes: less piles up
 PARQUET_EAGER_FACTOR = 1.0
 MIN_BATCH_BYTES = 1 << 20
 # Batches past this size buy no speed (the server is the bottleneck), only memory.
-MAX_BATCH_BYTES = 16 << 20
+MAX_BATCH_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ingest import cast, drift, ledger, quarantine, read, schema_history, valida
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
 from ingest.errors import BadRowsOverLimit, ConfigError, IngestError, SourceFileError
-from ingest.load import Conn, Loader, Target, check_column_names, table_exists
+from ingest.load import MIN_PIECE_BYTES, Conn, Loader, Target, check_column_names, table_exists
 from ingest.locks import table_lock
 from ingest.memory import (
     RssWatch,
@@ -36,6 +36,7 @@ from ingest.unique import SeenValues
 Log = Callable[[str], None]
 # Share of the budget at which the run starts trading speed for memory.
 PRESSURE = 0.85
+HARD_PRESSURE = 0.95
 
 
 @dataclass(frozen=True)
@@ -460,16 +461,24 @@ def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn],
 
 
 def _ease(job: _Job, env: _Session, counts: _Counts, loader: Loader) -> None:
-    """Memory nears the budget: trade speed for memory, and say so once per step."""
-    piece = loader.ease()
-    if piece == counts.eased_to:
+    """Memory nears the budget: trade speed for memory, and say so once per step.
+
+    Past 85% of the budget the pieces shrink; past 95% the queue also drains before the next
+    batch is read (one batch in flight), which costs speed, so only then.
+    """
+    drain = env.watch.latest > HARD_PRESSURE * job.plan.budget_bytes
+    if loader.piece_bytes <= MIN_PIECE_BYTES and not drain:
+        return
+    piece = loader.ease(drain)
+    if piece == counts.eased_to and not drain:
         return
     note = (
         f"memory reached {env.watch.latest / 1e6:,.0f} MB of the "
-        f"{job.plan.budget_bytes / 1e6:,.0f} MB budget: encoding in "
-        f"{piece / 1e6:.0f} MB pieces, one batch in flight"
+        f"{job.plan.budget_bytes / 1e6:,.0f} MB budget: encoding in {piece / 1e6:.0f} MB pieces"
+        + (", one batch in flight" if drain else "")
     )
-    env.log(note)
+    if note not in counts.notes:
+        env.log(note)
     counts.eased_to = piece
     counts.notes = [n for n in counts.notes if not n.startswith("memory")]
     counts.notes.append(note)
