@@ -15,9 +15,10 @@ from ingest.config import CsvOptions
 from ingest.csvread import ROW, Chunk
 from ingest.plan import Plan
 
-# Batches read ahead of the load: eager without bound (the whole file may sit in memory),
-# lazy a few, streaming none (the reader waits for the load).
-READ_AHEAD = {"eager": 0, "lazy": 2, "streaming": -1}
+# Batches read ahead of the load: eager without bound (the whole file may sit in memory);
+# lazy and streaming none, the reader waits for the load (a read-ahead batch measured ~25 MB
+# over a 400 MB budget).
+READ_AHEAD = {"eager": 0, "lazy": -1, "streaming": -1}
 _END = object()
 
 
@@ -26,9 +27,9 @@ def batches(
 ) -> Iterator[Chunk]:
     """Batches of about `plan.batch_rows` rows in file order, each with a `__row` column.
 
-    Parquet is read row group by row group, CSV in record-aligned byte chunks. eager and lazy
-    read on a background thread ahead of the load (eager without bound, lazy a few batches), so
-    reading overlaps the COPY; streaming reads only when the load asks, on one thread.
+    Parquet is read row group by row group, CSV in record-aligned byte chunks. eager reads on a
+    background thread ahead of the load, without bound, so reading overlaps the COPY; lazy and
+    streaming read only when the load asks, decoding on one thread, so memory stays bounded.
     """
     if fmt == "parquet":
         source = _parquet(path, plan)
@@ -42,19 +43,18 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
     # pyarrow reads only what is asked for (polars' streaming engine decodes ahead of a slow
     # consumer without bound); no pre-buffering, and a 1 MiB read buffer instead of whole chunks.
     source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    streaming = plan.strategy == "streaming"
-    # Decoding threads each keep their own buffers: streaming decodes on one thread only.
-    group_limit = plan.batch_rows * (1 if streaming else 4)
+    threads = plan.strategy == "eager"
+    # Decoding threads each keep their own buffers: only eager, with memory to spare, uses them.
+    # eager may decode a row group of up to 4 batches at once; the others one batch's worth.
+    group_limit = plan.batch_rows * (4 if plan.strategy == "eager" else 1)
     meta = source.metadata
     offset = 0
     for group in range(meta.num_row_groups):
         if meta.row_group(group).num_rows <= group_limit:
             # A whole row group decodes at half the CPU of iter_batches' small reads.
-            pieces = [source.read_row_group(group, use_threads=not streaming)]
+            pieces = [source.read_row_group(group, use_threads=threads)]
         else:  # a huge row group is read in batches, so memory stays bounded
-            pieces = source.iter_batches(
-                plan.batch_rows, row_groups=[group], use_threads=not streaming
-            )
+            pieces = source.iter_batches(plan.batch_rows, row_groups=[group], use_threads=threads)
         for piece in pieces:
             frame = pl.from_arrow(piece)
             assert isinstance(frame, pl.DataFrame)
