@@ -16,14 +16,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandera.errors
-import pandera.polars as pa
 import polars as pl
 
 from ingest.cast import CastPlan
 from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
+from ingest.memory import without_modules
 from ingest.unique import SeenValues
+
+with without_modules("pandas"):  # see without_modules: pandera would load pandas for nothing
+    import pandera.errors
+    import pandera.polars as pa
 
 ROW = "__row"
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
