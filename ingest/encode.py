@@ -121,6 +121,13 @@ def prepare(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(exprs) if exprs else df
 
 
+# The join's separator, built from buffers: pa.scalar() would import pandas (~45 MB RSS) to
+# check whether the value is a pandas NA.
+_EMPTY_SEPARATOR = pa.Array.from_buffers(
+    pa.large_binary(), 1, [None, pa.py_buffer(np.zeros(2, np.int64)), pa.py_buffer(b"")]
+)[0]
+
+
 @dataclass(frozen=True)
 class _Fixed:
     """A fixed-width part of every row: a constant, per-row values, or a writer that fills them."""
@@ -152,8 +159,7 @@ def encode(df: pl.DataFrame) -> memoryview:
     if len(arrays) == 1:
         joined = arrays[0]
     else:
-        empty = pa.scalar(b"", pa.large_binary())
-        joined = pc.binary_join_element_wise(*arrays, empty, null_handling="skip")
+        joined = pc.binary_join_element_wise(*arrays, _EMPTY_SEPARATOR, null_handling="skip")
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
     start, stop = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
     return memoryview(joined.buffers()[2].slice(start, stop - start))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import struct
+import subprocess
+import sys
 from decimal import Decimal, localcontext
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -605,3 +608,37 @@ def test_mixed_frame_in_several_pieces_round_trips(
     query = sql.SQL("select * from {} order by id").format(table)
     got = pg_conn.cursor(binary=True).execute(query).fetchall()
     assert [list(row) for row in got] == [list(row) for row in df.rows()]
+
+
+def test_a_load_never_imports_pandas(tmp_path: Path) -> None:
+    """pandas, installed here for the dev data sets, stays out of a load: ~45 MB of RSS.
+
+    pandera imports it when installed, and so do some pyarrow calls (e.g. `pa.scalar`).
+    """
+    data = tmp_path / "t.parquet"
+    pl.DataFrame(
+        {"id": [1, 2, None], "name": ["a", None, "ccc"], "x": [1.5, 2.0, 3.0]}
+    ).write_parquet(data)
+    code = f"""
+import importlib.util, sys
+from pathlib import Path
+assert importlib.util.find_spec("pandas"), "this test needs pandas installed"
+import ingest.run, tasks
+from ingest import encode, read, validate
+from ingest.cast import CastPlan
+from ingest.config import CsvOptions, ValidationConfig
+from ingest.plan import make_plan
+from ingest.profile import profile_file
+profile = profile_file(Path({str(data)!r}), "parquet", 100, CsvOptions())
+plan = make_plan(profile, 1 << 30, base_bytes=0, forced="streaming")
+chunks = read.batches(profile.path, "parquet", CsvOptions(), profile.schema, plan)
+for i, chunk in enumerate(chunks):
+    out = validate.split_batch(
+        chunk.frame, CastPlan({{}}, {{}}, None), profile.schema, ValidationConfig(), seed=i
+    )
+    encode.encode(out.good)
+print(sorted(m for m in ("pandas", "pyarrow", "polars") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['polars',", "'pyarrow']"]
