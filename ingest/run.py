@@ -93,6 +93,7 @@ class _Counts:
     loaded: int = 0
     rejected: int = 0
     eased_to: int = 0
+    drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -463,21 +464,23 @@ def _load(job: _Job, env: _Session, counts: _Counts, on_commit: Callable[[Conn],
 def _ease(job: _Job, env: _Session, counts: _Counts, loader: Loader) -> None:
     """Memory nears the budget: trade speed for memory, and say so once per step.
 
-    Past 85% of the budget the pieces shrink; past 95% the queue also drains before the next
-    batch is read (one batch in flight), which costs speed, so only then.
+    Past 85% of the budget the pieces shrink. Past 95% the queue also drains before the next
+    batch is read, but only when RSS has set a new high since the last drain: allocators keep
+    freed pages, so RSS stays up after a drain, and draining every batch would only stall the
+    load (measured: 4x slower) without lowering it.
     """
-    drain = env.watch.latest > HARD_PRESSURE * job.plan.budget_bytes
+    rss, budget = env.watch.latest, job.plan.budget_bytes
+    drain = rss > HARD_PRESSURE * budget and rss > counts.drained_at + budget // 100
     if loader.piece_bytes <= MIN_PIECE_BYTES and not drain:
         return
     piece = loader.ease(drain)
-    if piece == counts.eased_to and not drain:
-        return
+    if drain:
+        counts.drained_at = rss
     note = (
-        f"memory reached {env.watch.latest / 1e6:,.0f} MB of the "
-        f"{job.plan.budget_bytes / 1e6:,.0f} MB budget: encoding in {piece / 1e6:.0f} MB pieces"
-        + (", one batch in flight" if drain else "")
+        f"memory reached {rss / 1e6:,.0f} MB of the {budget / 1e6:,.0f} MB budget: "
+        f"encoding in {piece / 1e6:.0f} MB pieces" + (", draining the queue" if drain else "")
     )
-    if note not in counts.notes:
+    if piece != counts.eased_to or drain:
         env.log(note)
     counts.eased_to = piece
     counts.notes = [n for n in counts.notes if not n.startswith("memory")]
