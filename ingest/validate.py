@@ -7,7 +7,9 @@ lines (each embedded newline shifts the real line down by one); `quarantine.writ
 
 Depth: casts, types, nulls, ranges, isin/notin and str_length run on every row (Pandera, about
 50 ms per million rows); str_matches runs on a `sample_size` sample of each batch; unique runs on
-every row against the hashes of all values kept earlier in the run (`SeenValues`).
+every row against the hashes of all values kept earlier in the run (`SeenValues`). Types are a
+property of the batch's schema: once Pandera has accepted a schema, batches with the same one
+are not sent to it again unless a row rule applies.
 """
 
 from __future__ import annotations
@@ -107,8 +109,14 @@ def _lenient_casts(
     return exprs, labels
 
 
+_EMPTY_REJECTS = pl.DataFrame(schema=REJECTS_SCHEMA)
+
+
 def _empty_rejects() -> pl.DataFrame:
-    return pl.DataFrame(schema=REJECTS_SCHEMA)
+    return _EMPTY_REJECTS  # frames are immutable: one empty frame serves every batch
+
+
+_NO_FOUND = _EMPTY_REJECTS.drop("raw")
 
 
 def _cast_failures(
@@ -120,7 +128,7 @@ def _cast_failures(
     exprs, labels = _lenient_casts(plan, schema, dict(batch.schema))
     cast = batch.select(pl.col(ROW).cast(pl.Int64), *exprs)
     if not labels:
-        return cast, _empty_rejects().drop("raw")
+        return cast, _NO_FOUND
     both = pl.concat(
         [
             batch.select(list(labels)),
@@ -208,7 +216,36 @@ def _rules(checks: ColumnChecks, dtype: pl.DataType) -> list[tuple[str, pa.Check
     return out
 
 
+# Schemas built per run, not per batch: building one costs ~0.4 ms, a 244M-row load has ~9000
+# batches. Keyed by the checks' identity, which the entry keeps alive so the id stays unique.
+_SCHEMAS: dict[tuple[object, ...], tuple[object, tuple[pa.DataFrameSchema, pl.DataFrame]]] = {}
+_SCHEMAS_KEPT = 16
+# Frame schemas (with the Pandera schema that passed them) a types-only check has accepted.
+_TYPES_PASSED: dict[tuple[object, ...], pa.DataFrameSchema] = {}
+
+
 def _schema(
+    columns: dict[str, pl.DataType],
+    checks: dict[str, ColumnChecks],
+    rules: frozenset[str],
+    *,
+    nulls: bool,
+    unique: bool,
+    only: bool = False,
+) -> tuple[pa.DataFrameSchema, pl.DataFrame]:
+    """`_build_schema`, remembered for the same columns and the same checks object."""
+    key = (tuple(columns.items()), id(checks), rules, nulls, unique, only)
+    hit = _SCHEMAS.get(key)
+    if hit is not None and hit[0] is checks:
+        return hit[1]
+    built = _build_schema(columns, checks, rules, nulls=nulls, unique=unique, only=only)
+    if len(_SCHEMAS) >= _SCHEMAS_KEPT:
+        _SCHEMAS.pop(next(iter(_SCHEMAS)))
+    _SCHEMAS[key] = (checks, built)
+    return built
+
+
+def _build_schema(
     columns: dict[str, pl.DataType],
     checks: dict[str, ColumnChecks],
     rules: frozenset[str],
@@ -267,10 +304,25 @@ def build_checks_schema(
 def _pandera_rejects(
     source: Path | str, schema: pa.DataFrameSchema, lookup: pl.DataFrame, frame: pl.DataFrame
 ) -> pl.DataFrame:
-    """Validate `frame` (which has `__row`) and turn the failure cases into rejects without raw."""
+    """Validate `frame` (which has `__row`) and turn the failure cases into rejects without raw.
+
+    A schema without row rules (no checks, every column nullable) only checks columns and
+    types, so once Pandera has passed a frame schema, later batches with the same one pass
+    without another call (~2 ms a batch, ~18 CPU-s over a 244M-row load).
+    """
+    types_only = lookup.height == 0 and all(
+        c.nullable and not c.unique for c in schema.columns.values()
+    )
+    key = (id(schema), tuple(frame.schema.items()))
+    if types_only and _TYPES_PASSED.get(key) is schema:
+        return _NO_FOUND
     try:
         schema.validate(frame.drop(ROW), lazy=True)
-        return _empty_rejects().drop("raw")
+        if types_only:
+            if len(_TYPES_PASSED) >= _SCHEMAS_KEPT:
+                _TYPES_PASSED.pop(next(iter(_TYPES_PASSED)))
+            _TYPES_PASSED[key] = schema
+        return _NO_FOUND
     except pandera.errors.SchemaErrors as exc:
         cases: pl.DataFrame = exc.failure_cases
     whole = cases.filter(pl.col("index").is_null())
