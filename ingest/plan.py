@@ -8,11 +8,15 @@ from ingest.profile import FileProfile
 
 EAGER_MAX_RATIO = 0.65
 LAZY_MAX_RATIO = 2.0
-# Measured on this project's own loads (see `invoke bench`), not guessed:
+# Measured on this project's own loads (see `invoke bench`), not guessed. Streaming the 5-column
+# table with a 215 MB base at plan time peaked 62 MB above it with 1 MB batches and 154 MB above
+# it with 8 MB batches: about 49 MB + 13 x the batch, plus a 15 MB margin (RSS moves by ~10 MB
+# between runs).
 # - threads, connections, pools and scratch cost about this much whatever the file;
-FIXED_OVERHEAD = 80 << 20
-# - a batch in flight (read, checked, queued, encoded) costs about this many times its frame;
-BATCH_COST_FACTOR = 6.0
+FIXED_OVERHEAD = 64 << 20
+# - a batch in flight (read, checked, queued, being encoded by each worker) costs about this many
+#   times its estimated frame bytes;
+BATCH_COST_FACTOR = 13.0
 # - an eager load reads ahead of the COPY without bound: at worst the whole frame is held.
 CSV_EAGER_FACTOR = 0.85  # CSV parses slower than Parquet decodes: less piles up
 PARQUET_EAGER_FACTOR = 1.0
