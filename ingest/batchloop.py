@@ -1,0 +1,184 @@
+"""The batch loop of one load: read, cast and check, quarantine bad rows, stream the good ones.
+
+`run` resolves a `Job` (what to load and how) and a `Session` (the live connection, memory
+watch and console), then calls `load_batches`, which commits through the `Loader` or raises with
+the target untouched.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+from rich.console import Console
+
+from ingest import cast, quarantine, read, validate
+from ingest.config import PipelineConfig, SourceConfig
+from ingest.errors import BadRowsOverLimit
+from ingest.load import MIN_PIECE_BYTES, Conn, Loader, Target
+from ingest.memory import RssWatch
+from ingest.plan import Plan
+from ingest.profile import FileProfile
+from ingest.progress import LoadProgress
+from ingest.unique import SeenValues
+
+Log = Callable[[str], None]
+# Share of the budget at which the run starts trading speed for memory.
+PRESSURE = 0.85
+HARD_PRESSURE = 0.95
+
+
+@dataclass
+class Counts:
+    """What the batch loop has done so far, for the report and the ledger."""
+
+    read: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    eased_to: int = 0
+    drained_at: int = 0
+    depth: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything the load of one source needs, resolved before any row moves."""
+
+    config: PipelineConfig
+    source: SourceConfig
+    profile: FileProfile
+    plan: Plan
+    casts: cast.CastPlan
+    output: dict[str, pl.DataType]
+    target: Target
+    run_id: str
+
+    @property
+    def lineage(self) -> tuple[str, str]:
+        return (self.config.database.loaded_at_column, self.config.database.run_id_column)
+
+    @property
+    def meta(self) -> str:
+        return self.config.database.metadata_schema
+
+
+@dataclass(frozen=True)
+class Session:
+    """The run's live resources: connection, memory watch, console."""
+
+    url: str
+    control: Conn
+    watch: RssWatch
+    console: Console
+    log: Log
+    started: float
+    progress: bool
+    force: bool
+
+
+def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Conn], None]) -> None:
+    """Read, cast and check batches, quarantine bad rows, stream good ones, then commit.
+
+    `on_commit` runs inside the commit's transaction (ledger and schema history).
+    """
+    profile, source, db = job.profile, job.source, job.config.database
+    validation = source.validation_data
+    seen = SeenValues(expected_rows=int(profile.rows * 1.1))
+    q_schema, q_table = quarantine.quarantine_table(db.schema_, source.table_name)
+    q_display = Target(q_schema, q_table, "append").display
+    examples: list[str] = []
+    depth: Counter[str] = Counter()
+    loader = Loader(
+        env.url,
+        env.control,
+        job.target,
+        job.output,
+        job.run_id,
+        workers=job.plan.workers,
+        lineage=job.lineage,
+        log=env.log,
+    )
+    chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)
+    with (
+        loader,
+        LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
+    ):
+        for number, chunk in enumerate(chunks):
+            out = validate.split_batch(
+                chunk.frame,
+                job.casts,
+                profile.schema,
+                validation,
+                seed=number,
+                seen=seen,
+                source=profile.path,
+            )
+            counts.read += chunk.frame.height
+            depth.update(out.checked_rows)
+            if out.bad_rows:
+                offset = chunk.first_line - chunk.first_row
+                quarantine.write_rejects(
+                    env.control,
+                    db.schema_,
+                    source.table_name,
+                    job.run_id,
+                    str(profile.path),
+                    profile.format,
+                    out.rejects,
+                    line_offset=offset,
+                )
+                if len(examples) < 5:
+                    examples += quarantine.format_examples(
+                        out.rejects, profile.format, 5 - len(examples), line_offset=offset
+                    )
+                counts.rejected += out.bad_rows
+                # The count limit is exact now; the fraction uses the estimate until the end.
+                limit = validate.over_limit(
+                    counts.rejected, max(profile.rows, counts.read), validation
+                )
+                if limit:
+                    raise BadRowsOverLimit(
+                        profile.path, counts.rejected, limit, examples, q_display
+                    )
+            loader.send(out.good)
+            shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
+            if env.watch.latest > PRESSURE * job.plan.budget_bytes:
+                _ease(job, env, counts, loader)
+        limit = validate.over_limit(counts.rejected, counts.read, validation)
+        if limit:
+            raise BadRowsOverLimit(profile.path, counts.rejected, limit, examples, q_display)
+        if counts.rejected:
+            note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
+            env.log(note)
+            counts.notes.append(note)
+        counts.loaded = loader.finish(on_commit=on_commit)
+    counts.depth = dict(depth)
+
+
+def _ease(job: Job, env: Session, counts: Counts, loader: Loader) -> None:
+    """Memory nears the budget: trade speed for memory, and say so once per step.
+
+    Past 85% of the budget the pieces shrink. Past 95% the queue also drains before the next
+    batch is read, but only when RSS has set a new high since the last drain: allocators keep
+    freed pages, so RSS stays up after a drain, and draining every batch would only stall the
+    load (measured: 4x slower) without lowering it.
+    """
+    rss, budget = env.watch.latest, job.plan.budget_bytes
+    drain = rss > HARD_PRESSURE * budget and rss > counts.drained_at + budget // 100
+    if loader.piece_bytes <= MIN_PIECE_BYTES and not drain:
+        return
+    piece = loader.ease(drain)
+    if drain:
+        counts.drained_at = rss
+    note = (
+        f"memory reached {rss / 1e6:,.0f} MB of the {budget / 1e6:,.0f} MB budget: "
+        f"encoding in {piece / 1e6:.0f} MB pieces" + (", draining the queue" if drain else "")
+    )
+    if piece != counts.eased_to or drain:
+        env.log(note)
+    counts.eased_to = piece
+    counts.notes = [n for n in counts.notes if not n.startswith("memory")]
+    counts.notes.append(note)
