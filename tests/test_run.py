@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -103,8 +104,24 @@ def test_parquet_loads_every_value(
     assert types["Age"] == "bigint"
     assert types["Hire_Date"] == "date"
     assert types["_run_id"] == "uuid"
-    (run_ids,) = fetch(pg_conn, "select count(distinct _run_id) from {t}", pg_schema)
-    assert run_ids == 1
+    run_id, stamped = fetch(
+        pg_conn,
+        "select min(_run_id::text), count(*) filter (where _loaded_at is not null"
+        " and _run_id::text = (select min(_run_id::text) from {t})) from {t}",
+        pg_schema,
+    )
+    assert (run_id, stamped) == (str(uuid.UUID(report.run_id)), 20_000)
+    # The stamps live once in the catalogue (PostgreSQL's fast default), not in every row.
+    missing = pg_conn.execute(
+        "select attname, atthasmissing from pg_attribute where attrelid = %s::regclass"
+        " and attname in ('_loaded_at', '_run_id') order by 1",
+        (f'"{pg_schema}".employees',),
+    ).fetchall()
+    assert missing == [("_loaded_at", True), ("_run_id", True)]
+    # The run's stamps are not defaults for later rows: an insert must give its own.
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        with pg_conn.transaction():
+            fetch(pg_conn, 'insert into {t} ("Employee_ID") values (-1) returning 1', pg_schema)
     sources = Path(os.environ["PIPELINE_DBT_PROJECT"]) / "models/staging/employees"
     generated = (sources / "_employees__sources.yml").read_text()
     assert "Employee_ID" in generated and "bigint" in generated and "_loaded_at" in generated
