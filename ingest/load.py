@@ -128,7 +128,8 @@ class Loader:
         # The lineage columns are added after the COPY, in the commit's transaction: a column
         # added with a constant default is stored once in the catalogue, not in every row
         # (PostgreSQL's fast default), so the server neither evaluates defaults per row nor
-        # writes 24 more bytes a row (measured: ~13% less server CPU, ~24% smaller table).
+        # writes 24 more bytes a row (measured on the 5-column table: 12-20% less server CPU, a 25%
+        # smaller table).
         defs = [
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(encode.pg_type(dtype)))
             for name, dtype in self.columns.items()

@@ -453,3 +453,19 @@ def test_a_glob_loads_only_new_files(
             ),
             progress=False,
         )
+
+
+def test_a_budget_below_the_base_still_loads_and_says_so(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Under a limit the process already exceeds, the load streams, slows, loads every row and
+    says why; it does not die."""
+    data = tmp_path / "e.parquet"
+    employees(200_000).write_parquet(data, row_group_size=20_000)
+    cfg = load_config(config_file(tmp_path, data, pg_schema, database_url))
+    report = run_source(cfg, memory_limit=100_000_000, progress=False)
+    assert (report.strategy, report.status, report.rows_loaded) == ("streaming", "success", 200_000)
+    assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (200_000,)
+    notes = [n for n in report.notes if n.startswith("memory reached")]
+    assert len(notes) == 1 and "of the 100 MB budget" in notes[0]
+    assert "draining the queue" in notes[0]
