@@ -299,4 +299,3 @@ def test_text_with_an_offset_casts_to_a_naive_timestamp() -> None:
     out, rejects = cast_with_rejects(batch, plan, {"t": pl.String()})
     assert rejects.height == 0
     assert out["t"].to_list() == [dt.datetime(2013, 1, 1, 6), dt.datetime(2013, 1, 1, 7)]
-
