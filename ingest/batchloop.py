@@ -7,8 +7,10 @@ the target untouched.
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -103,6 +105,7 @@ def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Co
     )
     chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)
     with (
+        _frozen_heap(),
         loader,
         LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
     ):
@@ -156,6 +159,22 @@ def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Co
             counts.notes.append(note)
         counts.loaded = loader.finish(on_commit=on_commit)
     counts.depth = dict(depth)
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the objects that exist before the load out of the garbage collector's full passes.
+
+    polars, pyarrow, pandera and pydantic leave hundreds of thousands of objects; each full
+    collection during a long load walked them all (measured: 2.5% of a streaming load's CPU).
+    Garbage made during the load is still collected; unfreezing hands the rest back.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _ease(job: Job, env: Session, counts: Counts, loader: Loader) -> None:
