@@ -256,10 +256,21 @@ def _empty(n: int, dtype: type[np.generic]) -> _Ints:
 
 
 def _starts(n: int, width: int) -> pa.Buffer:
-    """Arrow offsets of `n` values of `width` bytes each."""
-    return pa.py_buffer(
-        pl.int_range(0, (n + 1) * width, width, dtype=pl.Int64, eager=True).to_numpy()
-    )
+    """Arrow offsets of `n` values of `width` bytes each (a prefix of a cached, shared buffer)."""
+    cached = _STARTS.get(width)
+    if cached is None or cached.size < (n + 1) * 8:
+        # Room for a quarter more rows, so a run's slightly larger pieces reuse it too.
+        rows = n + 1 + n // 4
+        cached = pa.py_buffer(
+            pl.int_range(0, rows * width, width, dtype=pl.Int64, eager=True).to_numpy()
+        )
+        _STARTS[width] = cached
+    return cached
+
+
+# Offsets depend only on the row width, and a run encodes thousands of pieces of a few widths.
+# Buffers are immutable once made, so threads may share them.
+_STARTS: dict[int, pa.Buffer] = {}
 
 
 def _segments(parts: list[_Fixed | pa.Array], n: int) -> list[pa.Array]:
