@@ -122,6 +122,8 @@ def _decoded(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
 
 def _views(column: pa.DictionaryArray) -> pa.Array:
     """Gather the dictionary's 16-byte string views by code: no string bytes move."""
+    if column.dictionary.null_count:  # a null entry's view would read as ""; Parquet has none
+        return column.cast(pa.large_string())
     views = column.dictionary.cast(pa.string_view())
     table = np.frombuffer(views.buffers()[1], dtype="V16")[views.offset : views.offset + len(views)]
     if len(table) == 0:  # only nulls: any view will do under them

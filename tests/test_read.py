@@ -93,3 +93,10 @@ def test_views_of_a_sliced_dictionary_keep_their_nulls() -> None:
 
     assert views.type == pa.string_view()
     assert views.to_pylist() == [None, "a value longer than twelve bytes", "x", None]
+
+
+def test_a_dictionary_holding_null_keeps_it_null() -> None:
+    """A null entry in the dictionary itself (Arrow allows one) still reads as null."""
+    coded = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0]), pa.array(["a", None]))
+
+    assert read._views(coded).to_pylist() == ["a", None, "a"]
