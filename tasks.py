@@ -148,7 +148,7 @@ def plan_(
         "strategy": p.strategy,
         "batch_rows": p.batch_rows,
         "batch_bytes": p.batch_bytes,
-        "workers": p.workers,
+        "workers": p.workers or "auto (1 up to PostgreSQL 15, 2 from 16)",
         "reason": p.reason,
     }
     if json:

@@ -99,7 +99,7 @@ def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Co
         job.target,
         job.output,
         job.run_id,
-        workers=job.plan.workers,
+        workers=job.plan.workers or 2,  # resolved from the server on connecting
         lineage=job.lineage,
         log=env.log,
     )

@@ -121,7 +121,12 @@ class DatabaseConfig(_Model):
     schema_: str = Field(
         "raw", alias="schema", min_length=1, max_length=63, description="Schema of raw tables."
     )
-    workers: int = Field(2, ge=1, le=16, description="Parallel COPY connections.")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="COPY connections; default 1 up to PostgreSQL 15, 2 from 16 (see README).",
+    )
     metadata_schema: str = Field(
         "_pipeline", min_length=1, max_length=63, description="Schema of the run ledger."
     )
@@ -180,7 +185,7 @@ class _LegacyDatabase(_Model):
     if_table_exists: IfExists = "fail"
     url: SecretStr | None = None
     schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
-    workers: int = Field(2, ge=1, le=16)
+    workers: int | None = Field(None, ge=1, le=16)
     metadata_schema: str = Field("_pipeline", min_length=1, max_length=63)
     loaded_at_column: str = "_loaded_at"
     run_id_column: str = "_run_id"

@@ -1,4 +1,9 @@
-"""COPY batches into a staging table over parallel connections, then swap it in atomically."""
+"""COPY batches into a staging table, then swap it in atomically.
+
+With several connections, each COPYs into a staging table created beforehand. With one, that
+connection creates the table inside its own transaction, COPYs into it while encoder threads
+keep it fed, and commits the swap in the same transaction (see `Loader`).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
 PIECE_BYTES = 2 << 20
 MIN_PIECE_BYTES = 1 << 20
+# Threads encoding for a single connection, and encoded pieces waiting for it.
+ENCODERS = 2
+ENCODED_AHEAD = 2 * ENCODERS
 Conn = psycopg.Connection[tuple[object, ...]]
 FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
 LOADED_AT = "_loaded_at"
@@ -66,6 +74,15 @@ class Loader:
 
     Use as a context manager: leaving it with an exception drops the staging table and leaves the
     target exactly as it was.
+
+    With `workers` >= 2, each worker thread encodes and COPYs over its own connection into a
+    staging table created up front. With one worker, a single connection creates the staging
+    table in its own transaction and COPYs into it while `ENCODERS` threads encode ahead, and
+    `finish` swaps and commits in that transaction. PostgreSQL then skips the free-space map
+    for the new table (and with `wal_level=minimal`, the WAL); on PostgreSQL 15, where two
+    COPYs into one table wait on each other to extend it, this is the faster way (measured on
+    244M rows: 127 against 140 s, 112 against 136 server CPU-seconds). A crash leaves nothing
+    behind: the uncommitted table vanishes with the transaction.
     """
 
     def __init__(
@@ -97,11 +114,26 @@ class Loader:
         self._lock = threading.Lock()
         self._control = control
         self._stop = threading.Event()
+        self._create: sql.Composed | None = None
+        self._encoded: queue.Queue[object] = queue.Queue(maxsize=ENCODED_AHEAD)
+        self._held: Conn | None = None  # one-transaction mode: the COPY's open transaction
+        self._sender: threading.Thread | None = None
+
+    @property
+    def one_transaction(self) -> bool:
+        """Whether one connection creates, fills and swaps in the staging table."""
+        return self.workers == 1
 
     def __enter__(self) -> Loader:
         self._prepare()
-        for i in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"copy-{i}", daemon=True)
+        if self.one_transaction:
+            work, count = self._encode, ENCODERS
+            self._sender = threading.Thread(target=self._send, name="copy", daemon=True)
+            self._sender.start()
+        else:
+            work, count = self._work, self.workers
+        for i in range(count):
+            thread = threading.Thread(target=work, name=f"{work.__name__[1:]}-{i}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
@@ -134,9 +166,11 @@ class Loader:
             sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(encode.pg_type(dtype)))
             for name, dtype in self.columns.items()
         ]
-        conn.execute(
-            sql.SQL("create table {} ({})").format(self.staging.ident(), sql.SQL(", ").join(defs))
+        self._create = sql.SQL("create table {} ({})").format(
+            self.staging.ident(), sql.SQL(", ").join(defs)
         )
+        if not self.one_transaction:
+            conn.execute(self._create)
         failpoint("staged")
 
     def send(self, batch: pl.DataFrame) -> None:
@@ -152,10 +186,14 @@ class Loader:
             except queue.Full:
                 continue
 
-    def _work(self) -> None:
-        copy_sql = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+    def _copy_sql(self) -> sql.Composed:
+        return sql.SQL("copy {} ({}) from stdin (format binary)").format(
             self.staging.ident(), sql.SQL(", ").join(map(sql.Identifier, self.columns))
         )
+
+    def _work(self) -> None:
+        """One of several connections: encode batches and COPY them, then commit."""
+        copy_sql = self._copy_sql()
         try:
             with connect(self.url) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
@@ -177,10 +215,78 @@ class Loader:
         except _Cancelled:
             pass
         except BaseException as exc:  # handed to the main thread, which raises it
-            with self._lock:
-                self._errors.append(exc)
-            self._stop.set()  # the other workers abort too: the run commits whole or not at all
-            self._drain()
+            self._fail(exc)
+
+    def _encode(self) -> None:
+        """One-transaction mode: encode batches for the single connection, in pieces."""
+        try:
+            while (item := self._next()) is not _DONE:
+                assert isinstance(item, pl.DataFrame)
+                for piece in item.iter_slices(self._piece_rows(item)):
+                    data = encode.encode(piece)
+                    self._hand_over(data)
+                    with self._lock:
+                        self.progress.rows += piece.height
+                        self.progress.bytes += len(data)
+            self._hand_over(_DONE)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self._fail(exc)
+
+    def _hand_over(self, item: object) -> None:
+        while True:
+            if self._stop.is_set():
+                raise _Cancelled
+            try:
+                self._encoded.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _send(self) -> None:
+        """One-transaction mode: create the staging table and COPY every encoded piece into it.
+
+        The transaction stays open for `finish`, which swaps and commits in it.
+        """
+        assert self._create is not None
+        try:
+            conn = self._held = connect(self.url)
+            conn.execute(self._create)
+            with conn.cursor() as cur, cur.copy(self._copy_sql()) as copy:
+                copy.write(encode.HEADER)
+                finished = 0
+                while finished < ENCODERS:
+                    if self._stop.is_set():
+                        raise _Cancelled
+                    try:
+                        data = self._encoded.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    if data is _DONE:
+                        finished += 1
+                        continue
+                    assert isinstance(data, memoryview)
+                    copy.write(data)
+                    failpoint("copying")
+                copy.write(encode.TRAILER)
+        except _Cancelled:
+            self._release()
+        except BaseException as exc:
+            self._release()
+            self._fail(exc)
+
+    def _release(self) -> None:
+        """Close the held transaction, if any: an uncommitted staging table goes with it."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+        self._stop.set()  # the other threads abort too: the run commits whole or not at all
+        self._drain()
 
     def ease(self, drain: bool) -> int:
         """Under memory pressure: encode in half-size pieces; with `drain`, empty the queue first.
@@ -198,11 +304,12 @@ class Loader:
         return max(int(self.piece_bytes / max(row_bytes, 1.0)), 1_000)
 
     def _drain(self) -> None:
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
+        for waiting in (self._queue, self._encoded):
+            try:
+                while True:
+                    waiting.get_nowait()
+            except queue.Empty:
+                pass
 
     def _raise_worker_error(self) -> None:
         if self._errors:
@@ -227,6 +334,9 @@ class Loader:
         self._drain()
         for thread in self._threads:
             thread.join()
+        if self._sender is not None:
+            self._sender.join()
+        self._release()
 
     def finish(
         self,
@@ -246,9 +356,12 @@ class Loader:
             self._put(_DONE)
         for thread in self._threads:
             thread.join()
+        if self._sender is not None:
+            self._sender.join()
         self._raise_worker_error()
         loaded_at, run_id = self.lineage
-        with connect(self.url) as conn:
+        held, self._held = self._held, None
+        with held or connect(self.url) as conn:
             # Every staged row gets the run's start and id without a rewrite (see _prepare);
             # dropping the defaults keeps them from stamping later inserts.
             conn.execute(
@@ -296,6 +409,17 @@ class Loader:
                 f"could not drop staging table {self.staging.display}: {exc}; "
                 "the next run removes it"
             )
+
+
+def default_workers(conn: Conn) -> int:
+    """COPY connections when the config names none: one up to PostgreSQL 15, two from 16.
+
+    Up to 15, a table grows a page at a time under its extension lock, so two COPYs into it
+    mostly wait on each other, and one that created its table in its own transaction also skips
+    the free-space map. From 16, tables grow in bulk and two connections load faster (fed
+    ready-encoded rows on PostgreSQL 18: 5.2 against 7.9 s for 20M rows).
+    """
+    return 1 if conn.info.server_version < 160000 else 2
 
 
 def failpoint(name: str) -> None:

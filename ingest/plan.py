@@ -35,7 +35,7 @@ class Plan:
     ratio: float
     batch_rows: int
     batch_bytes: int
-    workers: int
+    workers: int | None  # COPY connections; None: chosen from the server's version on connecting
     forced: bool
     reason: str
     chunk_bytes: int = MIN_BATCH_BYTES
@@ -65,7 +65,7 @@ def make_plan(
     budget_bytes: int,
     *,
     base_bytes: int,
-    workers: int = 2,
+    workers: int | None = None,
     forced: str = "auto",
 ) -> Plan:
     """Choose the strategy by the ratio of the eager estimate to the budget.
@@ -74,7 +74,7 @@ def make_plan(
         profile: what the file holds.
         budget_bytes: the memory the whole process may use.
         base_bytes: the RSS the process already has before reading data.
-        workers: parallel COPY connections.
+        workers: COPY connections, or None to choose them from the server's version.
         forced: `auto`, or a strategy the config or command line insists on.
 
     Returns:

@@ -47,9 +47,7 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
     source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     coded = dictionary_columns(source.metadata, source.schema_arrow)
     if coded:
-        source = pq.ParquetFile(
-            path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=coded
-        )
+        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=coded)
     threads = plan.strategy == "eager"
     # Decoding threads each keep their own buffers: only eager, with memory to spare, uses them.
     # eager may decode a row group of up to 4 batches at once; the others one batch's worth.

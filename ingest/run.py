@@ -15,7 +15,7 @@ from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
 from ingest.errors import ConfigError, IngestError, SourceFileError
-from ingest.load import Conn, Target, check_column_names, table_exists
+from ingest.load import Conn, Target, check_column_names, default_workers, table_exists
 from ingest.locks import table_lock
 from ingest.memory import (
     RssWatch,
@@ -188,6 +188,9 @@ def _run_file(
         )
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
+            if plan.workers is None:
+                plan = replace(plan, workers=default_workers(control))
+                job = replace(job, plan=plan)
             ledger.ensure_ledger(control, job.meta)
             killed = ledger.mark_stale_runs(control, job.meta)
             if killed:
@@ -214,7 +217,7 @@ def _run_file(
         estimate_mb=mb(plan.estimate_bytes),
         budget_mb=mb(plan.budget_bytes),
         batch_rows=plan.batch_rows,
-        workers=plan.workers,
+        workers=plan.workers or 0,  # 0: the run stopped before it connected
         validation={
             "rows_checked": counts.depth,
             "sample_size": source.validation_data.sample_size,

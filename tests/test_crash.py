@@ -21,12 +21,16 @@ Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def write_config(tmp_path: Path, data: Path, schema: str, url: str, name: str = "c") -> Path:
+def write_config(
+    tmp_path: Path, data: Path, schema: str, url: str, name: str = "c", workers: int = 0
+) -> Path:
     path = tmp_path / f"{name}.yml"
     path.write_text(
         f"path: {{input_path: '{data}'}}\n"
         f"database: {{table_name: emp, if_table_exists: replace, schema: {schema},"
-        f" metadata_schema: {schema}, url: '{url}'}}\n"
+        f" metadata_schema: {schema}, url: '{url}'"
+        + (f", workers: {workers}" if workers else "")
+        + "}\n"
     )
     return path
 
@@ -127,3 +131,31 @@ def test_concurrent_replaces_serialise(
         )
     ).fetchall()
     assert spans[1][0] >= spans[0][1]  # the second run started only after the first finished
+
+
+@pytest.mark.parametrize(("workers", "visible"), [(1, 0), (2, 1)])
+def test_one_connection_stages_inside_its_own_transaction(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int, visible: int
+) -> None:
+    """Mid-COPY, one connection's staging table is invisible to others; two connections' is not.
+
+    One connection creates its table in the COPY's own transaction (so a crash leaves nothing);
+    several COPY into a table created beforehand. Either way a kill leaves no staging table.
+    """
+    data = tmp_path / "new.parquet"
+    employees(200_000, seed=5).write_parquet(data)
+    config = write_config(tmp_path, data, pg_schema, database_url, workers=workers)
+
+    proc = start(config, "copying")
+    wait_for(proc, "failpoint copying reached")
+    staged = pg_conn.execute(
+        "select count(*) from pg_tables where schemaname = %s and strpos(tablename, '__stg_') > 0",
+        (pg_schema,),
+    ).fetchone()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert staged == (visible,)
+    report = run_source(load_config(config), progress=False)
+    assert (report.status, report.workers) == ("success", workers)
+    assert table_state(pg_conn, pg_schema) == (200_000, 1)

@@ -38,8 +38,10 @@ def config_file(
     table: str = "employees",
     if_exists: str = "replace",
     extra: str = "",
+    workers: int = 0,
 ) -> Path:
     path = tmp_path / f"{table}-{if_exists}.yml"
+    connections = f"\n  workers: {workers}" if workers else ""
     path.write_text(f"""
 path: {{input_path: '{data}'}}
 schema_config:
@@ -50,7 +52,7 @@ database:
   if_table_exists: {if_exists}
   schema: {schema}
   metadata_schema: {schema}
-  url: '{url}'
+  url: '{url}'{connections}
 """)
     return path
 
@@ -163,6 +165,39 @@ def test_replace_swaps_and_keeps_dependent_views(
     assert total == 3_000
     tables = staging_tables(pg_conn, pg_schema)
     assert tables == 0  # no staging table left behind
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_one_or_several_connections_load_the_same_rows(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+) -> None:
+    """Replace then append give the same table whether one connection loads or several."""
+    frame = employees(30_000)
+    data = tmp_path / "e.parquet"
+    frame.write_parquet(data)
+    for if_exists in ("replace", "append"):
+        cfg = config_file(
+            tmp_path, data, pg_schema, database_url, if_exists=if_exists, workers=workers
+        )
+        report = run_source(load_config(cfg), progress=False, force=True)
+        assert (report.status, report.rows_loaded, report.workers) == ("success", 30_000, workers)
+    count, ids, runs = fetch(
+        pg_conn, 'select count(*), sum("Employee_ID"), count(distinct _run_id) from {t}', pg_schema
+    )
+    assert (count, ids, runs) == (60_000, 2 * frame["Employee_ID"].sum(), 2)
+    assert staging_tables(pg_conn, pg_schema) == 0
+
+
+def test_connections_follow_the_server_version(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """With no `workers` set, a load uses one connection up to PostgreSQL 15 and two from 16."""
+    data = tmp_path / "e.parquet"
+    employees(1_000).write_parquet(data)
+    report = run_source(
+        load_config(config_file(tmp_path, data, pg_schema, database_url)), progress=False
+    )
+    assert report.workers == (1 if pg_conn.info.server_version < 160000 else 2)
 
 
 def test_fail_refuses_and_append_adds(
