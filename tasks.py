@@ -148,7 +148,7 @@ def plan_(
         "strategy": p.strategy,
         "batch_rows": p.batch_rows,
         "batch_bytes": p.batch_bytes,
-        "workers": p.workers or "auto (1 up to PostgreSQL 15, 2 from 16)",
+        "workers": p.workers or "auto (1; 2 on PostgreSQL 16+ with wal_level above minimal)",
         "reason": p.reason,
     }
     if json:
