@@ -19,11 +19,12 @@ from rich.console import Console
 from ingest import cast, quarantine, read, validate
 from ingest.config import PipelineConfig, SourceConfig
 from ingest.errors import BadRowsOverLimit
-from ingest.load import MIN_PIECE_BYTES, Conn, Loader, Target
+from ingest.load import MIN_PIECE_BYTES, Loader
 from ingest.memory import RssWatch
 from ingest.plan import Plan
 from ingest.profile import FileProfile
 from ingest.progress import LoadProgress
+from ingest.target import Conn, Target
 from ingest.unique import SeenValues
 
 Log = Callable[[str], None]

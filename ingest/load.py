@@ -7,7 +7,6 @@ keep it fed, and commits the swap in the same transaction (see `Loader`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import sys
@@ -16,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import polars as pl
 import psycopg
@@ -24,8 +22,9 @@ from psycopg import sql
 
 from ingest import encode
 from ingest.db import connect
-from ingest.errors import BadColumnName, IngestError, TargetExists
+from ingest.errors import IngestError, TargetExists
 from ingest.swap import replace_table
+from ingest.target import Conn, Target, leftovers, staging_prefix, table_exists
 
 _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.
@@ -34,33 +33,9 @@ MIN_PIECE_BYTES = 1 << 20
 # Threads encoding for a single connection, and encoded pieces waiting for it.
 ENCODERS = 2
 ENCODED_AHEAD = 2 * ENCODERS
-Conn = psycopg.Connection[tuple[object, ...]]
 FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The table a source lands in."""
-
-    schema: str
-    table: str
-    if_exists: str
-
-    @property
-    def display(self) -> str:
-        """The schema-qualified name, quoted as PostgreSQL would need it."""
-        return f"{_quote(self.schema)}.{_quote(self.table)}"
-
-    def ident(self) -> sql.Composed:
-        """The qualified name as a driver-quoted identifier."""
-        return sql.SQL(".").join([sql.Identifier(self.schema), sql.Identifier(self.table)])
-
-
-def _quote(name: str) -> str:
-    plain = name.isidentifier() and name == name.lower() and name.isascii()
-    return name if plain else '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -153,7 +128,7 @@ class Loader:
         conn.execute(
             sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
         )
-        for leftover in _leftovers(conn, self.target):
+        for leftover in leftovers(conn, self.target):
             self.log(f"dropping {leftover.display}, left by a run that did not finish")
             conn.execute(sql.SQL("drop table if exists {}").format(leftover.ident()))
         # The lineage columns are added after the COPY, in the commit's transaction: a column
@@ -410,22 +385,6 @@ class Loader:
             )
 
 
-def default_workers(conn: Conn) -> int:
-    """COPY connections when the config names none: one, unless PostgreSQL 16+ writes WAL.
-
-    One connection creates its staging table in its own transaction, which lets PostgreSQL skip
-    the free-space map and, with `wal_level=minimal`, the WAL. Up to 15 a table also grows a page
-    at a time under its extension lock, so two COPYs into it mostly wait on each other. From 16,
-    tables grow in bulk, and where WAL is written anyway two connections share the work.
-    Measured on 244M rows, 2 cores: PostgreSQL 15 127 s with one against 140 s with two; the
-    embedded PostgreSQL 18 with `wal_level=minimal` 92 s against 102 s.
-    """
-    if conn.info.server_version < 160000:
-        return 1
-    row = conn.execute("show wal_level").fetchone()
-    return 1 if row is not None and row[0] == "minimal" else 2
-
-
 def failpoint(name: str) -> None:
     """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment."""
     if os.environ.get(FAILPOINT_ENV) == name:
@@ -433,49 +392,5 @@ def failpoint(name: str) -> None:
         time.sleep(600)
 
 
-def staging_prefix(table: str) -> str:
-    """The name prefix of a target's staging tables: unique per table, and under 63 bytes."""
-    digest = hashlib.sha1(table.encode()).hexdigest()[:6]
-    return f"{table.encode()[:36].decode(errors='ignore')}_{digest}__stg_"
-
-
-def _leftovers(conn: Conn, target: Target) -> list[Target]:
-    prefix = staging_prefix(target.table)
-    rows = conn.execute(
-        "select tablename from pg_catalog.pg_tables where schemaname = %s"
-        " and starts_with(tablename, %s)",
-        (target.schema, prefix),
-    ).fetchall()
-    return [Target(target.schema, str(r[0]), "replace") for r in rows]
-
-
 class _Cancelled(Exception):
     """A worker stopped because another one failed."""
-
-
-def table_exists(conn: Conn, target: Target) -> bool:
-    """Whether the target table exists."""
-    row = conn.execute(
-        "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = %s",
-        (target.schema, target.table),
-    ).fetchone()
-    return row is not None
-
-
-def check_column_names(path: Path, names: list[str]) -> None:
-    """Refuse names PostgreSQL would truncate or reject, and names used twice.
-
-    Raises:
-        BadColumnName: naming the file and the column.
-    """
-    seen: set[str] = set()
-    for name in names:
-        if not name.strip():
-            raise BadColumnName(path, name, "is empty")
-        if "\x00" in name:
-            raise BadColumnName(path, name, "contains a NUL character")
-        if len(name.encode()) > 63:
-            raise BadColumnName(path, name, "is longer than PostgreSQL's 63-byte limit")
-        if name in seen:
-            raise BadColumnName(path, name, "appears twice (or clashes with a lineage column)")
-        seen.add(name)

@@ -15,7 +15,6 @@ from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
 from ingest.errors import ConfigError, IngestError, SourceFileError
-from ingest.load import Conn, Target, check_column_names, default_workers, table_exists
 from ingest.locks import table_lock
 from ingest.memory import (
     RssWatch,
@@ -28,6 +27,7 @@ from ingest.memory import (
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.report import RunReport, mb
+from ingest.target import Conn, Target, check_column_names, default_workers, table_exists
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from psycopg import sql
 from ingest.errors import IngestError
 
 if TYPE_CHECKING:
-    from ingest.load import Target
+    from ingest.target import Target
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
