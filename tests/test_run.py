@@ -188,6 +188,28 @@ def test_one_or_several_connections_load_the_same_rows(
     assert staging_tables(pg_conn, pg_schema) == 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+) -> None:
+    """A NUL byte, which PostgreSQL text refuses, fails the COPY naming the column; no change."""
+    data = tmp_path / "e.parquet"
+    employees(1_000).write_parquet(data)
+    cfg = config_file(tmp_path, data, pg_schema, database_url, workers=workers)
+    run_source(load_config(cfg), progress=False)
+    frame = employees(60_000, seed=4)
+    names = frame["First_Name"].to_list()
+    names[45_000] = "Ann\x00Lee"
+    frame.with_columns(pl.Series("First_Name", names)).write_parquet(data)
+
+    with pytest.raises(IngestError, match="0x00") as info:
+        run_source(load_config(cfg), progress=False)
+
+    assert "column First_Name" in str(info.value)
+    assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (1_000,)
+    assert staging_tables(pg_conn, pg_schema) == 0
+
+
 def test_connections_follow_the_server_version(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
