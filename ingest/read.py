@@ -84,7 +84,11 @@ def dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:
         if "." in name or len(schema.get_all_field_indices(name)) != 1:
             continue  # nested, or a name the reader could not tell apart
         kind = schema.field(name).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if not (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)
+        ):
             continue
         chunks = [meta.row_group(g).column(leaf) for g in range(meta.num_row_groups)]
         if chunks and all(_codes_only(chunk) for chunk in chunks):

@@ -20,7 +20,7 @@ ROWS = 5_000
 
 
 def _table(rows: int = ROWS) -> pa.Table:
-    """Text columns of every kind: coded with nulls, all null, long values, nested, distinct."""
+    """Text columns of every kind: coded with nulls, all null, views, long values, nested, distinct."""
     words = ["north", None, "a value longer than twelve bytes", "", "sud-ouest \u00e9t\u00e9"]
     return pa.table(
         {
@@ -28,6 +28,8 @@ def _table(rows: int = ROWS) -> pa.Table:
             "region": pa.array([words[i % len(words)] for i in range(rows)]),
             "empty": pa.array([None] * rows, pa.string()),
             "wide": pa.array([f"w{i % 7}" for i in range(rows)], pa.large_string()),
+            # Writers such as tpchgen-cli store string_view in the file's Arrow schema.
+            "view": pa.array([f"v{i % 3}" for i in range(rows)], pa.string_view()),
             "unique": pa.array([f"row {i} of many" for i in range(rows)]),
             "point": pa.array([{"x": i, "tag": "p"} for i in range(rows)]),
         }
@@ -52,7 +54,7 @@ def test_dictionary_coded_text_columns_are_chosen(tmp_path: Path) -> None:
 
     chosen = read.dictionary_columns(source.metadata, source.schema_arrow)
 
-    assert chosen == ["region", "empty", "wide"]
+    assert chosen == ["region", "empty", "wide", "view"]
 
 
 def test_plain_encoded_text_is_not_read_as_codes(tmp_path: Path) -> None:
