@@ -18,12 +18,13 @@ from rich.console import Console
 
 from ingest import cast, quarantine, read, validate
 from ingest.config import PipelineConfig, SourceConfig
-from ingest.errors import BadRowsOverLimit
+from ingest.errors import BadRowsOverLimit, ValueRefused
 from ingest.load import MIN_PIECE_BYTES, Loader
 from ingest.memory import RssWatch
 from ingest.plan import Plan
 from ingest.profile import FileProfile
 from ingest.progress import LoadProgress
+from ingest.refusal import RowRefused
 from ingest.target import Conn, Target
 from ingest.unique import SeenValues
 
@@ -105,61 +106,75 @@ def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Co
         log=env.log,
     )
     chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)
-    with (
-        _frozen_heap(),
-        loader,
-        LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
-    ):
-        for number, chunk in enumerate(chunks):
-            out = validate.split_batch(
-                chunk.frame,
-                job.casts,
-                profile.schema,
-                validation,
-                seed=number,
-                seen=seen,
-                source=profile.path,
-            )
-            counts.read += chunk.frame.height
-            depth.update(out.checked_rows)
-            if out.bad_rows:
-                offset = chunk.first_line - chunk.first_row
-                quarantine.write_rejects(
-                    env.control,
-                    db.schema_,
-                    source.table_name,
-                    job.run_id,
-                    str(profile.path),
-                    profile.format,
-                    out.rejects,
-                    line_offset=offset,
+    try:
+        with (
+            _frozen_heap(),
+            loader,
+            LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
+        ):
+            for number, chunk in enumerate(chunks):
+                out = validate.split_batch(
+                    chunk.frame,
+                    job.casts,
+                    profile.schema,
+                    validation,
+                    seed=number,
+                    seen=seen,
+                    source=profile.path,
                 )
-                if len(examples) < 5:
-                    examples += quarantine.format_examples(
-                        out.rejects, profile.format, 5 - len(examples), line_offset=offset
+                counts.read += chunk.frame.height
+                depth.update(out.checked_rows)
+                if out.bad_rows:
+                    offset = chunk.first_line - chunk.first_row
+                    quarantine.write_rejects(
+                        env.control,
+                        db.schema_,
+                        source.table_name,
+                        job.run_id,
+                        str(profile.path),
+                        profile.format,
+                        out.rejects,
+                        line_offset=offset,
                     )
-                counts.rejected += out.bad_rows
-                # The count limit is exact now; the fraction uses the estimate until the end.
-                limit = validate.over_limit(
-                    counts.rejected, max(profile.rows, counts.read), validation
-                )
-                if limit:
-                    raise BadRowsOverLimit(
-                        profile.path, counts.rejected, limit, examples, q_display
+                    if len(examples) < 5:
+                        examples += quarantine.format_examples(
+                            out.rejects, profile.format, 5 - len(examples), line_offset=offset
+                        )
+                    counts.rejected += out.bad_rows
+                    # The count limit is exact now; the fraction uses the estimate until the end.
+                    limit = validate.over_limit(
+                        counts.rejected, max(profile.rows, counts.read), validation
                     )
-            loader.send(out.good)
-            shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
-            if env.watch.latest > PRESSURE * job.plan.budget_bytes:
-                _ease(job, env, counts, loader)
-        limit = validate.over_limit(counts.rejected, counts.read, validation)
-        if limit:
-            raise BadRowsOverLimit(profile.path, counts.rejected, limit, examples, q_display)
-        if counts.rejected:
-            note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
-            env.log(note)
-            counts.notes.append(note)
-        counts.loaded = loader.finish(on_commit=on_commit)
+                    if limit:
+                        raise BadRowsOverLimit(
+                            profile.path, counts.rejected, limit, examples, q_display
+                        )
+                loader.send(out.good, out.rows.to_numpy(), chunk.first_line - chunk.first_row)
+                shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
+                if env.watch.latest > PRESSURE * job.plan.budget_bytes:
+                    _ease(job, env, counts, loader)
+            limit = validate.over_limit(counts.rejected, counts.read, validation)
+            if limit:
+                raise BadRowsOverLimit(profile.path, counts.rejected, limit, examples, q_display)
+            if counts.rejected:
+                note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
+                env.log(note)
+                counts.notes.append(note)
+            counts.loaded = loader.finish(on_commit=on_commit)
+    except RowRefused as exc:
+        raise _located(exc, profile, job.target.display) from exc
     counts.depth = dict(depth)
+
+
+def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
+    """The server's refusal, named the way the user finds the row (as quarantine does)."""
+    if exc.row is None:
+        where = f"COPY line {exc.line:,} (its row in the file was not kept)"
+    elif profile.format == "csv":
+        where = f"line {exc.row + exc.line_offset:,}"
+    else:
+        where = f"row {exc.row:,}"
+    return ValueRefused(profile.path, where, exc.column, exc.reason, table)
 
 
 @contextmanager

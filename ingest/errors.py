@@ -168,3 +168,20 @@ class TableBusy(IngestError):
             f"another run is loading {table}; gave up after waiting {waited:.0f} s. "
             "Try again when it finishes (see `invoke runs`)."
         )
+
+
+class ValueRefused(IngestError):
+    """PostgreSQL refused a value in the middle of the COPY (e.g. a NUL byte in text)."""
+
+    def __init__(
+        self, path: Path | str, where: str, column: str | None, reason: str, table: str
+    ) -> None:
+        self.path = Path(path)
+        self.where = where
+        self.column = column
+        self.reason = reason
+        spot = f"{where}, column {column!r}" if column else where
+        super().__init__(
+            f"{self.path}: {spot}: PostgreSQL refused the value ({reason}); {table} was not "
+            "changed\n  fix: correct or remove that value in the file, then load it again"
+        )

@@ -12,10 +12,11 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 import polars as pl
 import psycopg
 from psycopg import sql
@@ -23,6 +24,7 @@ from psycopg import sql
 from ingest import encode
 from ingest.db import connect
 from ingest.errors import IngestError, TargetExists
+from ingest.refusal import StreamLog, refusal
 from ingest.swap import replace_table
 from ingest.target import Conn, Target, leftovers, staging_prefix, table_exists
 
@@ -42,6 +44,21 @@ RUN_ID = "_run_id"
 class _Progress:
     rows: int = 0
     bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Batch:
+    frame: pl.DataFrame
+    rows: np.ndarray | None  # each row's index in the file, to name a row the server refuses
+    line_offset: int
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    data: memoryview
+    rows: np.ndarray | None
+    count: int
+    line_offset: int
 
 
 class Loader:
@@ -147,9 +164,18 @@ class Loader:
             conn.execute(self._create)
         failpoint("staged")
 
-    def send(self, batch: pl.DataFrame) -> None:
-        """Queue a batch for the COPY workers; blocks while they are busy (bounding memory)."""
-        self._put(batch)
+    def send(
+        self, batch: pl.DataFrame, rows: np.ndarray | None = None, line_offset: int = 0
+    ) -> None:
+        """Queue a batch for the COPY workers; blocks while they are busy (bounding memory).
+
+        Args:
+            batch: rows in the target's columns.
+            rows: each row's 0-based index in the file, so that a value the server refuses
+                can be named by its row (a CSV line is the index plus `line_offset`).
+            line_offset: as for `rows`.
+        """
+        self._put(_Batch(batch, rows, line_offset))
 
     def _put(self, item: object) -> None:
         while True:
@@ -168,15 +194,16 @@ class Loader:
     def _work(self) -> None:
         """One of several connections: encode batches and COPY them, then commit."""
         copy_sql = self._copy_sql()
+        log = StreamLog()
         try:
             with connect(self.url) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
                     copy.write(encode.HEADER)
                     while (item := self._next()) is not _DONE:
-                        assert isinstance(item, pl.DataFrame)
-                        # Encode in pieces: the encoder's scratch memory scales with its input.
-                        for piece in item.iter_slices(self._piece_rows(item)):
+                        assert isinstance(item, _Batch)
+                        for piece, rows in self._pieces(item):
                             data = encode.encode(piece)
+                            log.add(rows, piece.height, item.line_offset)
                             copy.write(data)
                             failpoint("copying")
                             with self._lock:
@@ -189,19 +216,23 @@ class Loader:
         except _Cancelled:
             pass
         except BaseException as exc:  # handed to the main thread, which raises it
-            self._fail(exc)
+            self._fail(refusal(exc, log) or exc)
+
+    def _pieces(self, item: _Batch) -> Iterator[tuple[pl.DataFrame, np.ndarray | None]]:
+        """A batch in pieces: the encoder's scratch memory scales with its input."""
+        step = self._piece_rows(item.frame)
+        for start in range(0, item.frame.height, step):
+            rows = None if item.rows is None else item.rows[start : start + step]
+            yield item.frame.slice(start, step), rows
 
     def _encode(self) -> None:
         """One-transaction mode: encode batches for the single connection, in pieces."""
         try:
             while (item := self._next()) is not _DONE:
-                assert isinstance(item, pl.DataFrame)
-                for piece in item.iter_slices(self._piece_rows(item)):
+                assert isinstance(item, _Batch)
+                for piece, rows in self._pieces(item):
                     data = encode.encode(piece)
-                    self._hand_over(data)
-                    with self._lock:
-                        self.progress.rows += piece.height
-                        self.progress.bytes += len(data)
+                    self._hand_over(_Encoded(data, rows, piece.height, item.line_offset))
             self._hand_over(_DONE)
         except _Cancelled:
             pass
@@ -224,6 +255,7 @@ class Loader:
         The transaction stays open for `finish`, which swaps and commits in it.
         """
         assert self._create is not None
+        log = StreamLog()
         try:
             conn = self._held = connect(self.url)
             conn.execute(self._create)
@@ -240,15 +272,19 @@ class Loader:
                     if data is _DONE:
                         finished += 1
                         continue
-                    assert isinstance(data, memoryview)
-                    copy.write(data)
+                    assert isinstance(data, _Encoded)
+                    log.add(data.rows, data.count, data.line_offset)
+                    copy.write(data.data)
                     failpoint("copying")
+                    with self._lock:  # counted as sent, not as encoded
+                        self.progress.rows += data.count
+                        self.progress.bytes += len(data.data)
                 copy.write(encode.TRAILER)
         except _Cancelled:
             self._release()
         except BaseException as exc:
             self._release()
-            self._fail(exc)
+            self._fail(refusal(exc, log) or exc)
 
     def _release(self) -> None:
         """Close the held transaction, if any: an uncommitted staging table goes with it."""

@@ -49,6 +49,7 @@ class BatchOutcome:
     """A batch split into the rows to load and the reasons the others were rejected."""
 
     good: pl.DataFrame
+    rows: pl.Series  # each good row's 0-based index in the file
     rejects: pl.DataFrame
     checked_rows: dict[str, int] = field(default_factory=dict)
 
@@ -429,10 +430,10 @@ def split_batch(
 
     rejects = _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
     if rejects.height:
-        good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode())).drop(ROW)
+        good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode()))
     else:  # the usual case: no copy of the batch
-        good = cast.drop(ROW)
-    return BatchOutcome(good=good, rejects=rejects, checked_rows=checked)
+        good = cast
+    return BatchOutcome(good.drop(ROW), good[ROW], rejects, checked)
 
 
 def over_limit(bad_rows: int, total_rows: int, validation: ValidationConfig) -> str | None:

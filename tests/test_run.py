@@ -23,6 +23,7 @@ from ingest.errors import (
     IngestError,
     SchemaDrift,
     TargetExists,
+    ValueRefused,
 )
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -202,12 +203,33 @@ def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
     names[45_000] = "Ann\x00Lee"
     frame.with_columns(pl.Series("First_Name", names)).write_parquet(data)
 
-    with pytest.raises(IngestError, match="0x00") as info:
+    with pytest.raises(ValueRefused, match="0x00") as info:
         run_source(load_config(cfg), progress=False)
 
-    assert "column First_Name" in str(info.value)
+    assert "e.parquet: row 45,000, column 'First_Name'" in str(info.value)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (1_000,)
     assert staging_tables(pg_conn, pg_schema) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_refused_value_is_named_by_its_csv_line_past_quarantined_rows(
+    tmp_path: Path, database_url: str, pg_schema: str, workers: int
+) -> None:
+    """Rows quarantined earlier leave gaps in the COPY stream; the error still names the line."""
+    frame = employees(60_000, seed=5).with_columns(pl.col("Age").cast(pl.String))
+    ages, names = frame["Age"].to_list(), frame["First_Name"].to_list()
+    ages[100] = ages[30_000] = "forty"  # not an int64: quarantined before the COPY
+    names[45_000] = "Ann\x00Lee"
+    data = tmp_path / "e.csv"
+    frame.with_columns(pl.Series("Age", ages), pl.Series("First_Name", names)).write_csv(data)
+    extra = "validation_data: {max_bad_rows: 10}"
+    cfg = config_file(tmp_path, data, pg_schema, database_url, extra=extra, workers=workers)
+
+    with pytest.raises(ValueRefused) as info:
+        run_source(load_config(cfg), progress=False, strategy="streaming", memory_limit=300 << 20)
+
+    # The header is line 1, so the row at index 45,000 is line 45,002.
+    assert "e.csv: line 45,002, column 'First_Name'" in str(info.value)
 
 
 def test_connections_follow_the_server_version(
