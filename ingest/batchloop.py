@@ -83,10 +83,17 @@ class Session:
     force: bool
 
 
-def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Conn], None]) -> None:
+def load_batches(
+    job: Job,
+    env: Session,
+    counts: Counts,
+    on_commit: Callable[[Conn], None],
+    before: Callable[[Conn], None] | None = None,
+) -> None:
     """Read, cast and check batches, quarantine bad rows, stream good ones, then commit.
 
-    `on_commit` runs inside the commit's transaction (ledger and schema history).
+    `before` runs in the commit's transaction before the rows reach the target (schema
+    evolution), `on_commit` last in it (ledger and schema history).
     """
     profile, source, db = job.profile, job.source, job.config.database
     validation = source.validation_data
@@ -160,7 +167,7 @@ def load_batches(job: Job, env: Session, counts: Counts, on_commit: Callable[[Co
                 note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
                 env.log(note)
                 counts.notes.append(note)
-            counts.loaded = loader.finish(on_commit=on_commit)
+            counts.loaded = loader.finish(before=before, on_commit=on_commit)
     except RowRefused as exc:
         raise _located(exc, profile, job.target.display) from exc
     counts.depth = dict(depth)

@@ -12,7 +12,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -350,13 +350,14 @@ class Loader:
 
     def finish(
         self,
-        before: Sequence[sql.Composed] = (),
+        before: Callable[[Conn], None] | None = None,
         on_commit: Callable[[Conn], None] | None = None,
     ) -> int:
         """Wait for the workers, then make the staged rows the target's in one transaction.
 
         Args:
-            before: statements run first in that transaction (e.g. ALTER TABLE to evolve).
+            before: called in that transaction before the rows reach the target (e.g. to
+                evolve its columns, so that an appended file may bring a new one).
             on_commit: called inside the transaction last, to record what committed with it.
 
         Returns:
@@ -391,8 +392,8 @@ class Loader:
                     "alter table {} alter column {} drop default, alter column {} drop default"
                 ).format(self.staging.ident(), sql.Identifier(loaded_at), sql.Identifier(run_id))
             )
-            for statement in before:
-                conn.execute(statement)
+            if before is not None:
+                before(conn)
             if self.target.if_exists == "append" and table_exists(conn, self.target):
                 names = [*self.columns, loaded_at, run_id]
                 cols = sql.SQL(", ").join(map(sql.Identifier, names))

@@ -294,15 +294,13 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         )
         counts.notes.extend(found.changes())
 
+        def evolve(conn: Conn) -> None:
+            # Before the staged rows are inserted: they may fill a column this adds.
+            schema_history.evolve(conn, job.source.name, job.target.display, statements)
+
         def on_commit(conn: Conn) -> None:
-            schema_history.evolve_and_record(
-                conn,
-                job.meta,
-                job.source.name,
-                job.target.display,
-                columns,
-                job.run_id,
-                statements if appending else (),
+            schema_history.record_schema(
+                conn, job.meta, job.source.name, job.target.display, columns, job.run_id
             )
             ledger.record_file(
                 conn,
@@ -316,7 +314,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 replace=not appending,
             )
 
-        load_batches(job, env, counts, on_commit)
+        load_batches(job, env, counts, on_commit, evolve if appending else None)
     except KeyboardInterrupt:
         finish("killed", "interrupted")
         raise

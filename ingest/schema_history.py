@@ -155,16 +155,8 @@ def check(
     return diff([replace(c, nullable=declared.get(c.name, c.nullable)) for c in live], columns)
 
 
-def evolve_and_record(
-    conn: Conn,
-    metadata_schema: str,
-    source: str,
-    table: str,
-    columns: Sequence[ColumnSpec],
-    run_id: str,
-    statements: Sequence[sql.Composed] = (),
-) -> int:
-    """Run `decide`'s DDL, then record the schema, in the caller's open transaction.
+def evolve(conn: Conn, source: str, table: str, statements: Sequence[sql.Composed]) -> None:
+    """Run `decide`'s DDL in the caller's open transaction.
 
     Raises:
         IngestError: a widening hit a view that reads the column (PostgreSQL refuses the ALTER).
@@ -179,4 +171,21 @@ def evolve_and_record(
                 "\n  fix: drop the views that read it (dbt recreates its "
                 "own on the next build) and run again"
             ) from None
+
+
+def evolve_and_record(
+    conn: Conn,
+    metadata_schema: str,
+    source: str,
+    table: str,
+    columns: Sequence[ColumnSpec],
+    run_id: str,
+    statements: Sequence[sql.Composed] = (),
+) -> int:
+    """Run `decide`'s DDL, then record the schema, in the caller's open transaction.
+
+    Raises:
+        IngestError: as for `evolve`.
+    """
+    evolve(conn, source, table, statements)
     return record_schema(conn, metadata_schema, source, table, columns, run_id)

@@ -190,6 +190,40 @@ def test_one_or_several_connections_load_the_same_rows(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+def test_append_evolves_the_table_before_its_rows_go_in(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+) -> None:
+    """A file that adds a column and widens another appends under on_drift: evolve."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pl.DataFrame(
+        {"id": [1, 2], "name": ["a", "b"]}, schema_overrides={"id": pl.Int32}
+    ).write_parquet(first)
+    pl.DataFrame({"id": [3, 2**40], "name": ["c", "d"], "score": [1.5, 2.5]}).write_parquet(second)
+    cfg = tmp_path / "evolve.yml"
+    for data, mode in ((first, "replace"), (second, "append")):
+        cfg.write_text(f"""
+path: {{input_path: '{data}'}}
+on_drift: evolve
+database:
+  table_name: people
+  if_table_exists: {mode}
+  schema: {pg_schema}
+  metadata_schema: {pg_schema}
+  url: '{database_url}'
+  workers: {workers}
+""")
+        run_source(load_config(cfg), progress=False)
+
+    rows = pg_conn.execute(
+        sql.SQL("select id, name, score from {} order by id").format(
+            sql.Identifier(pg_schema, "people")
+        )
+    ).fetchall()
+    assert rows == [(1, "a", None), (2, "b", None), (3, "c", 1.5), (2**40, "d", 2.5)]
+    assert staging_tables(pg_conn, pg_schema) == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
 ) -> None:
