@@ -110,6 +110,7 @@ def load_batches(
         job.run_id,
         workers=job.plan.workers or 2,  # resolved from the server on connecting
         lineage=job.lineage,
+        into_target=before is None,
         log=env.log,
     )
     chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)

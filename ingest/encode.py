@@ -133,15 +133,34 @@ class _Fixed:
     """A fixed-width part of every row: a constant, per-row values, or a writer that fills them."""
 
     dtype: str
-    value: int | _Ints | Callable[[_Ints], object]
+    value: int | bytes | _Ints | Callable[[_Ints], object]
 
 
-def encode(df: pl.DataFrame) -> memoryview:
+@dataclass(frozen=True)
+class Stamp:
+    """Fields with the same value in every row, encoded once (see `stamp`)."""
+
+    fields: int
+    data: bytes
+
+
+def stamp(values: pl.DataFrame) -> Stamp:
+    """The one row of `values` as fields that can lead every row `encode` writes.
+
+    The COPY's column list names these columns first, then the batch's.
+    """
+    if values.height != 1:
+        raise ValueError(f"a stamp is one row, got {values.height}")
+    return Stamp(values.width, bytes(encode(values))[2:])  # without its field count
+
+
+def encode(df: pl.DataFrame, lead: Stamp | None = None) -> memoryview:
     """Encode every row of `df`, in order, as binary COPY tuples (no header, no trailer).
 
     Args:
         df: one batch; any dtype `pg_type` accepts. Nulls are written as length -1;
             nanosecond times are floored to PostgreSQL's microseconds.
+        lead: constant fields written before each row's own, at no cost per row.
 
     Returns:
         The tuples as one bytes-like buffer, ready for psycopg's ``Copy.write``.
@@ -152,7 +171,9 @@ def encode(df: pl.DataFrame) -> memoryview:
     df = prepare(df).rechunk()
     if df.height == 0:
         return memoryview(b"")
-    parts: list[_Fixed | pa.Array] = [_Fixed(">i2", df.width)]
+    parts: list[_Fixed | pa.Array] = [_Fixed(">i2", df.width + (lead.fields if lead else 0))]
+    if lead is not None and lead.data:
+        parts.append(_Fixed(f"V{len(lead.data)}", lead.data))
     for series in df.get_columns():
         parts.extend(_column_parts(series))
     arrays = _segments(parts, df.height)
@@ -301,7 +322,7 @@ def _pack(run: list[_Fixed], n: int) -> pa.Buffer:
     width = layout.itemsize
     template = np.zeros(1, dtype=layout)
     for name, part in zip(names, run, strict=True):
-        if isinstance(part.value, int):
+        if isinstance(part.value, (int, bytes)):
             template[name] = part.value
     buffer = pa.allocate_buffer(n * width)
     block = np.frombuffer(buffer, dtype=layout)
@@ -309,7 +330,7 @@ def _pack(run: list[_Fixed], n: int) -> pa.Buffer:
     for name, part in zip(names, run, strict=True):
         if callable(part.value):
             part.value(block[name])  # ufuncs write straight into the strided big-endian field
-        elif not isinstance(part.value, int):
+        elif not isinstance(part.value, (int, bytes)):
             block[name] = part.value
     return buffer
 

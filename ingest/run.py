@@ -314,7 +314,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 replace=not appending,
             )
 
-        load_batches(job, env, counts, on_commit, evolve if appending else None)
+        load_batches(job, env, counts, on_commit, evolve if appending and statements else None)
     except KeyboardInterrupt:
         finish("killed", "interrupted")
         raise

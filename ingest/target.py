@@ -96,3 +96,33 @@ def default_workers(conn: Conn) -> int:
         return 1
     row = conn.execute("show wal_level").fetchone()
     return 1 if row is not None and row[0] == "minimal" else 2
+
+
+# pg_type's names as pg_catalog.format_type spells them; the others are spelled alike.
+_FORMATTED = {
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+    "time": "time without time zone",
+}
+
+
+def column_types(conn: Conn, target: Target) -> dict[str, str]:
+    """The target's columns and their types as `format_type` spells them (empty if no table)."""
+    rows = conn.execute(
+        "select a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)"
+        " from pg_catalog.pg_attribute a join pg_catalog.pg_class c on c.oid = a.attrelid"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and c.relkind = 'r'"
+        " and a.attnum > 0 and not a.attisdropped",
+        (target.schema, target.table),
+    ).fetchall()
+    return {str(name): str(kind) for name, kind in rows}
+
+
+def same_types(table: dict[str, str], wanted: dict[str, str]) -> bool:
+    """Whether `table` has every `wanted` column (name: pg_type name) with exactly that type.
+
+    Binary COPY sends each value in its type's own format, so it can fill a column only of the
+    very type it encoded; anything else needs the staging table and an INSERT's casts.
+    """
+    return all(table.get(name) == _FORMATTED.get(kind, kind) for name, kind in wanted.items())

@@ -22,12 +22,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_config(
-    tmp_path: Path, data: Path, schema: str, url: str, name: str = "c", workers: int = 0
+    tmp_path: Path,
+    data: Path,
+    schema: str,
+    url: str,
+    name: str = "c",
+    workers: int = 0,
+    if_exists: str = "replace",
 ) -> Path:
     path = tmp_path / f"{name}.yml"
     path.write_text(
         f"path: {{input_path: '{data}'}}\n"
-        f"database: {{table_name: emp, if_table_exists: replace, schema: {schema},"
+        f"database: {{table_name: emp, if_table_exists: {if_exists}, schema: {schema},"
         f" metadata_schema: {schema}, url: '{url}'"
         + (f", workers: {workers}" if workers else "")
         + "}\n"
@@ -159,3 +165,41 @@ def test_one_connection_stages_inside_its_own_transaction(
     report = run_source(load_config(config), progress=False)
     assert (report.status, report.workers) == ("success", workers)
     assert table_state(pg_conn, pg_schema) == (200_000, 1)
+
+
+@pytest.mark.parametrize(("workers", "direct"), [(1, True), (2, False)])
+def test_one_connection_appends_straight_into_the_target(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int, direct: bool
+) -> None:
+    """Mid-COPY, one connection's append writes into the target itself, unseen until it commits.
+
+    Several connections stage and INSERT at the end instead. A kill leaves the old rows as
+    they were either way, and the rerun appends once.
+    """
+    old = tmp_path / "old.parquet"
+    employees(1_000).write_parquet(old)
+    run_source(
+        load_config(write_config(tmp_path, old, pg_schema, database_url, "old")), progress=False
+    )
+    new = tmp_path / "new.parquet"
+    employees(200_000, seed=6).write_parquet(new)
+    config = write_config(tmp_path, new, pg_schema, database_url, "new", workers, "append")
+
+    proc = start(config, "copying")
+    wait_for(proc, "failpoint copying reached")
+    writers = pg_conn.execute(
+        "select count(*) from pg_locks l join pg_class c on c.oid = l.relation"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = 'emp' and l.mode = 'RowExclusiveLock'",
+        (pg_schema,),
+    ).fetchone()
+    mid_copy = table_state(pg_conn, pg_schema)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert writers == (1 if direct else 0,)
+    assert mid_copy == (1_000, 1)
+    assert table_state(pg_conn, pg_schema) == (1_000, 1)
+    report = run_source(load_config(config), progress=False)
+    assert (report.status, report.rows_loaded) == ("success", 200_000)
+    assert table_state(pg_conn, pg_schema) == (201_000, 2)

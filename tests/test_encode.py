@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.encode import HEADER, TRAILER, encode, pg_type, prepare
+from ingest.encode import HEADER, TRAILER, encode, pg_type, prepare, stamp
 
 UTC = dt.UTC
 Row = list[bytes | None]
@@ -642,3 +642,19 @@ print(" ".join(m for m in ("pandas", "polars", "pyarrow") if m in sys.modules))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "polars pyarrow"
+
+
+def test_a_stamp_leads_every_row_as_if_its_columns_came_first() -> None:
+    """Constant fields encoded once give the very bytes of constant columns placed first."""
+    df = pl.DataFrame({"n": [1, None, 3], "s": ["a", "a longer value", None]})
+    constants = pl.DataFrame(
+        [
+            pl.Series("at", [dt.datetime(2026, 11, 27, 6, 0, tzinfo=UTC)]),
+            pl.Series("id", [bytes(range(16))], pl.Binary),
+        ]
+    )
+    wide = pl.concat([pl.concat([constants] * df.height), df], how="horizontal")
+
+    assert bytes(encode(df, stamp(constants))) == bytes(encode(wide))
+    with pytest.raises(ValueError, match="one row"):
+        stamp(pl.concat([constants, constants]))

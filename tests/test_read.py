@@ -20,7 +20,7 @@ ROWS = 5_000
 
 
 def _table(rows: int = ROWS) -> pa.Table:
-    """Text columns of every kind: coded with nulls, all null, views, long values, nested, distinct."""
+    """Text of every kind: coded with nulls, all null, views, long values, nested, distinct."""
     words = ["north", None, "a value longer than twelve bytes", "", "sud-ouest \u00e9t\u00e9"]
     return pa.table(
         {

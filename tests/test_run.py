@@ -223,6 +223,34 @@ database:
     assert staging_tables(pg_conn, pg_schema) == 0
 
 
+def test_an_append_of_other_types_goes_through_staging(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Binary COPY fills only columns of its own types: int32 rows reach a bigint column by cast."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pl.DataFrame({"id": [1, 2**40]}).write_parquet(first)
+    pl.DataFrame({"id": [3, 4]}, schema_overrides={"id": pl.Int32}).write_parquet(second)
+    cfg = tmp_path / "narrow.yml"
+    for data, mode in ((first, "replace"), (second, "append")):
+        cfg.write_text(f"""
+path: {{input_path: '{data}'}}
+on_drift: warn
+database:
+  table_name: people
+  if_table_exists: {mode}
+  schema: {pg_schema}
+  metadata_schema: {pg_schema}
+  url: '{database_url}'
+  workers: 1
+""")
+        run_source(load_config(cfg), progress=False)
+
+    ids = pg_conn.execute(
+        sql.SQL("select id from {} order by id").format(sql.Identifier(pg_schema, "people"))
+    ).fetchall()
+    assert ids == [(1,), (3,), (4,), (2**40,)]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
