@@ -58,6 +58,26 @@ database:
     return path
 
 
+def replace_then_append(
+    tmp_path: Path, first: Path, second: Path, schema: str, url: str, on_drift: str, workers: int
+) -> None:
+    """Load `first` into a table `people`, then append `second` to it."""
+    cfg = tmp_path / "people.yml"
+    for data, mode in ((first, "replace"), (second, "append")):
+        cfg.write_text(f"""
+path: {{input_path: '{data}'}}
+on_drift: {on_drift}
+database:
+  table_name: people
+  if_table_exists: {mode}
+  schema: {schema}
+  metadata_schema: {schema}
+  url: '{url}'
+  workers: {workers}
+""")
+        run_source(load_config(cfg), progress=False)
+
+
 def fetch(conn: Conn, query: str, schema: str, table: str = "employees") -> tuple[object, ...]:
     stmt = sql.SQL(query).format(t=sql.Identifier(schema, table))
     row = conn.execute(stmt).fetchone()
@@ -199,20 +219,7 @@ def test_append_evolves_the_table_before_its_rows_go_in(
         {"id": [1, 2], "name": ["a", "b"]}, schema_overrides={"id": pl.Int32}
     ).write_parquet(first)
     pl.DataFrame({"id": [3, 2**40], "name": ["c", "d"], "score": [1.5, 2.5]}).write_parquet(second)
-    cfg = tmp_path / "evolve.yml"
-    for data, mode in ((first, "replace"), (second, "append")):
-        cfg.write_text(f"""
-path: {{input_path: '{data}'}}
-on_drift: evolve
-database:
-  table_name: people
-  if_table_exists: {mode}
-  schema: {pg_schema}
-  metadata_schema: {pg_schema}
-  url: '{database_url}'
-  workers: {workers}
-""")
-        run_source(load_config(cfg), progress=False)
+    replace_then_append(tmp_path, first, second, pg_schema, database_url, "evolve", workers)
 
     rows = pg_conn.execute(
         sql.SQL("select id, name, score from {} order by id").format(
@@ -230,20 +237,7 @@ def test_an_append_of_other_types_goes_through_staging(
     first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
     pl.DataFrame({"id": [1, 2**40]}).write_parquet(first)
     pl.DataFrame({"id": [3, 4]}, schema_overrides={"id": pl.Int32}).write_parquet(second)
-    cfg = tmp_path / "narrow.yml"
-    for data, mode in ((first, "replace"), (second, "append")):
-        cfg.write_text(f"""
-path: {{input_path: '{data}'}}
-on_drift: warn
-database:
-  table_name: people
-  if_table_exists: {mode}
-  schema: {pg_schema}
-  metadata_schema: {pg_schema}
-  url: '{database_url}'
-  workers: 1
-""")
-        run_source(load_config(cfg), progress=False)
+    replace_then_append(tmp_path, first, second, pg_schema, database_url, "warn", workers=1)
 
     ids = pg_conn.execute(
         sql.SQL("select id from {} order by id").format(sql.Identifier(pg_schema, "people"))
