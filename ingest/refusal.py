@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,7 @@ class StreamLog:
         self._starts: list[int] = []
         self._kept = 0
         self._limit = kept_rows
+        self._holding: deque[int] = deque()  # pieces that keep their rows, oldest first
 
     def add(self, rows: NDArray[np.int64] | None, count: int, line_offset: int) -> None:
         """Record the next `count` tuples of the stream: file rows `rows`, if known."""
@@ -65,21 +67,22 @@ class StreamLog:
             piece = _Piece(self.sent, first, kept, line_offset)
             if kept is not None:
                 self._kept += count
-                self._let_go()
+                self._holding.append(len(self._pieces))
         else:
             piece = _Piece(self.sent, -1, None, line_offset)
         self._pieces.append(piece)
+        self._let_go()
         self._starts.append(self.sent)
         self.sent += count
 
     def _let_go(self) -> None:
         """Forget the oldest gapped pieces' rows while more than the limit are kept."""
-        for i, piece in enumerate(self._pieces):
-            if self._kept <= self._limit:
-                return
-            if piece.rows is not None:
-                self._kept -= len(piece.rows)
-                self._pieces[i] = _Piece(piece.first, -1, None, piece.line_offset)
+        while self._kept > self._limit:
+            i = self._holding.popleft()
+            piece = self._pieces[i]
+            assert piece.rows is not None
+            self._kept -= len(piece.rows)
+            self._pieces[i] = _Piece(piece.first, -1, None, piece.line_offset)
 
     def locate(self, line: int) -> tuple[int | None, int]:
         """The file row (or None) and line offset of the stream's `line`-th tuple (1-based)."""
