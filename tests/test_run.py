@@ -245,11 +245,15 @@ def test_an_append_of_other_types_goes_through_staging(
     assert ids == [(1,), (3,), (4,), (2**40,)]
 
 
+@pytest.mark.parametrize("if_exists", ["replace", "append"])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
-    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int, if_exists: str
 ) -> None:
-    """A NUL byte, which PostgreSQL text refuses, fails the COPY naming the column; no change."""
+    """A NUL byte, which PostgreSQL text refuses, fails the COPY naming the column; no change.
+
+    One connection appends straight into the target: the refused COPY rolls its rows back.
+    """
     data = tmp_path / "e.parquet"
     employees(1_000).write_parquet(data)
     cfg = config_file(tmp_path, data, pg_schema, database_url, workers=workers)
@@ -258,6 +262,7 @@ def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
     names = frame["First_Name"].to_list()
     names[45_000] = "Ann\x00Lee"
     frame.with_columns(pl.Series("First_Name", names)).write_parquet(data)
+    cfg = config_file(tmp_path, data, pg_schema, database_url, if_exists=if_exists, workers=workers)
 
     with pytest.raises(ValueRefused, match="0x00") as info:
         run_source(load_config(cfg), progress=False)
