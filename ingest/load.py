@@ -32,9 +32,9 @@ from ingest.target import (
     Target,
     column_types,
     leftovers,
-    same_types,
     staging_prefix,
     table_exists,
+    type_mismatches,
 )
 
 _DONE = object()
@@ -194,7 +194,17 @@ class Loader:
         wanted = {n: encode.pg_type(t) for n, t in self.columns.items()}
         wanted |= {loaded_at: "timestamptz", run_id: "uuid"}
         types = column_types(conn, self.target)
-        self.direct = bool(types) and same_types(types, wanted)
+        if not types:
+            return  # no table yet: the staged rows become it
+        mismatches = type_mismatches(types, wanted)
+        if mismatches:
+            self.log(
+                f"appending to {self.target.display} through a staging table, since binary COPY"
+                f" cannot cast ({'; '.join(mismatches[:3])}); a schema_config.data_type giving"
+                " the table's types appends directly, writing each row once"
+            )
+            return
+        self.direct = True
         stamps = pl.DataFrame(
             [
                 pl.Series(loaded_at, [self.started_at], pl.Datetime("us", "UTC")),

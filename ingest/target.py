@@ -119,10 +119,15 @@ def column_types(conn: Conn, target: Target) -> dict[str, str]:
     return {str(name): str(kind) for name, kind in rows}
 
 
-def same_types(table: dict[str, str], wanted: dict[str, str]) -> bool:
-    """Whether `table` has every `wanted` column (name: pg_type name) with exactly that type.
+def type_mismatches(table: dict[str, str], wanted: dict[str, str]) -> list[str]:
+    """The `wanted` columns (name: pg_type name) that `table` lacks or has with another type.
 
     Binary COPY sends each value in its type's own format, so it can fill a column only of the
     very type it encoded; anything else needs the staging table and an INSERT's casts.
     """
-    return all(table.get(name) == _FORMATTED.get(kind, kind) for name, kind in wanted.items())
+    found = []
+    for name, kind in wanted.items():
+        have, want = table.get(name), _FORMATTED.get(kind, kind)
+        if have != want:
+            found.append(f"{name!r} is {have or 'missing'} in the table, {want} in this load")
+    return found

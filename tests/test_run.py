@@ -231,13 +231,21 @@ def test_append_evolves_the_table_before_its_rows_go_in(
 
 
 def test_an_append_of_other_types_goes_through_staging(
-    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Binary COPY fills only columns of its own types: int32 rows reach a bigint column by cast."""
     first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
     pl.DataFrame({"id": [1, 2**40]}).write_parquet(first)
     pl.DataFrame({"id": [3, 4]}, schema_overrides={"id": pl.Int32}).write_parquet(second)
     replace_then_append(tmp_path, first, second, pg_schema, database_url, "warn", workers=1)
+
+    said = " ".join(capsys.readouterr().err.split())
+    assert "through a staging table" in said
+    assert "'id' is bigint in the table, integer in this load" in said
 
     ids = pg_conn.execute(
         sql.SQL("select id from {} order by id").format(sql.Identifier(pg_schema, "people"))
