@@ -171,21 +171,3 @@ def evolve(conn: Conn, source: str, table: str, statements: Sequence[sql.Compose
                 "\n  fix: drop the views that read it (dbt recreates its "
                 "own on the next build) and run again"
             ) from None
-
-
-def evolve_and_record(
-    conn: Conn,
-    metadata_schema: str,
-    source: str,
-    table: str,
-    columns: Sequence[ColumnSpec],
-    run_id: str,
-    statements: Sequence[sql.Composed] = (),
-) -> int:
-    """Run `decide`'s DDL, then record the schema, in the caller's open transaction.
-
-    Raises:
-        IngestError: as for `evolve`.
-    """
-    evolve(conn, source, table, statements)
-    return record_schema(conn, metadata_schema, source, table, columns, run_id)

@@ -30,7 +30,7 @@ from ingest.errors import IngestError, SchemaDrift
 from ingest.schema_history import (
     check,
     ensure_metadata,
-    evolve_and_record,
+    evolve,
     latest_schema,
     record_schema,
     table_columns,
@@ -438,7 +438,8 @@ def test_evolve_applied_keeps_data(pg_conn: Conn, pg_schema: str) -> None:
     new = [BASE[0], BASE[1], C("Age", "bigint"), C("Score", "numeric(12,2)")]
     drift = check(pg_conn, pg_schema, "people", pg_schema, "people", new)
     statements = decide("evolve", "people", "people", drift, print, schema=pg_schema)
-    version = evolve_and_record(pg_conn, pg_schema, "people", "people", new, "run1", statements)
+    evolve(pg_conn, "people", "people", statements)
+    version = record_schema(pg_conn, pg_schema, "people", "people", new, "run1")
     assert version == 1
     assert table_columns(pg_conn, pg_schema, "people") == new
     pg_conn.execute(sql.SQL("insert into {} values (1001, 'big', %s, 1.5)").format(table), (2**40,))
@@ -481,7 +482,7 @@ def test_evolve_blocked_by_view(pg_conn: Conn, pg_schema: str) -> None:
     new = [BASE[0], BASE[1], C("Age", "bigint")]
     statements = evolve_statements(pg_schema, "people", diff(BASE, new))
     with pytest.raises(IngestError, match="v_people"):
-        evolve_and_record(pg_conn, pg_schema, "people", "people", new, "run1", statements)
+        evolve(pg_conn, "people", "people", statements)
     assert latest_schema(pg_conn, pg_schema, "people") is None
 
 
@@ -497,7 +498,8 @@ def test_hostile_names(pg_conn: Conn, pg_schema: str) -> None:
         C(HOSTILE[1], "text"),
     ]
     statements = decide("evolve", source, table, diff(old, new), print, schema=pg_schema)
-    assert evolve_and_record(pg_conn, pg_schema, source, table, new, "run'1", statements) == 1
+    evolve(pg_conn, source, table, statements)
+    assert record_schema(pg_conn, pg_schema, source, table, new, "run'1") == 1
     assert table_columns(pg_conn, pg_schema, table) == new
     assert latest_schema(pg_conn, pg_schema, source) == (1, new)
     names = pg_conn.execute(
