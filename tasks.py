@@ -148,7 +148,7 @@ def plan_(
         "strategy": p.strategy,
         "batch_rows": p.batch_rows,
         "batch_bytes": p.batch_bytes,
-        "workers": p.workers or "auto (1; 2 on PostgreSQL 16+ with wal_level above minimal)",
+        "workers": p.workers or "auto: 2, or 1 to append to a table or with wal_level=minimal",
         "reason": p.reason,
     }
     if json:

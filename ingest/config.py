@@ -125,7 +125,10 @@ class DatabaseConfig(_Model):
         None,
         ge=1,
         le=16,
-        description="COPY connections; default 1, or 2 on PostgreSQL 16+ writing WAL (see README).",
+        description=(
+            "COPY connections; default 2, or 1 for an append into an existing table or with"
+            " wal_level=minimal (see README)."
+        ),
     )
     metadata_schema: str = Field(
         "_pipeline", min_length=1, max_length=63, description="Schema of the run ledger."

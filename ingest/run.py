@@ -189,7 +189,7 @@ def _run_file(
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
             if plan.workers is None:
-                plan = replace(plan, workers=default_workers(control))
+                plan = replace(plan, workers=default_workers(control, job.target))
                 job = replace(job, plan=plan)
             ledger.ensure_ledger(control, job.meta)
             killed = ledger.mark_stale_runs(control, job.meta)
