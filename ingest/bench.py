@@ -14,15 +14,16 @@ Reproducing the original design's 244M-row run (5 columns: id, name, age, salary
 Disk cost, measured at 2,000,000 rows and scaled by 122 (so ~45-50 GB free for the full run):
 - the Parquet file: 12.6 bytes a row, ~3.1 GB; the CSV: 43.9 bytes a row, ~10.7 GB; both cached
   under `.pipeline/bench/data/synthetic-244000000/` and reused by later runs;
-- one loaded table: 74 bytes a row, ~18 GB, as `psql \\copy` or DuckDB load it; ~30 GB (123 bytes
-  a row) as this project's ingest loads it, which adds `_loaded_at` and `_run_id` to every row;
-- WAL: ~0 for `\\copy` and DuckDB under `wal_level=minimal` (the embedded server: the table is
-  created in the loading transaction); 70-80% of the table's size under `wal_level=replica` (the
-  Debian default), and for the ingest on either. WAL past `max_wal_size` (1 GB default, 4 GB on
-  the embedded server) is recycled at checkpoints, so it costs that much disk, not its total.
+- one loaded table: 74 bytes a row, ~18 GB, whichever tool loads it (the ingest's `_loaded_at`
+  and `_run_id` are constant defaults kept once in the catalogue, not in every row);
+- WAL: ~0 for every tool under `wal_level=minimal` (the embedded server: each creates its table in
+  the loading transaction); 70-80% of the table's size under `wal_level=replica` (the Debian
+  default). WAL past `max_wal_size` (1 GB default, 4 GB on the embedded server) is recycled at
+  checkpoints, so it costs that much disk, not its total.
 Tables are loaded, counted and dropped one at a time: peak disk is the two files, one table and
-the WAL. Generating the files takes ~4 minutes (~1M rows/s) in ~320 MB whatever the row count; each
-load of 244M rows takes 3-10 minutes on 2 cores, so the seven loads take about an hour.
+the WAL. Generating the files takes ~4 minutes (~1M rows/s) in ~320 MB whatever the row count;
+each load of 244M rows takes 2.5 to 10 minutes on 2 cores, by tool and machine, so the seven
+take about an hour.
 """
 
 from __future__ import annotations
