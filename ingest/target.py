@@ -93,7 +93,7 @@ def default_workers(conn: Conn, target: Target) -> int:
       skips the WAL: 92 s against 102 s for 244M rows on the embedded PostgreSQL 18.
     - Otherwise two connections share the server's work. Up to PostgreSQL 15 a table grows a
       page at a time under a lock the two wait on, yet two still came out ahead on lineitem
-      SF1 in each of three sessions (5 to 15%) and on 244M rows in two of three.
+      SF1 in each of three sessions and on 244M rows in two of three (see the README).
     """
     if target.if_exists == "append" and table_exists(conn, target):
         return 1

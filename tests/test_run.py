@@ -304,8 +304,10 @@ def test_a_refused_value_is_named_by_its_csv_line_past_quarantined_rows(
 def test_connections_follow_what_writes_least(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
-    """With no `workers` set, a new table loads over two connections (one if the WAL is skipped),
-    and an append into an existing table over one, which writes each row once."""
+    """With no `workers` set, a new table loads over two connections and an append over one.
+
+    One as well for a new table where the server skips its WAL (`wal_level=minimal`).
+    """
     data = tmp_path / "e.parquet"
     employees(1_000).write_parquet(data)
     cfg = load_config(config_file(tmp_path, data, pg_schema, database_url, if_exists="append"))
