@@ -70,6 +70,13 @@ class _Encoded:
     line_offset: int
 
 
+def append_types(columns: dict[str, pl.DataType], lineage: tuple[str, str]) -> dict[str, str]:
+    """The column types (as `pg_type` names them) a table must have to take a direct append."""
+    loaded_at, run_id = lineage
+    wanted = {name: encode.pg_type(dtype) for name, dtype in columns.items()}
+    return wanted | {loaded_at: "timestamptz", run_id: "uuid"}
+
+
 class Loader:
     """Loads one run into a staging table, then commits it to the target in one transaction.
 
@@ -191,8 +198,7 @@ class Loader:
         once and lead every row.
         """
         loaded_at, run_id = self.lineage
-        wanted = {n: encode.pg_type(t) for n, t in self.columns.items()}
-        wanted |= {loaded_at: "timestamptz", run_id: "uuid"}
+        wanted = append_types(self.columns, self.lineage)
         types = column_types(conn, self.target)
         if not types:
             return  # no table yet: the staged rows become it

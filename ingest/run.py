@@ -15,6 +15,7 @@ from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
 from ingest.errors import ConfigError, IngestError, SourceFileError
+from ingest.load import append_types
 from ingest.locks import table_lock
 from ingest.memory import (
     RssWatch,
@@ -189,7 +190,8 @@ def _run_file(
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
             if plan.workers is None:
-                plan = replace(plan, workers=default_workers(control, job.target))
+                types = append_types(job.output, job.lineage)
+                plan = replace(plan, workers=default_workers(control, job.target, types))
                 job = replace(job, plan=plan)
             ledger.ensure_ledger(control, job.meta)
             killed = ledger.mark_stale_runs(control, job.meta)

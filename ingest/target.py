@@ -82,21 +82,24 @@ def check_column_names(path: Path, names: list[str]) -> None:
         seen.add(name)
 
 
-def default_workers(conn: Conn, target: Target) -> int:
+def default_workers(conn: Conn, target: Target, append_types: dict[str, str]) -> int:
     """COPY connections when the config names none: two, unless one writes less.
 
-    - An append into an existing table takes one: it COPYs straight into the table and writes
+    - An append into an existing table that has the load's column types (`append_types`, as
+      `type_mismatches` compares them) takes one: it COPYs straight into the table and writes
       each row once, where several connections stage the rows and insert them again. Lineitem
       SF1 appended to itself: 12 s against 22 to 25 s on PostgreSQL 18, 23 to 26 s against 41
-      to 43 s on 15.
+      to 43 s on 15. An append that must stage anyway keeps two.
     - With `wal_level=minimal`, one connection that creates the table in its own transaction
       skips the WAL: 92 s against 102 s for 244M rows on the embedded PostgreSQL 18.
     - Otherwise two connections share the server's work. Up to PostgreSQL 15 a table grows a
       page at a time under a lock the two wait on, yet two still came out ahead on lineitem
       SF1 in each of three sessions and on 244M rows in two of three (see the README).
     """
-    if target.if_exists == "append" and table_exists(conn, target):
-        return 1
+    if target.if_exists == "append":
+        types = column_types(conn, target)
+        if types and not type_mismatches(types, append_types):
+            return 1
     row = conn.execute("show wal_level").fetchone()
     return 1 if row is not None and row[0] == "minimal" else 2
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest import load_config, run_source
+from ingest import RunReport, load_config, run_source
 from ingest.demo import employees
 from ingest.errors import (
     BadColumnName,
@@ -60,9 +60,11 @@ database:
 
 def replace_then_append(
     tmp_path: Path, first: Path, second: Path, schema: str, url: str, on_drift: str, workers: int
-) -> None:
-    """Load `first` into a table `people`, then append `second` to it."""
+) -> list[RunReport]:
+    """Load `first` into a table `people`, then append `second` to it (`workers` 0: the default)."""
     cfg = tmp_path / "people.yml"
+    connections = f"\n  workers: {workers}" if workers else ""
+    reports = []
     for data, mode in ((first, "replace"), (second, "append")):
         cfg.write_text(f"""
 path: {{input_path: '{data}'}}
@@ -72,10 +74,10 @@ database:
   if_table_exists: {mode}
   schema: {schema}
   metadata_schema: {schema}
-  url: '{url}'
-  workers: {workers}
+  url: '{url}'{connections}
 """)
-        run_source(load_config(cfg), progress=False)
+        reports.append(run_source(load_config(cfg), progress=False))
+    return reports
 
 
 def fetch(conn: Conn, query: str, schema: str, table: str = "employees") -> tuple[object, ...]:
@@ -316,6 +318,19 @@ def test_connections_follow_what_writes_least(
     minimal = fetch(pg_conn, "show wal_level", pg_schema)[0] == "minimal"
     assert (first.workers, second.workers) == (1 if minimal else 2, 1)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (2_000,)
+
+
+def test_an_append_that_must_stage_keeps_the_connections_of_a_new_table(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Rows of other types than the table's go through staging anyway, so one gains nothing."""
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pl.DataFrame({"id": [1, 2]}).write_parquet(first)
+    pl.DataFrame({"id": [3, 4]}, schema_overrides={"id": pl.Int32}).write_parquet(second)
+    reports = replace_then_append(tmp_path, first, second, pg_schema, database_url, "warn", 0)
+    minimal = fetch(pg_conn, "show wal_level", pg_schema)[0] == "minimal"
+    assert [r.workers for r in reports] == [1 if minimal else 2] * 2
+    assert fetch(pg_conn, "select count(*) from {t}", pg_schema, "people") == (4,)
 
 
 def test_fail_refuses_and_append_adds(
