@@ -17,9 +17,10 @@ FIXED_OVERHEAD = 64 << 20
 # - a batch in flight (read, checked, queued, being encoded by each worker) costs about this many
 #   times its estimated frame bytes;
 BATCH_COST_FACTOR = 13.0
-# - an eager load reads ahead of the COPY without bound: at worst the whole frame is held.
-CSV_EAGER_FACTOR = 0.85  # CSV parses slower than Parquet decodes: less piles up
-PARQUET_EAGER_FACTOR = 1.0
+# - an eager load reads ahead of the COPY without bound: at worst the whole frame is held. That
+#   is the estimate for CSV too, though its parsing keeps closer pace with the COPY: with more
+#   cores, or a faster parser, the whole frame piles up (lineitem SF1's CSV peaked at 572 to
+#   1,003 MB on 2 cores, its frame being 836 MB).
 MIN_BATCH_BYTES = 1 << 20
 # Batches past this size buy no speed (the server is the bottleneck), only memory.
 MAX_BATCH_BYTES = 8 << 20
@@ -50,9 +51,8 @@ def memory_budget(available: int, os_margin: float, limit: int | None = None) ->
 
 def estimate_eager_bytes(profile: FileProfile, base_bytes: int) -> int:
     """Peak RSS of loading the whole file into one frame, including the process's own base."""
-    factor = CSV_EAGER_FACTOR if profile.format == "csv" else PARQUET_EAGER_FACTOR
     batches = BATCH_COST_FACTOR * min(MAX_BATCH_BYTES, profile.frame_bytes)
-    return int(base_bytes + FIXED_OVERHEAD + profile.frame_bytes * factor + batches)
+    return int(base_bytes + FIXED_OVERHEAD + profile.frame_bytes + batches)
 
 
 def _batch_bytes(budget: int, base: int) -> int:

@@ -503,10 +503,10 @@ def test_eager_estimate_is_within_a_quarter_of_the_peak(
     """The plan's estimate for an eager load is honest about the peak RSS actually measured.
 
     Parquet decodes faster than the COPY drains it, so an eager load holds nearly the whole
-    frame and its peak lands within 25% of the estimate. A CSV parses at about the COPY's pace,
+    frame and its peak lands within 25% of the estimate. A CSV parses closer to the COPY's pace,
     so how much piles up depends on the machine's timing (lineitem SF1 peaked at 399 MB on one
-    day and 777 MB on another, against 1,040 MB estimated): there the estimate is the bound the
-    plan relies on, and the peak must stay under it.
+    day and 1,003 MB on another, its whole frame estimated at 1,167 MB): there the estimate is
+    the bound the plan relies on, and the peak must stay under it.
     """
     data = tmp_path / f"million.{fmt}"
     frame = employees(1_000_000)
