@@ -124,6 +124,15 @@ def locate_problem(
     )
 
 
+def numbered(frame: pl.DataFrame, first: int) -> pl.DataFrame:
+    """`frame` with its rows' file indexes, from `first`, as the last column `__row`.
+
+    Built from a numpy range, not an expression: the query engine's ~0.2 ms a call adds up
+    over the thousands of small batches of a streaming load.
+    """
+    return frame.hstack([pl.Series(ROW, np.arange(first, first + frame.height, dtype=np.int64))])
+
+
 def read_chunks(
     path: Path,
     names: list[str],
@@ -146,6 +155,5 @@ def read_chunks(
                 frame, as_text = _parse(buf, text_schema, options), True
             except pl.exceptions.PolarsError:
                 raise locate_problem(path, buf, line, options, len(names)) from None
-        frame = frame.with_columns(pl.int_range(row, row + frame.height, dtype=pl.Int64).alias(ROW))
-        yield Chunk(frame, row, line, as_text)
+        yield Chunk(numbered(frame, row), row, line, as_text)
         row += frame.height

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from ingest import csvread
 from ingest.config import CsvOptions
-from ingest.csvread import ROW, Chunk
+from ingest.csvread import Chunk
 from ingest.plan import Plan
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
@@ -64,8 +64,7 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
             frame = pl.from_arrow(_decoded(piece) if coded else piece)
             assert isinstance(frame, pl.DataFrame)
             for part in frame.iter_slices(plan.batch_rows):
-                rows = pl.int_range(offset, offset + part.height, dtype=pl.Int64)
-                yield Chunk(part.with_columns(rows.alias(ROW)), offset, offset, False)
+                yield Chunk(csvread.numbered(part, offset), offset, offset, False)
                 offset += part.height
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from ingest.cast import CastPlan
 from ingest.config import ColumnChecks, ValidationConfig
+from ingest.csvread import numbered
 from ingest.unique import SeenValues
 from ingest.validate import (
     REJECTS_SCHEMA,
@@ -248,6 +249,20 @@ def test_a_cast_failure_is_not_reported_again_as_null() -> None:
     plan = CastPlan(types={"n": pl.Int64()}, date_formats={}, round_floats=None)
     outcome = split(frame, {"n": ColumnChecks(nullable=False)}, plan)
     assert outcome.rejects.select(ROW, "rule").rows() == [(0, "cast"), (1, "not_null")]
+
+
+def test_a_batch_with_nothing_to_cast_keeps_its_values_in_schema_order() -> None:
+    """The reader's batch (Int64 row numbers last) skips the casts only when none applies."""
+    frame = numbered(pl.DataFrame({"b": ["x", None, "z"], "a": [1.26, 2.0, None]}), 10)
+    outcome = split(frame, {})
+    assert outcome.good.columns == ["b", "a"]
+    assert outcome.good.rows() == [("x", 1.26), (None, 2.0), ("z", None)]
+    assert outcome.rows.to_list() == [10, 11, 12]
+    rounded = split(frame, {}, CastPlan(types={}, date_formats={}, round_floats=1))
+    assert rounded.good["a"].to_list() == [1.3, 2.0, None]
+    refused = split(frame, {"b": ColumnChecks(nullable=False)})
+    assert refused.rows.to_list() == [10, 12]
+    assert refused.rejects.select(ROW, "rule").rows() == [(11, "not_null")]
 
 
 def test_build_checks_schema_is_a_pandera_schema_of_every_check() -> None:
