@@ -235,7 +235,8 @@ def _payload(s: pl.Series) -> list[_Fixed]:
     dtype = s.dtype
     if isinstance(dtype, pl.Decimal):
         return _decimal(s, dtype.precision or 38, dtype.scale)
-    values = s.to_physical()
+    # Numbers are their own physical form: to_physical would cost a query (~0.1 ms) a piece.
+    values = s if type(dtype) in _WIRE else s.to_physical()
     if values.null_count():
         values = values.fill_null(False if values.dtype == pl.Boolean else 0)
     array = values.to_numpy()
