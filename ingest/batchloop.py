@@ -41,6 +41,7 @@ class Counts:
     read: int = 0
     loaded: int = 0
     rejected: int = 0
+    blank_lines: int = 0
     eased_to: int = 0
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
@@ -113,7 +114,8 @@ def load_batches(
         into_target=before is None,
         log=env.log,
     )
-    chunks = read.batches(profile.path, profile.format, source.csv, profile.schema, job.plan)
+    schema = job.casts.read_schema(profile.schema)
+    chunks = read.batches(profile.path, profile.format, source.csv, schema, job.plan)
     try:
         with (
             _frozen_heap(),
@@ -124,13 +126,14 @@ def load_batches(
                 out = validate.split_batch(
                     chunk.frame,
                     job.casts,
-                    profile.schema,
+                    schema,
                     validation,
                     seed=number,
                     seen=seen,
                     source=profile.path,
                 )
                 counts.read += chunk.frame.height
+                counts.blank_lines += chunk.skipped
                 depth.update(out.checked_rows)
                 if out.bad_rows:
                     offset = chunk.first_line - chunk.first_row
@@ -164,6 +167,10 @@ def load_batches(
             limit = validate.over_limit(counts.rejected, counts.read, validation)
             if limit:
                 raise BadRowsOverLimit(profile.path, counts.rejected, limit, examples, q_display)
+            if counts.blank_lines:
+                note = f"skipped {counts.blank_lines:,} empty line(s) of {profile.path.name}"
+                env.log(note)
+                counts.notes.append(note)
             if counts.rejected:
                 note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
                 env.log(note)

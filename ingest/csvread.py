@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from numpy.typing import NDArray
 
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
@@ -24,12 +25,17 @@ ROW = "__row"
 
 @dataclass(frozen=True)
 class Chunk:
-    """One parsed chunk: its rows, the file row index of its first row, and how it was parsed."""
+    """One parsed chunk: its rows, the locator of its first row, and how it was parsed.
+
+    For CSV the locator is the 1-based line (`first_row == first_line`); for Parquet, the 0-based
+    row index.
+    """
 
     frame: pl.DataFrame
     first_row: int
     first_line: int
     as_text: bool
+    skipped: int = 0  # empty lines left out of this chunk
 
 
 def _count(buf: bytes, byte: bytes, end: int) -> int:
@@ -41,7 +47,7 @@ def _count(buf: bytes, byte: bytes, end: int) -> int:
     return int(np.count_nonzero(np.frombuffer(buf, np.uint8, count=end) == ord(byte)))
 
 
-def _record_end(buf: bytes, quote: bytes) -> int:
+def record_end(buf: bytes, quote: bytes) -> int:
     """Index just past the last complete record in `buf` (0 when there is none).
 
     A newline ends a record only outside quotes; with RFC 4180 quoting ("" inside quotes) that
@@ -63,13 +69,21 @@ def byte_chunks(
     Each piece is read once and cut at its last record end; the file position then steps back
     to that end, so no partial record is carried over and copied again.
     """
+    for data, line, _ in _pieces(path, chunk_bytes, quote, has_header):
+        yield data, line
+
+
+def _pieces(
+    path: Path, chunk_bytes: int, quote: bytes, has_header: bool
+) -> Iterator[tuple[bytes, int, int]]:
+    """`byte_chunks`, with the number of newlines in each piece."""
     with path.open("rb") as fh:
         line = 1
         if has_header and fh.readline():
             line = 2
         size = chunk_bytes
         while data := fh.read(size):
-            end = len(data) if len(data) < size else _record_end(data, quote)
+            end = len(data) if len(data) < size else record_end(data, quote)
             if end == 0:  # one record longer than the chunk: read a bigger piece
                 fh.seek(-len(data), 1)
                 size *= 2
@@ -77,8 +91,11 @@ def byte_chunks(
             if end < len(data):
                 fh.seek(end - len(data), 1)
                 data = data[:end]
-            yield data if data.endswith(b"\n") else data + b"\n", line
-            line += _count(data, b"\n", len(data))
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            newlines = _count(data, b"\n", len(data))
+            yield data, line, newlines
+            line += newlines
             size = chunk_bytes
 
 
@@ -93,6 +110,74 @@ def _parse(buf: bytes, schema: dict[str, pl.DataType], options: CsvOptions) -> p
         truncate_ragged_lines=False,
         raise_if_empty=False,
     )
+
+
+@dataclass(frozen=True)
+class Records:
+    """Where each record of a chunk starts and ends, its first line, and its separators."""
+
+    starts: NDArray[np.int64]  # byte offset of each record's first byte
+    ends: NDArray[np.int64]  # byte offset of the newline that ends it
+    lines: NDArray[np.int64]  # 1-based line each record starts on
+    separators: NDArray[np.int64]  # separators outside quotes in each record
+
+    def blank(self, buf: bytes) -> NDArray[np.bool_]:
+        """Records with nothing on their line: an empty line, or a lone carriage return."""
+        length = self.ends - self.starts
+        cr: NDArray[np.bool_] = np.frombuffer(buf, np.uint8)[np.maximum(self.ends - 1, 0)] == 13
+        blank: NDArray[np.bool_] = (length == 0) | ((length == 1) & cr)
+        return blank
+
+
+def records(buf: bytes, first_line: int, separator: str, quote: bytes = b'"') -> Records:
+    """Split a record-aligned chunk into its records, telling quoted newlines and separators
+    from structural ones by the parity of the quotes before them (RFC 4180: `""` inside quotes).
+
+    Vectorised with numpy: about 10 ms per 8 MB without quotes, 30 ms with them. The reader
+    calls it only for chunks that need it (a blank line, a possibly short row, or a record that
+    spans lines), so a plain file pays nothing.
+    """
+    data = np.frombuffer(buf, np.uint8)
+    newline = data == ord("\n")
+    sep = data == ord(separator)
+    if quote in buf:
+        outside = np.bitwise_xor.accumulate((data == quote[0]).view(np.uint8)) == 0
+        ends = np.flatnonzero(newline & outside)
+        seps = np.flatnonzero(sep & outside)
+    else:
+        ends = np.flatnonzero(newline)
+        seps = np.flatnonzero(sep)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    every = ends if quote not in buf else np.flatnonzero(newline)
+    lines = first_line + np.searchsorted(every, starts).astype(np.int64)
+    counts = np.diff(np.searchsorted(seps, ends), prepend=0).astype(np.int64)
+    return Records(starts, ends.astype(np.int64), lines, counts)
+
+
+def _without(buf: bytes, found: Records, drop: NDArray[np.bool_]) -> bytes:
+    """`buf` without the records marked in `drop` (each with its newline)."""
+    keep = ~drop
+    return b"".join(
+        buf[start : end + 1]
+        for start, end in zip(found.starts[keep].tolist(), found.ends[keep].tolist(), strict=True)
+    )
+
+
+def _short_row(path: Path, found: Records, width: int, blank: NDArray[np.bool_]) -> None:
+    """Refuse a record with fewer fields than the header: its missing fields would load as NULL.
+
+    Raises:
+        SourceFileError: naming the first such line.
+    """
+    short = np.flatnonzero((found.separators < width - 1) & ~blank)
+    if short.size:
+        at = int(short[0])
+        raise SourceFileError(
+            path,
+            f"line {int(found.lines[at]):,}: {int(found.separators[at]) + 1} fields where the "
+            f"header has {width}",
+            "fix the row (a missing separator, or a line break outside quotes), or the header",
+        )
 
 
 def locate_problem(
@@ -119,8 +204,16 @@ def locate_problem(
                 f"line {line}: {len(record)} fields where the header has {width}",
                 "fix the row (a missing separator or an unclosed quote), or the header",
             )
+    for number, text_line in enumerate(buf.split(b"\n")):
+        if text_line.count(b'"') % 2:
+            return SourceFileError(
+                path,
+                f"line {first_line + number:,}: a quote that does not close, or a stray quote "
+                "inside an unquoted field",
+                'quote a field that holds quotes, doubling the quotes inside it ("5""7 screen")',
+            )
     return SourceFileError(
-        path, f"lines {first_line}+: not parsable as CSV", "check the separator and the quoting"
+        path, f"lines {first_line:,}+: not parsable as CSV", "check the separator and the quoting"
     )
 
 
@@ -133,6 +226,11 @@ def numbered(frame: pl.DataFrame, first: int) -> pl.DataFrame:
     return frame.hstack([pl.Series(ROW, np.arange(first, first + frame.height, dtype=np.int64))])
 
 
+def _has_blank_line(buf: bytes) -> bool:
+    """Whether `buf` may hold an empty line (a cheap byte search; quotes are not considered)."""
+    return buf[:1] == b"\n" or buf[:2] == b"\r\n" or b"\n\n" in buf or b"\n\r\n" in buf
+
+
 def read_chunks(
     path: Path,
     names: list[str],
@@ -142,18 +240,52 @@ def read_chunks(
 ) -> Iterator[Chunk]:
     """Parse the file chunk by chunk; a chunk that fails with `schema` is parsed again as text.
 
+    Each row's `__row` is the 1-based line its record starts on, exact across quoted fields
+    that span lines. Empty lines are skipped (each chunk counts them in `skipped`): they hold no
+    record, and polars would read each as a row of nulls. A row with fewer fields than the
+    header is refused, as one with more is: its missing fields would otherwise load as NULL.
+
     Raises:
         SourceFileError: a chunk is not parsable even as text (bad bytes, ragged rows).
     """
-    row = 0
     text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
-    for buf, line in byte_chunks(path, chunk_bytes, has_header=options.has_header):
+    width = len(names)
+    for buf, line, newlines in _pieces(path, chunk_bytes, b'"', options.has_header):
+        found, skipped = None, 0
+        if _has_blank_line(buf):
+            found = records(buf, line, options.separator)
+            blank = found.blank(buf)
+            _short_row(path, found, width, blank)
+            skipped = int(blank.sum())
+            if skipped:
+                buf = _without(buf, found, blank)
+                found = Records(*(a[~blank] for a in _fields(found)))
         try:
             frame, as_text = _parse(buf, schema, options), False
         except pl.exceptions.PolarsError:
             try:
                 frame, as_text = _parse(buf, text_schema, options), True
             except pl.exceptions.PolarsError:
-                raise locate_problem(path, buf, line, options, len(names)) from None
-        yield Chunk(numbered(frame, row), row, line, as_text)
-        row += frame.height
+                raise locate_problem(path, buf, line, options, width) from None
+        if found is None and (
+            frame.height != newlines - skipped
+            or (width > 1 and frame.get_column(names[-1]).null_count() > 0)
+        ):
+            found = records(buf, line, options.separator)
+            _short_row(path, found, width, np.zeros(len(found.starts), np.bool_))
+        if found is None:
+            rows = np.arange(line, line + frame.height, dtype=np.int64)
+        elif len(found.lines) == frame.height:
+            rows = found.lines
+        else:  # polars and the quote parity disagree on where records end: a stray quote
+            raise locate_problem(path, buf, line, options, width)
+        first = int(rows[0]) if rows.size else line
+        yield Chunk(_numbered_as(frame, rows), first, first, as_text, skipped)
+
+
+def _fields(found: Records) -> tuple[NDArray[np.int64], ...]:
+    return (found.starts, found.ends, found.lines, found.separators)
+
+
+def _numbered_as(frame: pl.DataFrame, rows: NDArray[np.int64]) -> pl.DataFrame:
+    return frame.hstack([pl.Series(ROW, rows)])

@@ -35,7 +35,7 @@ def test_line_numbers_follow_the_file(tmp_path: Path) -> None:
 
 
 def test_a_late_surprise_is_parsed_as_text(tmp_path: Path) -> None:
-    """A chunk whose values break the profiled type is re-read as text, with row indexes."""
+    """A chunk whose values break the profiled type is re-read as text, with line numbers."""
     path = tmp_path / "late.csv"
     path.write_text("id,v\n" + "".join(f"{i},{i}\n" for i in range(1000)) + "1000,x1.5\n")
     chunks = list(
@@ -44,8 +44,8 @@ def test_a_late_surprise_is_parsed_as_text(tmp_path: Path) -> None:
     assert sum(c.frame.height for c in chunks) == 1001
     assert chunks[0].as_text is False and chunks[-1].as_text is True
     assert chunks[-1].frame.schema["v"] == pl.String
-    assert chunks[-1].frame[ROW][-1] == 1000
-    assert pl.concat([c.frame.select(ROW) for c in chunks])[ROW].to_list() == list(range(1001))
+    assert chunks[-1].frame[ROW][-1] == 1002
+    assert pl.concat([c.frame.select(ROW) for c in chunks])[ROW].to_list() == list(range(2, 1003))
 
 
 @pytest.mark.parametrize(
