@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -34,10 +34,16 @@ class CastPlan:
     types: dict[str, pl.DataType]
     date_formats: dict[str, str]
     round_floats: int | None
+    read_as: dict[str, pl.DataType] = field(default_factory=dict)
 
     def output_schema(self, schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
         """The schema after casting a frame with `schema`."""
         return {name: self.types.get(name, dtype) for name, dtype in schema.items()}
+
+    def read_schema(self, schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+        """The types to read a file profiled as `schema` with: a declared type replaces the
+        guessed one where the reader must parse the text itself (see `read_types`)."""
+        return {name: self.read_as.get(name, dtype) for name, dtype in schema.items()}
 
 
 def _detect_date_format(values: pl.Series) -> tuple[pl.DataType, str] | None:
@@ -59,7 +65,12 @@ def _detect_date_format(values: pl.Series) -> tuple[pl.DataType, str] | None:
 
 
 def plan_casts(
-    config_path: Path, schema: dict[str, pl.DataType], config: SchemaConfig, sample: pl.DataFrame
+    config_path: Path,
+    schema: dict[str, pl.DataType],
+    config: SchemaConfig,
+    sample: pl.DataFrame,
+    *,
+    fmt: str,
 ) -> CastPlan:
     """Resolve the config's casts against the file's columns.
 
@@ -84,7 +95,34 @@ def plan_casts(
             found = _detect_date_format(sample[name])
             if found:
                 types[name], formats[name] = found
-    return CastPlan(types=types, date_formats=formats, round_floats=config.decimal_precision)
+    return CastPlan(
+        types=types,
+        date_formats=formats,
+        round_floats=config.decimal_precision,
+        read_as=read_types(fmt, types),
+    )
+
+
+# Types polars' CSV reader parses from the text exactly and strictly: a value that does not fit
+# fails the chunk, which is then re-read as text so the value becomes a bad row.
+_EXACT_CSV = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.Float32, pl.Float64, pl.Decimal, pl.String)
+
+
+def read_types(fmt: str, types: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """How to read a CSV's declared columns: as the declared type where the reader parses it
+    exactly, else as text that the cast stage parses.
+
+    Reading a declared column with the type guessed from the sample and casting it afterwards
+    changes values: `00501` guessed as an integer prints back as `501`, `1.5` guessed as a float
+    truncates to `1` in an integer column, and a decimal goes through a float. Parquet columns
+    already carry their types, so they are read as they are.
+    """
+    if fmt != "csv":
+        return {}
+    return {
+        name: dtype if isinstance(dtype, _EXACT_CSV) else pl.String()
+        for name, dtype in types.items()
+    }
 
 
 def text_plan(plan: CastPlan, output: dict[str, pl.DataType]) -> CastPlan:

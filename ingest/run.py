@@ -167,7 +167,9 @@ def _run_file(
         )
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
         check_column_names(profile.path, [*profile.schema, *lineage])
-        casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
+        casts = cast.plan_casts(
+            config.path, profile.schema, source.schema_config, profile.sample, fmt=profile.format
+        )
         unknown = [c for c in source.validation_data.checks if c not in profile.schema]
         if unknown:
             raise ConfigError(

@@ -21,7 +21,9 @@ def drift_changes(config: PipelineConfig, source_name: str | None = None) -> lis
     """How the source's file differs from the schema last loaded, one line per change."""
     explained = explain(config, source_name)
     source, profile = explained.source, explained.profile
-    casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
+    casts = cast.plan_casts(
+        config.path, profile.schema, source.schema_config, profile.sample, fmt=profile.format
+    )
     not_null = {c for c, k in source.validation_data.checks.items() if not k.nullable}
     columns = drift.columns_from_polars(casts.output_schema(profile.schema), not_null=not_null)
     db = config.database

@@ -87,6 +87,9 @@ def _parse(col: pl.Expr, source: pl.DataType, target: pl.DataType, fmt: str | No
         if target == pl.Boolean():  # as polars' CSV reader: true/false in any case
             words = {"true": True, "false": False}
             return col.str.to_lowercase().replace_strict(words, default=None, return_dtype=target)
+    if source.is_float() and target.is_integer():
+        # A cast would truncate 1.5 to 1: only whole numbers convert, the rest are bad values.
+        return pl.when(col == col.floor()).then(col.cast(target, strict=False))
     return col.cast(target, strict=False)
 
 

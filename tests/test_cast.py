@@ -14,7 +14,7 @@ from ingest.errors import CastError, ConfigError
 
 
 def apply(frame: pl.DataFrame, config: SchemaConfig) -> pl.DataFrame:
-    plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame)
+    plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame, fmt="parquet")
     return frame.select(cast_expressions(plan, dict(frame.schema)))
 
 
@@ -59,14 +59,20 @@ def test_cast_of_a_missing_column_names_it() -> None:
     """data_type for a column the file lacks is a config error naming the column."""
     frame = pl.DataFrame({"a": [1]})
     with pytest.raises(ConfigError, match="no column 'b'"):
-        plan_casts(Path("c.yml"), dict(frame.schema), SchemaConfig(data_type={"b": "int64"}), frame)
+        plan_casts(
+            Path("c.yml"),
+            dict(frame.schema),
+            SchemaConfig(data_type={"b": "int64"}),
+            frame,
+            fmt="parquet",
+        )
 
 
 def test_a_failed_cast_names_column_and_value() -> None:
     """A value that does not fit becomes a CastError naming the file, column and value."""
     frame = pl.DataFrame({"age": ["1", "abc"]})
     config = SchemaConfig(data_type={"age": "int64"})
-    plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame)
+    plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame, fmt="parquet")
     with pytest.raises(pl.exceptions.InvalidOperationError) as info:
         frame.select(cast_expressions(plan, dict(frame.schema)))
     error = cast_error(Path("data.csv"), info.value, plan)
