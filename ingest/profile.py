@@ -11,10 +11,12 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
+from ingest.csvread import locate_problem, record_end
 from ingest.errors import BadColumnName, SourceFileError
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
+_CSV_HEAD = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -187,10 +189,14 @@ def _csv_sample_text(path: Path, n_rows_sample: int) -> tuple[bytes, int, float]
         return header + b"".join(chunks), total_lines, mean
 
 
-def _check_header(path: Path, csv: CsvOptions) -> None:
-    """Refuse a header with duplicate or empty names before polars renames them silently."""
+def _header(path: Path, csv: CsvOptions) -> list[str] | None:
+    """The header's names as a CSV reader reads them (`"na""me"` is `na"me`), checked.
+
+    polars keeps a header's doubled quotes as they are; the names come from Python's CSV reader
+    instead, and duplicate or empty names are refused before anything would rename them.
+    """
     if not csv.has_header:
-        return
+        return None
     with path.open("rb") as fh:
         first = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     names = next(csvlib.reader([first], delimiter=csv.separator), [])
@@ -201,28 +207,85 @@ def _check_header(path: Path, csv: CsvOptions) -> None:
         if name in seen:
             raise BadColumnName(path, name, "appears twice in the header")
         seen.add(name)
+    return names
+
+
+def _read_sample(
+    text: bytes, csv: CsvOptions, names: list[str] | None, **types: object
+) -> pl.DataFrame:
+    body = text[text.index(b"\n") + 1 :] if names is not None and b"\n" in text else text
+    if names is not None and b"\n" not in text:
+        body = b""
+    frame = pl.read_csv(
+        io.BytesIO(body),
+        separator=csv.separator,
+        has_header=False,
+        new_columns=names,
+        null_values=csv.null_values or None,
+        encoding=csv.encoding,
+        raise_if_empty=False,
+        **types,  # type: ignore[arg-type]
+    )
+    if names is not None and frame.width < len(names):  # an empty body: the header's columns
+        frame = pl.DataFrame(schema=dict.fromkeys(names, pl.String()))
+    return frame
+
+
+_LEADING_ZERO = r"^[+-]?0[0-9]"
+
+
+def _typed(sample: pl.DataFrame, text: pl.DataFrame) -> pl.DataFrame:
+    """The sample with guesses that would change values undone.
+
+    Numbers written with a leading zero (zip codes, account numbers: `00501`) stay text, since
+    an integer prints back without the zero. Integers too wide for int64 are read as numeric
+    (decimal(38,0)), which PostgreSQL stores exactly, instead of a type it has no column for.
+    """
+    fixes: list[pl.Series] = []
+    for name, dtype in sample.schema.items():
+        if dtype.is_numeric() and text[name].str.contains(_LEADING_ZERO).any():
+            fixes.append(text[name])
+        elif dtype in (pl.Int128(), pl.UInt64(), pl.UInt128()):
+            fixes.append(text[name].cast(pl.Decimal(38, 0), strict=False))
+    return sample.with_columns(fixes) if fixes else sample
+
+
+def _csv_head_text(path: Path, csv: CsvOptions) -> tuple[bytes, bool]:
+    """The header and the records of the file's first 4 MB, and whether that is the whole file."""
+    with path.open("rb") as fh:
+        header = fh.readline() if csv.has_header else b""
+        body = fh.read(_CSV_HEAD)
+        whole = not fh.read(1)
+    end = len(body) if whole else record_end(body, b'"')
+    return header + body[:end], whole
 
 
 def _profile_csv(path: Path, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
-    _check_header(path, csv)
+    names = _header(path, csv)
     text, lines, mean_line = _csv_sample_text(path, n_rows_sample)
-    try:
-        sample = pl.read_csv(
-            io.BytesIO(text),
-            separator=csv.separator,
-            has_header=csv.has_header,
-            infer_schema_length=None,
-            null_values=csv.null_values or None,
-            encoding=csv.encoding,
-        )
-    except pl.exceptions.PolarsError as exc:
-        raise SourceFileError(
-            path, f"the sample does not parse as CSV: {exc}", "check the separator and quoting"
-        ) from None
-    if not sample.columns:
-        raise SourceFileError(path, "no columns found", "check the separator and header")
     size = path.stat().st_size
     header_len = text.index(b"\n") + 1 if csv.has_header and b"\n" in text else 0
+    try:
+        sample = _read_sample(text, csv, names, infer_schema_length=None)
+    except pl.exceptions.PolarsError:
+        # The spans start inside quoted fields that hold newlines: sample the head instead.
+        text, whole = _csv_head_text(path, csv)
+        try:
+            sample = _read_sample(text, csv, names, infer_schema_length=None)
+        except pl.exceptions.PolarsError:  # the head is the file's own start: name the line
+            first = 2 if names is not None else 1
+            width = (
+                len(names)
+                if names is not None
+                else text.split(b"\n", 1)[0].count(csv.separator.encode()) + 1
+            )
+            raise locate_problem(path, text[header_len:], first, csv, width) from None
+        lines, mean_line = (
+            (-1, 0.0) if whole else (0, (len(text) - header_len) / max(sample.height, 1))
+        )
+    if not sample.columns:
+        raise SourceFileError(path, "no columns found", "check the separator and header")
+    sample = _typed(sample, _read_sample(text, csv, names, infer_schema_length=0))
     exact = lines < 0
     rows = sample.height if exact else round((size - header_len) / mean_line)
     widths = _widths(sample)
