@@ -277,7 +277,7 @@ def server_cpu(postmaster: psutil.Process | None) -> float | None:
         return None
     try:
         own = postmaster.cpu_times()
-        total = own.user + own.system + own.children_user + own.children_system
+        total: float = own.user + own.system + own.children_user + own.children_system
         for child in postmaster.children():
             try:
                 times = child.cpu_times()
