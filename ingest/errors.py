@@ -185,3 +185,22 @@ class ValueRefused(IngestError):
             f"{self.path}: {spot}: PostgreSQL refused the value ({reason}); {table} was not "
             "changed\n  fix: correct or remove that value in the file, then load it again"
         )
+
+
+class ConstraintBroken(IngestError):
+    """A replace's new rows break a constraint or index the old table had (or was referenced by)."""
+
+    def __init__(
+        self, table: str, constraint: str, owner: str, definition: str, reason: str, fix: str
+    ) -> None:
+        self.table = table
+        self.constraint = constraint
+        self.owner = owner  # the table the constraint is defined on
+        self.definition = definition
+        self.reason = reason
+        self.fix = fix
+        on = "" if owner == table else f" of {owner}"
+        super().__init__(
+            f"the new rows for {table} break {constraint}{on} ({definition}): {reason}; "
+            f"{table} was not changed.\n  fix: {fix}"
+        )
