@@ -30,6 +30,7 @@ from ingest.swap import replace_table
 from ingest.target import (
     Conn,
     Target,
+    check_target,
     column_types,
     leftovers,
     staging_prefix,
@@ -166,6 +167,7 @@ class Loader:
         conn = self._control
         if self.target.if_exists == "fail" and table_exists(conn, self.target):
             raise TargetExists(self.target.display)
+        check_target(conn, self.target, [*self.columns, *self.lineage])
         conn.execute(
             sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
         )

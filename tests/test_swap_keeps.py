@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from ingest import load_config, run_source
-from ingest.errors import ConstraintBroken
+from ingest.errors import ConstraintBroken, NotATable, RequiredColumnMissing
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -181,3 +182,124 @@ def test_replace_keeps_a_self_reference_once(
     with pytest.raises(ConstraintBroken, match="staff_boss_fk"):
         load(tmp_path, ids({"id": [9], "boss": [7]}), pg_schema, database_url, table="staff")
     assert checksum(pg_conn, pg_schema, "staff")[0] == 2
+
+
+@pytest.fixture
+def dummy_server(pg_conn: Conn) -> Iterator[str]:
+    """A foreign server of a handler-less wrapper: enough to create (not read) a foreign table."""
+    name = f"fdw_{uuid.uuid4().hex[:8]}"
+    pg_conn.execute(sql.SQL("create foreign data wrapper {}").format(sql.Identifier(name)))
+    pg_conn.execute(
+        sql.SQL("create server {} foreign data wrapper {}").format(
+            sql.Identifier(name), sql.Identifier(name)
+        )
+    )
+    yield name
+    pg_conn.execute(sql.SQL("drop foreign data wrapper {} cascade").format(sql.Identifier(name)))
+
+
+NOT_TABLES = [
+    ("create view {t} as select 1::bigint as id", "view", "replace"),
+    ("create view {t} as select 1::bigint as id", "view", "append"),
+    ("create view {t} as select 1::bigint as id", "view", "fail"),
+    ("create materialized view {t} as select 1::bigint as id", "materialized view", "replace"),
+    ("create materialized view {t} as select 1::bigint as id", "materialized view", "append"),
+    ("create foreign table {t} (id bigint) server {s}", "foreign table", "append"),
+    ("create table {t} (id bigint) partition by range (id)", "partitioned table", "replace"),
+]
+
+
+@pytest.mark.parametrize(("ddl", "kind", "if_exists"), NOT_TABLES)
+def test_a_name_that_is_not_a_table_is_refused_before_loading(
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    dummy_server: str,
+    ddl: str,
+    kind: str,
+    if_exists: str,
+) -> None:
+    """A view, materialized view, foreign table or (for replace) partitioned table is left alone."""
+    pg_conn.execute(
+        sql.SQL(ddl).format(t=sql.Identifier(pg_schema, "x"), s=sql.Identifier(dummy_server))
+    )
+    with pytest.raises(NotATable) as info:
+        load(tmp_path, ids({"id": [5]}), pg_schema, database_url, table="x", if_exists=if_exists)
+    message = str(info.value)
+    assert message.startswith(f"{pg_schema}.x is a {kind}, not ")
+    assert "fix:" in message and "\n" not in message
+    left = pg_conn.execute(
+        "select c.relkind::text, count(*) over () from pg_class c"
+        " join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname !~ '^(runs|files|schema_versions)$'"
+        " and c.relkind in ('r', 'p', 'v', 'm', 'f')",
+        (pg_schema,),
+    ).fetchall()
+    assert [str(k) for k, _ in left] == [
+        {"view": "v", "materialized view": "m", "foreign table": "f", "partitioned table": "p"}[
+            kind
+        ]
+    ]
+
+
+def test_an_append_into_a_partitioned_table_still_loads(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Appending into a partitioned table inserts through it, into its partitions."""
+    parted = sql.Identifier(pg_schema, "x")
+    pg_conn.execute(
+        sql.SQL(
+            "create table {} (id bigint, _loaded_at timestamptz, _run_id uuid)"
+            " partition by range (id)"
+        ).format(parted)
+    )
+    pg_conn.execute(
+        sql.SQL("create table {} partition of {} for values from (0) to (100)").format(
+            sql.Identifier(pg_schema, "x_low"), parted
+        )
+    )
+    load(tmp_path, ids({"id": [5, 6]}), pg_schema, database_url, table="x", if_exists="append")
+    assert checksum(pg_conn, pg_schema, "x_low")[0] == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_append_refuses_a_not_null_column_the_file_lacks(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+) -> None:
+    """A table column NOT NULL without a default that the file lacks is named before loading."""
+    load(tmp_path, ids({"id": [1, 2]}), pg_schema, database_url, table="t", workers=workers)
+    table = sql.Identifier(pg_schema, "t")
+    pg_conn.execute(sql.SQL("alter table {} add column x int not null default 0").format(table))
+    pg_conn.execute(sql.SQL("alter table {} alter column x drop default").format(table))
+    kept = checksum(pg_conn, pg_schema, "t")
+    with pytest.raises(RequiredColumnMissing) as info:
+        load(
+            tmp_path,
+            ids({"id": [3]}),
+            pg_schema,
+            database_url,
+            table="t",
+            if_exists="append",
+            workers=workers,
+        )
+    assert info.value.column == "x"
+    assert str(info.value).startswith(
+        f'{pg_schema}.t has column "x" NOT NULL without a default, which the file does not have'
+    )
+    assert "fix: give it a default, drop NOT NULL, or add the column to the file" in str(info.value)
+    assert checksum(pg_conn, pg_schema, "t") == kept
+
+
+@pytest.mark.parametrize(
+    "column", ["x int not null default 7", "x bigint generated always as identity", "x int"]
+)
+def test_an_append_fills_a_column_the_file_lacks_when_it_can(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, column: str
+) -> None:
+    """A column with a default, an identity or no NOT NULL takes the rows the file brings."""
+    load(tmp_path, ids({"id": [1]}), pg_schema, database_url, table="t")
+    table = sql.Identifier(pg_schema, "t")
+    pg_conn.execute(sql.SQL("alter table {} add column " + column).format(table))
+    load(tmp_path, ids({"id": [2, 3]}), pg_schema, database_url, table="t", if_exists="append")
+    assert checksum(pg_conn, pg_schema, "t")[0] == 3
