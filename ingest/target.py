@@ -129,6 +129,42 @@ def check_target(conn: Conn, target: Target, columns: list[str]) -> None:
             raise RequiredColumnMissing(target.display, required)
 
 
+def add_lineage(conn: Conn, target: Target, lineage: tuple[str, str]) -> list[str]:
+    """Add the lineage columns an existing table lacks, nullable: its rows keep NULL in them.
+
+    Runs in the caller's transaction (an append's commit), so a failed run adds nothing.
+
+    Returns:
+        The columns added.
+    """
+    have = {
+        str(r[0])
+        for r in conn.execute(
+            "select a.attname from pg_catalog.pg_attribute a"
+            " join pg_catalog.pg_class c on c.oid = a.attrelid"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped",
+            (target.schema, target.table),
+        ).fetchall()
+    }  # a partitioned table's too, which column_types leaves out (it takes no direct COPY)
+    missing = [
+        (name, kind)
+        for name, kind in zip(lineage, ("timestamptz", "uuid"), strict=True)
+        if name not in have
+    ]
+    if missing:
+        conn.execute(
+            sql.SQL("alter table {} {}").format(
+                target.ident(),
+                sql.SQL(", ").join(
+                    sql.SQL("add column {} {}").format(sql.Identifier(name), sql.SQL(kind))
+                    for name, kind in missing
+                ),
+            )
+        )
+    return [name for name, _ in missing]
+
+
 def check_column_names(path: Path, names: list[str]) -> None:
     """Refuse names PostgreSQL would truncate or reject, and names used twice.
 

@@ -264,6 +264,54 @@ def test_an_append_into_a_partitioned_table_still_loads(
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("extra", "lineage"),
+    [
+        ("", ("_loaded_at", "_run_id")),
+        ("\n  loaded_at_column: loaded\n  run_id_column: run", ("loaded", "run")),
+    ],
+)
+def test_an_append_adds_the_lineage_columns_a_table_lacks(
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    workers: int,
+    extra: str,
+    lineage: tuple[str, str],
+) -> None:
+    """Appending to a table made elsewhere adds the lineage columns; its old rows keep NULL."""
+    table = sql.Identifier(pg_schema, "legacy")
+    pg_conn.execute(sql.SQL("create table {} (id bigint, name text)").format(table))
+    pg_conn.execute(sql.SQL("insert into {} values (1, 'old'), (2, 'older')").format(table))
+    frame = pl.DataFrame(
+        {"id": [3, 4], "name": ["new", "newer"]}, schema={"id": pl.Int64, "name": pl.String}
+    )
+    load(
+        tmp_path,
+        frame,
+        pg_schema,
+        database_url,
+        table="legacy",
+        if_exists="append",
+        workers=workers,
+        extra=extra,
+    )
+    rows = pg_conn.execute(
+        sql.SQL("select id, {} is null, {} is null from {} order by id").format(
+            sql.Identifier(lineage[0]), sql.Identifier(lineage[1]), table
+        )
+    ).fetchall()
+    assert rows == [(1, True, True), (2, True, True), (3, False, False), (4, False, False)]
+    types = pg_conn.execute(
+        "select attname, format_type(atttypid, atttypmod), attnotnull from pg_attribute"
+        " where attrelid = %s::regclass and attnum > 2 order by attnum",
+        (f'"{pg_schema}".legacy',),
+    ).fetchall()
+    assert types == [(lineage[0], "timestamp with time zone", False), (lineage[1], "uuid", False)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_an_append_refuses_a_not_null_column_the_file_lacks(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
 ) -> None:
