@@ -64,6 +64,14 @@ join pg_catalog.pg_class c on c.oid = i.indexrelid
 where i.indrelid = %(oid)s
   and not exists (select 1 from pg_catalog.pg_constraint k where k.conindid = i.indexrelid)
 """
+_NOT_NULL = """
+select a.attname
+from pg_catalog.pg_attribute a
+join pg_catalog.pg_attribute s on s.attrelid = %(staging)s::regclass and s.attname = a.attname
+where a.attrelid = %(oid)s and a.attnum > 0 and not a.attisdropped and a.attnotnull
+  and not s.attisdropped and not s.attnotnull
+order by a.attnum
+"""
 _FOREIGN_KEYS = """
 select n.nspname, c.relname, k.conname, k.contype, pg_catalog.pg_get_constraintdef(k.oid)
 from pg_catalog.pg_constraint k
@@ -129,13 +137,38 @@ def _constraint_rule(row: tuple[object, ...], target: Target) -> _Rule:
     return _Rule(label, owner.display, definition, statement, fix)
 
 
-_KINDS = {"p": "primary key", "u": "unique constraint", "f": "foreign key", "x": "exclusion"}
+_KINDS = {
+    "p": "primary key",
+    "u": "unique constraint",
+    "c": "check constraint",
+    "f": "foreign key",
+    "x": "exclusion constraint",
+}
 
 
-def _kept(conn: Conn, oid: int, target: Target) -> _Kept:
+def _not_null_rule(conn: Conn, oid: int, staging: Target, target: Target) -> list[_Rule]:
+    """NOT NULL on the old table's columns that the new one has: set in one statement, one scan."""
+    names = [
+        str(name) for (name,) in conn.execute(_NOT_NULL, {"oid": oid, "staging": staging.display})
+    ]
+    if not names:
+        return []
+    listed = ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+    statement = sql.SQL("alter table {} {}").format(
+        target.ident(),
+        sql.SQL(", ").join(
+            sql.SQL("alter column {} set not null").format(sql.Identifier(n)) for n in names
+        ),
+    )
+    fix = f"give those values in the file, or drop NOT NULL from {target.display} first"
+    return [_Rule(f"NOT NULL on {listed}", target.display, "NOT NULL", statement, fix)]
+
+
+def _kept(conn: Conn, oid: int, staging: Target, target: Target) -> _Kept:
     table = target.ident()
+    structure = _not_null_rule(conn, oid, staging, target)
     found = conn.execute(_CONSTRAINTS, {"oid": oid}).fetchall()
-    structure = [_constraint_rule(row, target) for row in found]
+    structure += [_constraint_rule(row, target) for row in found]
     structure += [
         _Rule(
             f'index "{name}"',
@@ -186,10 +219,10 @@ def replace_table(conn: Conn, staging: Target, target: Target, log: Callable[[st
     """Drop the target and rename the staging table to it, keeping what the old table had.
 
     Runs in the caller's open transaction, so readers see the old table or the new one. The new
-    table gets the old one's constraints, indexes, foreign keys, grants and comments; other
-    tables' foreign keys to it are recreated on it, and so are the views that read it. A view,
-    grant or comment that no longer fits the new columns is dropped and named in the log (dbt
-    recreates its own views on the next build).
+    table gets the old one's NOT NULL columns, constraints, indexes, foreign keys, grants and
+    comments; other tables' foreign keys to it are recreated on it, and so are the views that
+    read it. A view, grant or comment that no longer fits the new columns is dropped and named
+    in the log (dbt recreates its own views on the next build).
 
     Raises:
         ConstraintBroken: the new rows break a constraint, index or foreign key of the old
@@ -205,7 +238,7 @@ def replace_table(conn: Conn, staging: Target, target: Target, log: Callable[[st
             (str(s), str(n), str(k), str(d))
             for s, n, k, d, _ in conn.execute(_DEPENDENT_VIEWS, {"oid": oid}).fetchall()
         ]
-        kept = _kept(conn, oid, target)
+        kept = _kept(conn, oid, staging, target)
         conn.execute(sql.SQL("drop table {} cascade").format(target.ident()))
     conn.execute(
         sql.SQL("alter table {} rename to {}").format(staging.ident(), sql.Identifier(target.table))

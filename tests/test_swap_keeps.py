@@ -351,3 +351,30 @@ def test_an_append_fills_a_column_the_file_lacks_when_it_can(
     pg_conn.execute(sql.SQL("alter table {} add column " + column).format(table))
     load(tmp_path, ids({"id": [2, 3]}), pg_schema, database_url, table="t", if_exists="append")
     assert checksum(pg_conn, pg_schema, "t")[0] == 3
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replace_keeps_not_null_and_refuses_nulls(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
+) -> None:
+    """A column made NOT NULL stays so after a replace; new rows with a null are refused."""
+    frame = pl.DataFrame(
+        {"id": [1, 2], "name": ["a", "b"]}, schema={"id": pl.Int64, "name": pl.String}
+    )
+    load(tmp_path, frame, pg_schema, database_url, table="t", workers=workers)
+    table = sql.Identifier(pg_schema, "t")
+    pg_conn.execute(sql.SQL("alter table {} alter column name set not null").format(table))
+    load(tmp_path, frame, pg_schema, database_url, table="t", workers=workers)
+    flags = pg_conn.execute(
+        "select attname, attnotnull from pg_attribute where attrelid = %s::regclass"
+        " and attnum > 0 and not attisdropped order by attnum",
+        (f'"{pg_schema}".t',),
+    ).fetchall()
+    assert flags == [("id", False), ("name", True), ("_loaded_at", True), ("_run_id", True)]
+    kept = checksum(pg_conn, pg_schema, "t")
+    nulls = pl.DataFrame({"id": [3], "name": [None]}, schema={"id": pl.Int64, "name": pl.String})
+    with pytest.raises(ConstraintBroken) as info:
+        load(tmp_path, nulls, pg_schema, database_url, table="t", workers=workers)
+    assert 'NOT NULL on "name"' in str(info.value)
+    assert 'column "name" of relation "t" contains null values' in str(info.value)
+    assert checksum(pg_conn, pg_schema, "t") == kept
