@@ -185,3 +185,48 @@ class ValueRefused(IngestError):
             f"{self.path}: {spot}: PostgreSQL refused the value ({reason}); {table} was not "
             "changed\n  fix: correct or remove that value in the file, then load it again"
         )
+
+
+class NotATable(IngestError):
+    """The target's name belongs to a view, foreign table or other relation a load cannot fill."""
+
+    def __init__(self, table: str, kind: str, fix: str, what: str = "a table") -> None:
+        self.table = table
+        self.kind = kind
+        self.fix = fix
+        super().__init__(f"{table} is a {kind}, not {what}; nothing was changed. fix: {fix}")
+
+
+class RequiredColumnMissing(IngestError):
+    """An append's target has a NOT NULL column without a default that the file does not bring."""
+
+    def __init__(self, table: str, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = list(columns)
+        self.column = self.columns[0]
+        names = ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
+        plural = "s" if len(self.columns) > 1 else ""
+        super().__init__(
+            f"{table} has column{plural} {names} NOT NULL without a default, which the file "
+            "does not have; nothing was changed. fix: give it a default, drop NOT NULL, or add "
+            f"the column{plural} to the file"
+        )
+
+
+class ConstraintBroken(IngestError):
+    """A replace's new rows break a constraint or index the old table had (or was referenced by)."""
+
+    def __init__(
+        self, table: str, constraint: str, owner: str, definition: str, reason: str, fix: str
+    ) -> None:
+        self.table = table
+        self.constraint = constraint
+        self.owner = owner  # the table the constraint is defined on
+        self.definition = definition
+        self.reason = reason
+        self.fix = fix
+        on = "" if owner == table else f" of {owner}"
+        super().__init__(
+            f"the new rows for {table} break {constraint}{on} ({definition}): {reason}; "
+            f"{table} was not changed.\n  fix: {fix}"
+        )

@@ -30,6 +30,8 @@ from ingest.swap import replace_table
 from ingest.target import (
     Conn,
     Target,
+    add_lineage,
+    check_target,
     column_types,
     leftovers,
     staging_prefix,
@@ -166,6 +168,7 @@ class Loader:
         conn = self._control
         if self.target.if_exists == "fail" and table_exists(conn, self.target):
             raise TargetExists(self.target.display)
+        check_target(conn, self.target, [*self.columns, *self.lineage])
         conn.execute(
             sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
         )
@@ -202,6 +205,8 @@ class Loader:
         types = column_types(conn, self.target)
         if not types:
             return  # no table yet: the staged rows become it
+        if any(name not in types for name in self.lineage):
+            return  # a table made elsewhere: the commit adds the lineage columns, then inserts
         mismatches = type_mismatches(types, wanted)
         if mismatches:
             self.log(
@@ -464,6 +469,12 @@ class Loader:
             if before is not None:
                 before(conn)
             if self.target.if_exists == "append" and table_exists(conn, self.target):
+                added = add_lineage(conn, self.target, self.lineage)
+                if added:
+                    self.log(
+                        f"adding lineage columns {', '.join(added)} to {self.target.display};"
+                        " the rows already there keep NULL in them"
+                    )
                 names = [*self.columns, loaded_at, run_id]
                 cols = sql.SQL(", ").join(map(sql.Identifier, names))
                 conn.execute(

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ingest.errors import BadColumnName
+from ingest.errors import BadColumnName, NotATable, RequiredColumnMissing
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -61,6 +61,108 @@ def table_exists(conn: Conn, target: Target) -> bool:
         (target.schema, target.table),
     ).fetchone()
     return row is not None
+
+
+_RELATION = """
+select c.oid, c.relkind::text, p.inhparent::regclass::text
+from pg_catalog.pg_class c
+join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+left join pg_catalog.pg_inherits p on p.inhrelid = c.oid and c.relispartition
+where n.nspname = %s and c.relname = %s
+"""
+_KINDS = {
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "p": "partitioned table",
+    "S": "sequence",
+    "i": "index",
+    "I": "partitioned index",
+    "c": "composite type",
+    "t": "TOAST table",
+}
+_REQUIRED = """
+select a.attname from pg_catalog.pg_attribute a
+where a.attrelid = %s and a.attnum > 0 and not a.attisdropped and a.attnotnull
+  and not a.atthasdef and a.attidentity = '' and a.attgenerated = ''
+order by a.attnum
+"""
+
+
+def check_target(conn: Conn, target: Target, columns: list[str]) -> None:
+    """Refuse, before loading, a target the load cannot fill as the config asks.
+
+    Args:
+        conn: any connection; nothing is changed.
+        target: the table and `if_table_exists`.
+        columns: the columns the load brings, lineage included.
+
+    Raises:
+        NotATable: the name is a view, materialized view, foreign table or the like; or, for
+            replace, a partitioned table or a partition, which a plain table would stand in for.
+        RequiredColumnMissing: an append's table has a NOT NULL column without a default that
+            the load does not bring.
+    """
+    row = conn.execute(_RELATION, (target.schema, target.table)).fetchone()
+    if row is None:
+        return
+    oid, kind, parent = int(str(row[0])), str(row[1]), row[2]
+    replacing = target.if_exists == "replace"
+    if kind not in ("r", "p"):
+        name = _KINDS.get(kind, f"relation of kind {kind!r}")
+        raise NotATable(target.display, name, f"choose another table_name or drop the {name}")
+    if replacing and (kind == "p" or parent is not None):
+        name = "partitioned table" if kind == "p" else f"partition of {parent}"
+        raise NotATable(
+            target.display,
+            name,
+            "use if_table_exists: append (after a truncate, to replace its rows), or choose "
+            "another table_name",
+            what="a table a replace can swap (a plain table would stand in for it)",
+        )
+    if target.if_exists == "append":
+        brought = set(columns)
+        required = [
+            str(r[0]) for r in conn.execute(_REQUIRED, (oid,)).fetchall() if r[0] not in brought
+        ]
+        if required:
+            raise RequiredColumnMissing(target.display, required)
+
+
+def add_lineage(conn: Conn, target: Target, lineage: tuple[str, str]) -> list[str]:
+    """Add the lineage columns an existing table lacks, nullable: its rows keep NULL in them.
+
+    Runs in the caller's transaction (an append's commit), so a failed run adds nothing.
+
+    Returns:
+        The columns added.
+    """
+    have = {
+        str(r[0])
+        for r in conn.execute(
+            "select a.attname from pg_catalog.pg_attribute a"
+            " join pg_catalog.pg_class c on c.oid = a.attrelid"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = %s and c.relname = %s and a.attnum > 0 and not a.attisdropped",
+            (target.schema, target.table),
+        ).fetchall()
+    }  # a partitioned table's too, which column_types leaves out (it takes no direct COPY)
+    missing = [
+        (name, kind)
+        for name, kind in zip(lineage, ("timestamptz", "uuid"), strict=True)
+        if name not in have
+    ]
+    if missing:
+        conn.execute(
+            sql.SQL("alter table {} {}").format(
+                target.ident(),
+                sql.SQL(", ").join(
+                    sql.SQL("add column {} {}").format(sql.Identifier(name), sql.SQL(kind))
+                    for name, kind in missing
+                ),
+            )
+        )
+    return [name for name, _ in missing]
 
 
 def check_column_names(path: Path, names: list[str]) -> None:
