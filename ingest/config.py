@@ -104,7 +104,7 @@ class SourceConfig(_Model):
 
     name: str = Field(description="Source name, used by --source and in reports.")
     input_path: str = Field(description="File or glob to load, relative to the config file.")
-    format: FileFormat = Field("auto", description="csv or parquet; auto uses the file suffix.")
+    format: FileFormat = Field("auto", description="csv or parquet; auto: by content, then suffix.")
     table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
     if_table_exists: IfExists = Field("fail", description="fail, append or replace.")
     strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")

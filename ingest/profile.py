@@ -61,18 +61,82 @@ class FileProfile:
         return {c.name: c.dtype for c in self.columns}
 
 
-def detect_format(path: Path, declared: str) -> str:
-    """`csv` or `parquet`, from the config or the file's suffix."""
-    if declared != "auto":
-        return declared
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
+# Leading bytes of the formats a file may really be in, whatever its name says.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PAR1", "parquet"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+_UNPACK = {
+    "gzip": "gunzip -k",
+    "zstd": "zstd -d",
+    "zip": "unzip",
+    "bzip2": "bunzip2 -k",
+    "xz": "xz -dk",
+}
+
+
+def sniff(path: Path) -> str | None:
+    """What the first bytes say the file is (`parquet`, `gzip`, ...); None: text or unreadable."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
+def _format_from_name(path: Path) -> str | None:
+    suffixes = {s.lower() for s in path.suffixes}
+    if {".parquet", ".pq"} & suffixes:
         return "parquet"
-    if {".csv", ".tsv", ".txt"} & set(suffixes):
+    if {".csv", ".tsv", ".txt"} & suffixes:
         return "csv"
-    raise SourceFileError(
-        path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
-    )
+    return None
+
+
+def detect_format(path: Path, declared: str) -> str:
+    """`csv` or `parquet`: what the file's content is, checked against the config and the name.
+
+    Raises:
+        SourceFileError: the file is compressed, its content contradicts its name or the config's
+            `format`, or neither its name nor its content tells.
+    """
+    content = sniff(path)
+    if content in _UNPACK:
+        raise SourceFileError(
+            path,
+            f"it is a {content}-compressed file (by its first bytes); compressed input is not "
+            "supported yet",
+            f"decompress it first (`{_UNPACK[content]} {path.name}`) and point input_path at "
+            "the result",
+        )
+    by_name = _format_from_name(path)
+    said = f"format: {declared}" if declared != "auto" else f"its name ({path.name})"
+    wanted = declared if declared != "auto" else by_name
+    if content == "parquet":
+        if wanted == "csv":
+            raise SourceFileError(
+                path,
+                f"it is a Parquet file (it starts with PAR1), but {said} says CSV",
+                "set `format: parquet` (or `auto`) or rename it to .parquet",
+            )
+        return "parquet"
+    if wanted == "parquet" and path.is_file() and path.stat().st_size:
+        raise SourceFileError(
+            path,
+            f"not a readable Parquet file: {said} says Parquet, but it does not start with "
+            "Parquet's magic bytes PAR1",
+            "check the file; if it is CSV, set `format: csv` or rename it to .csv",
+        )
+    if wanted is None:
+        raise SourceFileError(
+            path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
+        )
+    return wanted
 
 
 def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:

@@ -1,0 +1,127 @@
+"""Bad input files and configs end in one clear error naming the file and the fix."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ingest.config import CsvOptions
+from ingest.errors import SourceFileError
+from ingest.profile import detect_format, profile_file
+
+ROOT = Path(__file__).resolve().parent.parent
+FRAME = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+
+
+def _csv_bytes() -> bytes:
+    return FRAME.write_csv().encode()
+
+
+def _parquet_bytes(tmp_path: Path) -> bytes:
+    scratch = tmp_path / "scratch.parquet"
+    FRAME.write_parquet(scratch)
+    data = scratch.read_bytes()
+    scratch.unlink()
+    return data
+
+
+_ZSTD_FRAME = bytes.fromhex("28b52ffd2000090000") + b"a,b\n"  # only the magic matters
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "content", "reason", "fix"),
+    [
+        ("data.csv", "auto", "parquet", "it is a Parquet file", "format: parquet"),
+        ("data.csv", "csv", "parquet", "format: csv says CSV", "format: parquet"),
+        ("data", "auto", "parquet", None, None),
+        ("data.parquet", "auto", "csv", "does not start with Parquet's magic", "format: csv"),
+        ("data.csv", "auto", "gzip", "gzip-compressed", "gunzip -k data.csv"),
+        ("data.csv.gz", "csv", "gzip", "gzip-compressed", "decompress it first"),
+        ("data.csv", "auto", "zstd", "zstd-compressed", "zstd -d data.csv"),
+        ("data.parquet", "auto", "zip", "zip-compressed", "unzip data.parquet"),
+    ],
+)
+def test_format_comes_from_the_content(
+    tmp_path: Path, name: str, declared: str, content: str, reason: str | None, fix: str | None
+) -> None:
+    """The first bytes decide the format; a name or config that contradicts them is refused."""
+    path = tmp_path / name
+    data = {
+        "parquet": lambda: _parquet_bytes(tmp_path),
+        "csv": _csv_bytes,
+        "gzip": lambda: gzip.compress(_csv_bytes()),
+        "zstd": lambda: _ZSTD_FRAME,
+        "zip": lambda: b"PK\x03\x04" + bytes(40),
+    }[content]()
+    path.write_bytes(data)
+    if reason is None:
+        assert detect_format(path, declared) == content
+        return
+    with pytest.raises(SourceFileError) as info:
+        detect_format(path, declared)
+    message = str(info.value)
+    assert str(path) in message
+    assert reason in message
+    assert fix is not None and fix in info.value.fix
+
+
+def test_text_named_csv_is_still_csv(tmp_path: Path) -> None:
+    """A plain CSV file is detected as CSV and profiles as before."""
+    path = tmp_path / "plain.csv"
+    path.write_bytes(_csv_bytes())
+    assert profile_file(path, detect_format(path, "auto"), 100, CsvOptions()).rows == 3
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`invoke ingest ARGS` in a subprocess, from the repo root, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "ingest", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=False,
+    )
+
+
+def source_config(tmp_path: Path, data: Path, extra: str = "", **fields: str) -> Path:
+    """A one-source config file loading `data` into table `t` (fields override the defaults)."""
+    values = {"table_name": "t", "if_table_exists": "replace", **fields}
+    lines = "".join(f"    {key}: '{value}'\n" for key, value in values.items())
+    more = "".join(f"    {line}\n" for line in extra.splitlines() if line.strip())
+    path = tmp_path / "config.yml"
+    path.write_text(f"sources:\n  s:\n    input_path: '{data}'\n{lines}{more}")
+    return path
+
+
+def assert_one_clear_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit 1, no traceback, one `error:` line, and the message has every fragment."""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("p.csv", "parquet", "it is a Parquet file"),
+        ("g.csv", "gzip", "decompress it first"),
+    ],
+)
+def test_cli_refuses_a_file_in_another_format(
+    tmp_path: Path, name: str, content: str, fragment: str
+) -> None:
+    """`invoke ingest` on a Parquet or gzip file named .csv says so in one line, exit 1."""
+    path = tmp_path / name
+    path.write_bytes(_parquet_bytes(tmp_path) if content == "parquet" else gzip.compress(b"a\n1\n"))
+    done = cli("--config", str(source_config(tmp_path, path)))
+    assert_one_clear_error(done, str(path), fragment)
