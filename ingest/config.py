@@ -337,6 +337,9 @@ def load_config(path: Path | str) -> PipelineConfig:
     )
 
 
+_NAMING = frozenset({"name", "table_name"})
+
+
 def _named_sources(
     path: Path, entries: dict[str, _SourceEntry] | list[_SourceEntry]
 ) -> dict[str, SourceConfig]:
@@ -355,6 +358,7 @@ def _named_sources(
     for name, entry in pairs:
         if name in out:
             raise ConfigError(path, [f"sources: {name!r} appears twice"])
-        fields = entry.model_dump(exclude={"name", "table_name"})
+        # The parsed sub-models themselves, not a dump: they remember which keys the file set.
+        fields = {k: getattr(entry, k) for k in type(entry).model_fields if k not in _NAMING}
         out[name] = SourceConfig(name=name, table_name=entry.table_name or name, **fields)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,29 @@ class SourceFileError(IngestError):
         self.fix = fix
         message = f"cannot read {self.path}: {reason}"
         super().__init__(f"{message}\n  fix: {fix}" if fix else message)
+
+
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+class SeparatorMismatch(SourceFileError):
+    """A CSV file is plainly separated by another character than the configured one."""
+
+    def __init__(
+        self, path: Path | str, configured: str, found: str, count: int, lines: int
+    ) -> None:
+        self.configured = configured
+        self.found = found
+        said = _SEPARATOR_NAMES.get(configured, repr(configured))
+        seen = _SEPARATOR_NAMES.get(found, repr(found))
+        quoted = json.dumps(found)  # "\t" in double quotes, which YAML and TOML both read as a tab
+        super().__init__(
+            path,
+            f"its first line has no {said} ({configured!r}), the separator in use, but each of "
+            f"its first {lines} line(s) has {count} {seen}(s) ({found!r}): it is {seen}-separated",
+            f"set csv.separator: {quoted} in the source (or set csv.separator: "
+            f"{json.dumps(configured)} to read each line as one column)",
+        )
 
 
 class BadColumnName(IngestError):

@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
-from ingest.errors import BadColumnName, SourceFileError
+from ingest.errors import BadColumnName, SeparatorMismatch, SourceFileError
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
@@ -151,7 +151,37 @@ def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> F
         raise SourceFileError(path, "the file is empty", "export the data again")
     if fmt == "parquet":
         return _profile_parquet(path, n_rows_sample)
+    check_separator(path, csv)
     return _profile_csv(path, n_rows_sample, csv)
+
+
+_SEPARATORS = ("\t", ";", "|", ",")
+_SNIFF_LINES = 5
+
+
+def check_separator(path: Path, csv: CsvOptions) -> None:
+    """Refuse a file whose first lines lack the separator but all have as many of another one.
+
+    Without this a tab-separated file read with `,` loads as one text column and exits 0. A
+    separator the config sets explicitly is trusted as it is.
+
+    Raises:
+        SeparatorMismatch: naming the separator found and the setting that reads it.
+    """
+    if "separator" in csv.model_fields_set:
+        return
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if len(lines) > 1 and not head.endswith((b"\n", b"\r")):
+        lines.pop()  # cut off mid-line by the read
+    lines = [line for line in lines[:_SNIFF_LINES] if line]
+    if not lines or csv.separator in lines[0]:
+        return
+    for other in _SEPARATORS:
+        counts = {line.count(other) for line in lines}
+        if other != csv.separator and len(counts) == 1 and (count := counts.pop()) > 0:
+            raise SeparatorMismatch(path, csv.separator, other, count, len(lines))
 
 
 def _widths(sample: pl.DataFrame) -> dict[str, float]:

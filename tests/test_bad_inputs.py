@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ingest.config import CsvOptions
-from ingest.errors import SourceFileError
+from ingest.config import CsvOptions, load_config
+from ingest.errors import SeparatorMismatch, SourceFileError
 from ingest.profile import detect_format, profile_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,3 +125,59 @@ def test_cli_refuses_a_file_in_another_format(
     path.write_bytes(_parquet_bytes(tmp_path) if content == "parquet" else gzip.compress(b"a\n1\n"))
     done = cli("--config", str(source_config(tmp_path, path)))
     assert_one_clear_error(done, str(path), fragment)
+
+
+@pytest.mark.parametrize(("separator", "setting"), [("\t", '"\\t"'), (";", '";"'), ("|", '"|"')])
+def test_another_separator_is_refused_with_the_setting(
+    tmp_path: Path, separator: str, setting: str
+) -> None:
+    """A file separated by tabs, `;` or `|` read with the default `,` names the setting to use."""
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(separator.join(row) for row in [["a", "b", "c"], ["1", "2", "3"]]))
+    with pytest.raises(SeparatorMismatch) as info:
+        profile_file(path, "csv", 100, CsvOptions())
+    assert str(path) in str(info.value)
+    assert info.value.found == separator
+    assert f"csv.separator: {setting}" in info.value.fix
+
+
+def test_the_suggested_separator_reads_the_file(tmp_path: Path) -> None:
+    """With the setting the error suggests (as YAML reads it), the file profiles into 3 columns."""
+    path = tmp_path / "data.csv"
+    path.write_text("a\tb\tc\n1\t2\t3\n4\t5\t6\n")
+    with pytest.raises(SeparatorMismatch) as info:
+        profile_file(path, "csv", 100, CsvOptions())
+    value = info.value.fix.split("csv.separator: ")[1].split(" in the source")[0]
+    cfg = source_config(tmp_path, path, f"csv: {{separator: {value}}}")
+    csv = load_config(cfg).source().csv
+    assert profile_file(path, "csv", 100, csv).schema == {
+        "a": pl.Int64(),
+        "b": pl.Int64(),
+        "c": pl.Int64(),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "columns"),
+    [
+        ("a\tb\n1\t2\n", "csv: {separator: ','}", 1),  # set explicitly: trusted as it is
+        ("a;b,c\n1;2,3\n", "", 2),  # the header has the separator
+        ("note\nx;y\nz\n", "", 1),  # one column, a `;` in one value only
+    ],
+)
+def test_separator_is_kept_when_the_file_does_not_contradict_it(
+    tmp_path: Path, text: str, extra: str, columns: int
+) -> None:
+    """An explicit separator, or a file whose first lines fit it, is read as configured."""
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    csv = load_config(source_config(tmp_path, path, extra)).source().csv
+    assert len(profile_file(path, "csv", 100, csv).columns) == columns
+
+
+def test_cli_refuses_a_tab_separated_file_read_with_commas(tmp_path: Path) -> None:
+    """A tab-separated file read with the default separator exits 1, naming the fix."""
+    path = tmp_path / "tabs.csv"
+    path.write_text("a\tb\tc\n1\t2\t3\n")
+    done = cli("--config", str(source_config(tmp_path, path)))
+    assert_one_clear_error(done, str(path), 'set csv.separator: "\\t"')
