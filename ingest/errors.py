@@ -68,6 +68,24 @@ class BadColumnName(IngestError):
         )
 
 
+class TooManyColumns(IngestError):
+    """A file has more columns than a PostgreSQL table can hold."""
+
+    def __init__(self, path: Path | str, columns: int, lineage: Sequence[str], limit: int) -> None:
+        self.path = Path(path)
+        self.columns = columns
+        self.limit = limit
+        added = (
+            f" plus the {len(lineage)} lineage columns ({', '.join(lineage)})" if lineage else ""
+        )
+        super().__init__(
+            f"{self.path}: {columns:,} columns{added} is more than PostgreSQL's limit of "
+            f"{limit:,} columns in a table; nothing was loaded\n"
+            f"  fix: split the file's columns over several tables, keeping at most "
+            f"{limit - len(lineage):,} in each"
+        )
+
+
 class CastError(IngestError):
     """A column's values do not fit the type the config asks for."""
 

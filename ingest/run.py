@@ -166,7 +166,7 @@ def _run_file(
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
         )
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
-        check_column_names(profile.path, [*profile.schema, *lineage])
+        check_column_names(profile.path, list(profile.schema), lineage)
         casts = cast.plan_casts(config.path, profile.schema, source.schema_config, profile.sample)
         unknown = [c for c in source.validation_data.checks if c not in profile.schema]
         if unknown:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from ingest.errors import BadColumnName
+from ingest.errors import BadColumnName, TooManyColumns
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -63,14 +64,25 @@ def table_exists(conn: Conn, target: Target) -> bool:
     return row is not None
 
 
-def check_column_names(path: Path, names: list[str]) -> None:
-    """Refuse names PostgreSQL would truncate or reject, and names used twice.
+MAX_COLUMNS = 1600  # PostgreSQL's MaxHeapAttributeNumber: columns a table can have
+
+
+def check_column_names(path: Path, names: list[str], lineage: Sequence[str] = ()) -> None:
+    """Refuse names PostgreSQL would truncate or reject, names used twice, and too many columns.
+
+    Args:
+        path: the file the names come from.
+        names: the file's columns.
+        lineage: the columns the load adds to every row.
 
     Raises:
         BadColumnName: naming the file and the column.
+        TooManyColumns: the file's columns and the lineage ones exceed PostgreSQL's limit.
     """
+    if len(names) + len(lineage) > MAX_COLUMNS:
+        raise TooManyColumns(path, len(names), list(lineage), MAX_COLUMNS)
     seen: set[str] = set()
-    for name in names:
+    for name in [*names, *lineage]:
         if not name.strip():
             raise BadColumnName(path, name, "is empty")
         if "\x00" in name:

@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 
 from ingest.config import CsvOptions, load_config
-from ingest.errors import SeparatorMismatch, SourceFileError
+from ingest.errors import SeparatorMismatch, SourceFileError, TooManyColumns
 from ingest.profile import detect_format, profile_file
+from ingest.target import check_column_names
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
@@ -181,3 +182,27 @@ def test_cli_refuses_a_tab_separated_file_read_with_commas(tmp_path: Path) -> No
     path.write_text("a\tb\tc\n1\t2\t3\n")
     done = cli("--config", str(source_config(tmp_path, path)))
     assert_one_clear_error(done, str(path), 'set csv.separator: "\\t"')
+
+
+@pytest.mark.parametrize(("columns", "refused"), [(1598, False), (1599, True), (1700, True)])
+def test_columns_over_postgresql_limit_are_refused(
+    tmp_path: Path, columns: int, refused: bool
+) -> None:
+    """A file's columns plus the two lineage columns may not pass PostgreSQL's 1,600."""
+    names = [f"c{i}" for i in range(columns)]
+    if not refused:
+        check_column_names(tmp_path / "wide.csv", names, ["_loaded_at", "_run_id"])
+        return
+    with pytest.raises(TooManyColumns) as info:
+        check_column_names(tmp_path / "wide.csv", names, ["_loaded_at", "_run_id"])
+    assert f"{columns:,} columns" in str(info.value)
+    assert "limit of 1,600" in str(info.value)
+    assert "at most 1,598" in str(info.value)
+
+
+def test_cli_refuses_a_1700_column_header(tmp_path: Path) -> None:
+    """A CSV with 1,700 columns is refused before any table is made, naming count and limit."""
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"c{i}" for i in range(1700)) + "\n" + ",".join(["1"] * 1700) + "\n")
+    done = cli("--config", str(source_config(tmp_path, path)))
+    assert_one_clear_error(done, str(path), "1,700 columns", "limit of 1,600")
