@@ -63,8 +63,9 @@ class BadColumnName(IngestError):
         self.column = column
         self.reason = reason
         super().__init__(
-            f"{self.path}: column {column!r} {reason}; rename it in the file "
-            "or map it with schema_config.rename"
+            f"{self.path}: column {column!r} {reason}; nothing was loaded\n"
+            "  fix: rename the column in the file (any name PostgreSQL takes will do: up to 63 "
+            "bytes, no NUL)"
         )
 
 

@@ -196,6 +196,11 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
         meta = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
     except Exception as exc:  # pyarrow raises several types for a damaged footer
         raise SourceFileError(path, f"not a readable Parquet file ({exc})") from None
+    seen: set[str] = set()
+    for name in meta.schema_arrow.names:
+        if name in seen:  # polars would refuse the whole frame without naming the file
+            raise BadColumnName(path, name, "appears twice in the file's schema")
+        seen.add(name)
     md = meta.metadata
     footer: dict[str, int] = {}
     for g in range(md.num_row_groups):

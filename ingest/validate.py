@@ -30,7 +30,9 @@ with without_modules("pandas"):  # see without_modules: pandera would load panda
     import pandera.errors
     import pandera.polars as pa
 
-ROW = "__row"
+# The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
+# (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
+ROW = "\0row"
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     ROW: pl.Int64(),
     "column": pl.String(),

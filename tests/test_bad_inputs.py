@@ -9,13 +9,19 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from psycopg import sql
 
-from ingest.config import CsvOptions, load_config
-from ingest.errors import SeparatorMismatch, SourceFileError, TooManyColumns
+from ingest import load_config, run_source
+from ingest.config import CsvOptions
+from ingest.errors import BadColumnName, SeparatorMismatch, SourceFileError, TooManyColumns
 from ingest.profile import detect_format, profile_file
 from ingest.target import check_column_names
 
+Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
 FRAME = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
 
@@ -91,13 +97,24 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def source_config(tmp_path: Path, data: Path, extra: str = "", **fields: str) -> Path:
-    """A one-source config file loading `data` into table `t` (fields override the defaults)."""
+def source_config(
+    tmp_path: Path,
+    data: Path | str,
+    extra: str = "",
+    *,
+    schema: str | None = None,
+    url: str | None = None,
+    **fields: str,
+) -> Path:
+    """A one-source config loading `data` into table `t`; `schema` and `url` name the database."""
     values = {"table_name": "t", "if_table_exists": "replace", **fields}
     lines = "".join(f"    {key}: '{value}'\n" for key, value in values.items())
     more = "".join(f"    {line}\n" for line in extra.splitlines() if line.strip())
+    database = ""
+    if schema is not None:
+        database = f"database: {{schema: {schema}, metadata_schema: {schema}, url: '{url}'}}\n"
     path = tmp_path / "config.yml"
-    path.write_text(f"sources:\n  s:\n    input_path: '{data}'\n{lines}{more}")
+    path.write_text(f"{database}sources:\n  s:\n    input_path: '{data}'\n{lines}{more}")
     return path
 
 
@@ -206,3 +223,41 @@ def test_cli_refuses_a_1700_column_header(tmp_path: Path) -> None:
     path.write_text(",".join(f"c{i}" for i in range(1700)) + "\n" + ",".join(["1"] * 1700) + "\n")
     done = cli("--config", str(source_config(tmp_path, path)))
     assert_one_clear_error(done, str(path), "1,700 columns", "limit of 1,600")
+
+
+def test_duplicate_parquet_field_names_are_refused(tmp_path: Path) -> None:
+    """A Parquet schema naming a field twice is refused naming the file, the column and the fix."""
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([pa.array([1, 2]), pa.array([3, 4])], names=["x", "x"]), path)
+    with pytest.raises(BadColumnName) as info:
+        profile_file(path, "parquet", 100, CsvOptions())
+    assert info.value.column == "x"
+    assert str(path) in str(info.value) and "rename the column in the file" in str(info.value)
+    done = cli("--config", str(source_config(tmp_path, path)))
+    assert_one_clear_error(done, str(path), "'x' appears twice")
+
+
+def rows(conn: Conn, schema: str, table: str, columns: str) -> list[tuple[object, ...]]:
+    """The table's `columns` (comma-separated), ordered by them."""
+    names = [sql.Identifier(c.strip()) for c in columns.split(",")]
+    query = sql.SQL("select {c} from {t} order by {c}").format(
+        c=sql.SQL(", ").join(names), t=sql.Identifier(schema, table)
+    )
+    return conn.execute(query).fetchall()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_column_named_like_an_internal_one_loads(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, fmt: str
+) -> None:
+    """A user column named `__row` loads with its own values, bad rows counted on file rows."""
+    frame = pl.DataFrame({"__row": [10, 20, 30], "v": [1, -1, 3]})
+    path = tmp_path / f"data.{fmt}"
+    frame.write_csv(path) if fmt == "csv" else frame.write_parquet(path)
+    checks = "validation_data: {max_bad_rows: 1, checks: {v: {ge: 0}}}"
+    config = load_config(source_config(tmp_path, path, checks, schema=pg_schema, url=database_url))
+    report = run_source(config, progress=False)
+    assert (report.rows_loaded, report.rows_rejected) == (2, 1)
+    assert rows(pg_conn, pg_schema, "t", "__row, v") == [(10, 1), (30, 3)]
+    rejected = rows(pg_conn, pg_schema, "t__rejected", "row_number")
+    assert rejected == [(3 if fmt == "csv" else 1,)]  # CSV line 3, Parquet row 1 (0-based)
