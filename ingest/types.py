@@ -30,7 +30,7 @@ _SIMPLE: dict[str, pl.DataType] = {
     "text": pl.String(),
 }
 _DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
-_DATETIME_TZ = re.compile(r"datetime\[\s*([A-Za-z_/+\-0-9]+)\s*\]")
+_DATETIME_TZ = re.compile(r"datetime\[\s*([A-Za-z_/+\-0-9:]+)\s*\]")
 
 
 def parse_type_name(name: str) -> pl.DataType:
@@ -48,6 +48,14 @@ def parse_type_name(name: str) -> pl.DataType:
             raise ValueError(f"{name!r}: decimal needs 1 <= precision <= 38 and scale <= precision")
         return pl.Decimal(precision, scale)
     if match := _DATETIME_TZ.fullmatch(name.strip()):
-        return pl.Datetime("us", match.group(1))
+        zone = match.group(1)
+        try:  # polars checks a zone only when a value meets it: make one meet it now
+            pl.Series([0]).cast(pl.Datetime("us")).dt.replace_time_zone(zone)
+        except pl.exceptions.PolarsError:
+            raise ValueError(
+                f"{name!r}: unknown time zone {zone!r}; use a tz database name such as UTC or "
+                "Europe/Paris, or an offset such as +02:00"
+            ) from None
+        return pl.Datetime("us", zone)
     known = ", ".join(sorted(_SIMPLE)) + ", decimal(p,s), datetime[TZ]"
     raise ValueError(f"unknown type {name!r}; use one of: {known}")

@@ -17,7 +17,13 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.config import CsvOptions
-from ingest.errors import BadColumnName, SeparatorMismatch, SourceFileError, TooManyColumns
+from ingest.errors import (
+    BadColumnName,
+    ConfigError,
+    SeparatorMismatch,
+    SourceFileError,
+    TooManyColumns,
+)
 from ingest.profile import detect_format, profile_file
 from ingest.target import check_column_names
 
@@ -261,3 +267,53 @@ def test_a_column_named_like_an_internal_one_loads(
     assert rows(pg_conn, pg_schema, "t", "__row, v") == [(10, 1), (30, 3)]
     rejected = rows(pg_conn, pg_schema, "t__rejected", "row_number")
     assert rejected == [(3 if fmt == "csv" else 1,)]  # CSV line 3, Parquet row 1 (0-based)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        (
+            "validation_data: {checks: {b: {str_matches: '('}}}",
+            "sources.s.validation_data.checks.b.str_matches",
+            "'(' is not a valid regular expression",
+        ),
+        (
+            "validation_data: {checks: {b: {str_matches: '(?<=a)b'}}}",
+            "sources.s.validation_data.checks.b.str_matches",
+            "look-around",
+        ),
+        (
+            "schema_config: {data_type: {b: 'datetime[Mars/Base]'}}",
+            "sources.s.schema_config.data_type",
+            "unknown time zone 'Mars/Base'",
+        ),
+    ],
+)
+def test_bad_regex_or_time_zone_fails_at_config_load(
+    tmp_path: Path, extra: str, key: str, reason: str
+) -> None:
+    """An invalid regex or time zone is one ConfigError problem naming the file and the key."""
+    cfg = source_config(tmp_path, tmp_path / "data.csv", extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert info.value.path == cfg
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"{key}: ")
+    assert reason in info.value.problems[0]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "+02:00"])
+def test_real_time_zones_are_accepted(tmp_path: Path, zone: str) -> None:
+    """Time zone names and fixed offsets polars knows pass the config check."""
+    extra = f"schema_config: {{data_type: {{b: 'datetime[{zone}]'}}}}"
+    cfg = source_config(tmp_path, "x.csv", extra)
+    assert load_config(cfg).source().schema_config.data_type == {"b": f"datetime[{zone}]"}
+
+
+def test_cli_bad_regex_is_one_clear_error(tmp_path: Path) -> None:
+    """`invoke ingest` with an invalid regex exits 1 naming the config and the key."""
+    path = tmp_path / "data.csv"
+    path.write_text("a,b\n1,x\n")
+    cfg = source_config(tmp_path, path, "validation_data: {checks: {b: {str_matches: '('}}}")
+    done = cli("--config", str(cfg))
+    assert_one_clear_error(done, str(cfg), "checks.b.str_matches")
