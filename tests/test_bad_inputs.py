@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -317,3 +318,16 @@ def test_cli_bad_regex_is_one_clear_error(tmp_path: Path) -> None:
     cfg = source_config(tmp_path, path, "validation_data: {checks: {b: {str_matches: '('}}}")
     done = cli("--config", str(cfg))
     assert_one_clear_error(done, str(cfg), "checks.b.str_matches")
+
+
+def test_cli_json_prints_one_failure_object(tmp_path: Path) -> None:
+    """`invoke ingest --json` that fails prints one JSON object with the error, and exits 1."""
+    path = tmp_path / "g.csv"
+    path.write_bytes(gzip.compress(b"a\n1\n"))
+    done = cli("--config", str(source_config(tmp_path, path)), "--json")
+    assert_one_clear_error(done, "decompress it first")
+    assert len(done.stdout.strip().splitlines()) == 1, done.stdout
+    report = json.loads(done.stdout)
+    assert report["status"] == "failed"
+    assert report["error_type"] == "SourceFileError"
+    assert str(path) in report["error"] and "decompress it first" in report["error"]
