@@ -87,6 +87,26 @@ class TooManyColumns(IngestError):
         )
 
 
+class UnsupportedColumnType(IngestError):
+    """A file's column has a type the loader cannot write to PostgreSQL."""
+
+    def __init__(
+        self, path: Path | str, column: str, type_name: str, why: str = "", fix: str = ""
+    ) -> None:
+        self.path = Path(path)
+        self.column = column
+        self.type_name = type_name
+        self.fix = fix or (
+            "cast the column in the file to a type that loads (e.g. text), or set "
+            f"schema_config.data_type: {{{column!r}: string}}"
+        )
+        super().__init__(
+            f"{self.path}: column {column!r} has type {type_name}, which cannot be loaded"
+            + (f" ({why})" if why else "")
+            + f"; nothing was loaded\n  fix: {self.fix}"
+        )
+
+
 class CastError(IngestError):
     """A column's values do not fit the type the config asks for."""
 

@@ -8,10 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
-from ingest.errors import BadColumnName, SeparatorMismatch, SourceFileError
+from ingest.errors import (
+    BadColumnName,
+    SeparatorMismatch,
+    SourceFileError,
+    UnsupportedColumnType,
+)
+from ingest.types import POLARS_MAX_PRECISION, polars_readable
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
@@ -201,6 +208,18 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
         if name in seen:  # polars would refuse the whole frame without naming the file
             raise BadColumnName(path, name, "appears twice in the file's schema")
         seen.add(name)
+    for item in meta.schema_arrow:
+        kind = item.type
+        if pa.types.is_decimal256(kind) and kind.precision > POLARS_MAX_PRECISION:
+            raise UnsupportedColumnType(
+                path,
+                item.name,
+                str(kind),
+                f"polars, which reads the file, holds decimals of up to {POLARS_MAX_PRECISION} "
+                "digits",
+                f"cast the column in the file to decimal({POLARS_MAX_PRECISION}, {kind.scale}) "
+                "or narrower if its values fit, or to text",
+            )
     md = meta.metadata
     footer: dict[str, int] = {}
     for g in range(md.num_row_groups):
@@ -217,7 +236,7 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     for g in picks:
         batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
         if batch is not None:
-            part = pl.from_arrow(batch)
+            part = pl.from_arrow(polars_readable(batch))
             assert isinstance(part, pl.DataFrame)
             parts.append(part)
     schema = pl.read_parquet_schema(path)

@@ -16,6 +16,7 @@ from ingest import csvread
 from ingest.config import CsvOptions
 from ingest.csvread import Chunk
 from ingest.plan import Plan
+from ingest.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
 # lazy and streaming none, the reader waits for the load (a read-ahead batch measured ~25 MB
@@ -61,7 +62,7 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
         else:  # a huge row group is read in batches, so memory stays bounded
             pieces = source.iter_batches(plan.batch_rows, row_groups=[group], use_threads=threads)
         for piece in pieces:
-            frame = pl.from_arrow(_decoded(piece) if coded else piece)
+            frame = pl.from_arrow(polars_readable(_decoded(piece) if coded else piece))
             assert isinstance(frame, pl.DataFrame)
             for part in frame.iter_slices(plan.batch_rows):
                 yield Chunk(csvread.numbered(part, offset), offset, offset, False)

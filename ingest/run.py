@@ -28,7 +28,14 @@ from ingest.memory import (
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.report import RunReport, mb
-from ingest.target import Conn, Target, check_column_names, default_workers, table_exists
+from ingest.target import (
+    Conn,
+    Target,
+    check_column_names,
+    check_column_types,
+    default_workers,
+    table_exists,
+)
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,7 @@ def _run_file(
             target=Target(config.database.schema_, source.table_name, source.if_table_exists),
             run_id=uuid.uuid4().hex,
         )
+        check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
             if plan.workers is None:

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import BadColumnName, TooManyColumns
+from ingest import encode
+from ingest.errors import BadColumnName, TooManyColumns, UnsupportedColumnType
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -92,6 +94,19 @@ def check_column_names(path: Path, names: list[str], lineage: Sequence[str] = ()
         if name in seen:
             raise BadColumnName(path, name, "appears twice (or clashes with a lineage column)")
         seen.add(name)
+
+
+def check_column_types(path: Path, schema: dict[str, pl.DataType]) -> None:
+    """Refuse a column whose type (after the config's casts) has no PostgreSQL encoding.
+
+    Raises:
+        UnsupportedColumnType: naming the file, the column and its type.
+    """
+    for name, dtype in schema.items():
+        try:
+            encode.pg_type(dtype)
+        except TypeError:
+            raise UnsupportedColumnType(path, name, str(dtype)) from None
 
 
 def default_workers(conn: Conn, target: Target, append_types: dict[str, str]) -> int:

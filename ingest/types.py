@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+import pyarrow as pa
 
 _SIMPLE: dict[str, pl.DataType] = {
     "int8": pl.Int8(),
@@ -59,3 +60,24 @@ def parse_type_name(name: str) -> pl.DataType:
         return pl.Datetime("us", zone)
     known = ", ".join(sorted(_SIMPLE)) + ", decimal(p,s), datetime[TZ]"
     raise ValueError(f"unknown type {name!r}; use one of: {known}")
+
+
+POLARS_MAX_PRECISION = 38  # polars' Decimal is 128-bit
+
+
+def polars_readable(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """`piece` with each decimal256 column of precision <= 38 as decimal128, unchanged in value.
+
+    polars panics on a 256-bit decimal (`operator does not support primitive Int256`) although
+    its own Decimal holds 38 digits; one that needs more is refused when the file is profiled.
+    """
+    wide = [i for i, f in enumerate(piece.schema) if pa.types.is_decimal256(f.type)]
+    if not wide:
+        return piece
+    columns = list(piece.columns)
+    for i in wide:
+        kind = piece.schema.field(i).type
+        columns[i] = columns[i].cast(pa.decimal128(kind.precision, kind.scale))
+    if isinstance(piece, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, names=piece.schema.names)
+    return pa.Table.from_arrays(columns, names=piece.schema.names)

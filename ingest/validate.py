@@ -291,7 +291,7 @@ def _build_schema(
         for number, (rule, _check, before, after) in enumerate(picked):
             lookup.append((name, number, rule, before, after))
         specs[name] = pa.Column(
-            dtype,
+            None if isinstance(dtype, (pl.Map, pl.Float16)) else dtype,  # pandera lacks them
             checks=[r[1] for r in picked],
             nullable=chosen.nullable or not nulls,
             unique=chosen.unique and unique,

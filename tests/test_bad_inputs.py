@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -24,9 +26,10 @@ from ingest.errors import (
     SeparatorMismatch,
     SourceFileError,
     TooManyColumns,
+    UnsupportedColumnType,
 )
 from ingest.profile import detect_format, profile_file
-from ingest.target import check_column_names
+from ingest.target import check_column_names, check_column_types
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,3 +334,77 @@ def test_cli_json_prints_one_failure_object(tmp_path: Path) -> None:
     assert report["status"] == "failed"
     assert report["error_type"] == "SourceFileError"
     assert str(path) in report["error"] and "decompress it first" in report["error"]
+
+
+_UTC = dt.UTC
+
+
+@pytest.mark.parametrize(
+    ("arrow", "pg", "expected"),
+    [
+        (pa.array([1.5, None], pa.float16()), "real", [(1.5,), (None,)]),
+        (
+            pa.array([Decimal("123456789012345678.25"), Decimal("-1.5")], pa.decimal256(20, 2)),
+            "numeric",
+            [(Decimal("-1.50"),), (Decimal("123456789012345678.25"),)],
+        ),
+        (
+            pa.array([dt.datetime(2024, 1, 1, 12, tzinfo=_UTC)], pa.timestamp("us", "+02:00")),
+            "timestamp with time zone",
+            [(dt.datetime(2024, 1, 1, 12, tzinfo=_UTC),)],
+        ),
+        (
+            pa.array([[("k", 1), ("j", 2)], None], pa.map_(pa.string(), pa.int64())),
+            "jsonb",
+            [({"j": 2, "k": 1},), (None,)],
+        ),
+        (
+            pa.array([[(7, "a")], []], pa.map_(pa.int64(), pa.string())),
+            "jsonb",
+            [([],), ([{"key": 7, "value": "a"}],)],
+        ),
+    ],
+    ids=["float16", "decimal256", "fixed-offset", "map-text-keys", "map-int-keys"],
+)
+def test_parquet_types_load_as_their_postgresql_type(
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    arrow: pa.Array,
+    pg: str,
+    expected: list[tuple[object, ...]],
+) -> None:
+    """float16, decimal256, +02:00 timestamps and maps load as real, numeric, timestamptz, jsonb."""
+    path = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"x": arrow}), path)
+    config = load_config(source_config(tmp_path, path, schema=pg_schema, url=database_url))
+    assert run_source(config, progress=False).rows_loaded == len(arrow)
+    kind = pg_conn.execute(
+        "select data_type from information_schema.columns"
+        " where table_schema = %s and table_name = 't' and column_name = 'x'",
+        (pg_schema,),
+    ).fetchone()
+    assert kind == (pg,)
+    assert rows(pg_conn, pg_schema, "t", "x") == expected
+
+
+def test_a_decimal_wider_than_polars_is_refused(tmp_path: Path) -> None:
+    """A decimal256 of 50 digits is refused naming the file, the column, its type and the fix."""
+    path = tmp_path / "wide.parquet"
+    values = pa.array([Decimal("1" * 48 + ".25")], pa.decimal256(50, 2))
+    pq.write_table(pa.table({"d": values}), path)
+    with pytest.raises(UnsupportedColumnType) as info:
+        profile_file(path, "parquet", 100, CsvOptions())
+    assert (info.value.column, info.value.type_name) == ("d", "decimal256(50, 2)")
+    assert str(path) in str(info.value) and "decimal(38, 2)" in info.value.fix
+    done = cli("--config", str(source_config(tmp_path, path)))
+    assert_one_clear_error(done, str(path), "'d' has type decimal256(50, 2)")
+
+
+def test_a_type_without_an_encoding_is_refused_before_loading(tmp_path: Path) -> None:
+    """A column type the encoder lacks is refused naming the column, its type and the fix."""
+    with pytest.raises(UnsupportedColumnType) as info:
+        check_column_types(tmp_path / "f.parquet", {"ok": pl.Int64(), "big": pl.Int128()})
+    assert info.value.column == "big"
+    assert "data_type: {'big': string}" in str(info.value)
