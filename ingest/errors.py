@@ -32,6 +32,18 @@ class SourceFileError(IngestError):
         super().__init__(f"{message}\n  fix: {fix}" if fix else message)
 
 
+class DamagedParquet(SourceFileError):
+    """A Parquet row group cannot be decoded: a corrupt page, a failed decompression."""
+
+    def __init__(self, path: Path | str, row_group: int, groups: int, cause: Exception) -> None:
+        self.row_group = row_group
+        super().__init__(
+            path,
+            f"row group {row_group} (of {groups}, counted from 0) is damaged: {cause}",
+            "export or copy the file again; nothing from it was loaded",
+        )
+
+
 _SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from ingest.config import CsvOptions
 from ingest.errors import (
     BadColumnName,
+    DamagedParquet,
     SeparatorMismatch,
     SourceFileError,
     UnsupportedColumnType,
@@ -234,7 +235,10 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     per_pick = max(n_rows_sample // max(len(picks), 1), 1)
     parts: list[pl.DataFrame] = []
     for g in picks:
-        batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
+        try:
+            batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
+        except (OSError, pa.ArrowException) as exc:
+            raise DamagedParquet(path, g, md.num_row_groups, exc) from None
         if batch is not None:
             part = pl.from_arrow(polars_readable(batch))
             assert isinstance(part, pl.DataFrame)

@@ -23,12 +23,15 @@ from ingest.config import CsvOptions
 from ingest.errors import (
     BadColumnName,
     ConfigError,
+    DamagedParquet,
     SeparatorMismatch,
     SourceFileError,
     TooManyColumns,
     UnsupportedColumnType,
 )
+from ingest.plan import Plan
 from ingest.profile import detect_format, profile_file
+from ingest.read import batches
 from ingest.target import check_column_names, check_column_types
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -408,3 +411,52 @@ def test_a_type_without_an_encoding_is_refused_before_loading(tmp_path: Path) ->
         check_column_types(tmp_path / "f.parquet", {"ok": pl.Int64(), "big": pl.Int128()})
     assert info.value.column == "big"
     assert "data_type: {'big': string}" in str(info.value)
+
+
+def corrupt_copy(good: Path, bad: Path) -> None:
+    """`bad`: `good` with 64 bytes in the middle inverted (inside a compressed data page)."""
+    data = bytearray(good.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    bad.write_bytes(bytes(data))
+
+
+def four_row_groups(path: Path) -> pl.DataFrame:
+    """200,000 rows in 4 zstd row groups."""
+    frame = pl.DataFrame({"i": range(200_000), "s": [f"value {i}" for i in range(200_000)]})
+    frame.write_parquet(path, compression="zstd", row_group_size=50_000)
+    return frame
+
+
+def test_a_damaged_row_group_is_named_by_the_reader(tmp_path: Path) -> None:
+    """Reading a Parquet file with a corrupt page raises DamagedParquet naming file and group."""
+    four_row_groups(tmp_path / "good.parquet")
+    corrupt_copy(tmp_path / "good.parquet", tmp_path / "bad.parquet")
+    plan = Plan("lazy", 0, 0, 0.0, 10_000, 0, 1, False, "test")
+    schema = dict(pl.read_parquet_schema(tmp_path / "bad.parquet"))
+    with pytest.raises(DamagedParquet) as info:
+        for _ in batches(tmp_path / "bad.parquet", "parquet", CsvOptions(), schema, plan):
+            pass
+    assert info.value.row_group == 1
+    assert str(tmp_path / "bad.parquet") in str(info.value) and "row group 1 (of 4" in str(
+        info.value
+    )
+
+
+def test_a_damaged_parquet_file_leaves_the_table_as_it_was(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A replace from a corrupt Parquet file fails naming file and row group; the table stays."""
+    good, bad = tmp_path / "good.parquet", tmp_path / "bad.parquet"
+    four_row_groups(good)
+    corrupt_copy(good, bad)
+    run_source(load_config(source_config(tmp_path, good, schema=pg_schema, url=database_url)))
+    with pytest.raises(DamagedParquet) as info:
+        run_source(load_config(source_config(tmp_path, bad, schema=pg_schema, url=database_url)))
+    assert str(bad) in str(info.value) and "row group 1" in str(info.value)
+    count = pg_conn.execute(
+        sql.SQL("select count(*), sum(i) from {}").format(sql.Identifier(pg_schema, "t"))
+    ).fetchone()
+    assert count == (200_000, sum(range(200_000)))
+    done = cli("--config", str(source_config(tmp_path, bad, schema=pg_schema, url=database_url)))
+    assert_one_clear_error(done, str(bad), "row group 1 (of 4, counted from 0) is damaged")
