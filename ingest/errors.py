@@ -158,15 +158,16 @@ class TargetExists(IngestError):
 
 
 class SchemaMismatch(IngestError):
-    """An append found the target's columns differ from the file's."""
+    """An append found columns in the file that the target table lacks."""
 
-    def __init__(self, table: str, missing: Sequence[str], extra: Sequence[str]) -> None:
+    def __init__(self, table: str, path: Path | str, extra: Sequence[str]) -> None:
         self.table = table
-        self.missing = list(missing)
+        self.path = Path(path)
         self.extra = list(extra)
         super().__init__(
-            f"cannot append to {table}: the file lacks columns {self.missing} and adds "
-            f"{self.extra}; nothing was changed. Use if_table_exists 'replace', or align the file."
+            f"{self.path}: cannot append to {table}, which has no column(s) {self.extra}; "
+            "nothing from the file was loaded\n"
+            "  fix: set on_drift: evolve to add them, or align the file's columns with the table's"
         )
 
 
@@ -222,14 +223,19 @@ class BadRowsOverLimit(IngestError):
 class SchemaDrift(IngestError):
     """The file's columns differ from the schema recorded by the last run (`on_drift: fail`)."""
 
-    def __init__(self, source: str, table: str, changes: Sequence[str]) -> None:
+    def __init__(
+        self, source: str, table: str, changes: Sequence[str], path: Path | str | None = None
+    ) -> None:
         self.source = source
         self.table = table
         self.changes = list(changes)
+        self.path = Path(path) if path is not None else None
         listed = "\n".join(f"  - {c}" for c in self.changes)
+        where = f" in {self.path}" if self.path else ""
         super().__init__(
-            f"source {source!r}: the schema of {table} drifted; nothing was changed:\n{listed}\n"
-            "  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix the file"
+            f"source {source!r}: the schema of {table} drifted{where}; nothing was changed:\n"
+            f"{listed}\n  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix "
+            f"the file{f' {self.path.name}' if self.path else ''}"
         )
 
 

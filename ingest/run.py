@@ -14,7 +14,7 @@ from ingest import cast, drift, ledger, quarantine, schema_history
 from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
-from ingest.errors import ConfigError, IngestError, SourceFileError
+from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.load import append_types
 from ingest.locks import table_lock
 from ingest.memory import (
@@ -301,8 +301,11 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             found,
             log,
             schema=job.target.schema,
+            path=job.profile.path,
         )
         counts.notes.extend(found.changes())
+        if appending and not statements:  # warn, or a history that differs from the table
+            _refuse_new_columns(control, job, [c.name for c in columns])
 
         def evolve(conn: Conn) -> None:
             # Before the staged rows are inserted: they may fill a column this adds.
@@ -336,6 +339,16 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         raise
     finish("success", None)
     return counts, "success"
+
+
+def _refuse_new_columns(control: Conn, job: Job, names: list[str]) -> None:
+    """Refuse an append of columns the table lacks: the INSERT would fail on the first one."""
+    target = job.target
+    live = schema_history.table_columns(control, target.schema, target.table, exclude=job.lineage)
+    have = {c.name for c in live or ()}
+    extra = [name for name in names if name not in have]
+    if live is not None and extra:
+        raise SchemaMismatch(target.display, job.profile.path, extra)
 
 
 def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:

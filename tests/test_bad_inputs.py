@@ -24,6 +24,9 @@ from ingest.errors import (
     BadColumnName,
     ConfigError,
     DamagedParquet,
+    IngestError,
+    SchemaDrift,
+    SchemaMismatch,
     SeparatorMismatch,
     SourceFileError,
     TooManyColumns,
@@ -460,3 +463,36 @@ def test_a_damaged_parquet_file_leaves_the_table_as_it_was(
     assert count == (200_000, sum(range(200_000)))
     done = cli("--config", str(source_config(tmp_path, bad, schema=pg_schema, url=database_url)))
     assert_one_clear_error(done, str(bad), "row group 1 (of 4, counted from 0) is damaged")
+
+
+@pytest.mark.parametrize(
+    ("on_drift", "error", "fragment"),
+    [("fail", SchemaDrift, "drifted in"), ("warn", SchemaMismatch, "has no column(s) ['c']")],
+)
+def test_a_glob_file_with_other_columns_is_named(
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    on_drift: str,
+    error: type[IngestError],
+    fragment: str,
+) -> None:
+    """An append of a glob names the file whose columns differ; earlier files stay loaded."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "in" / "b.csv").write_text("a,c\n3,4\n")
+    cfg = source_config(
+        tmp_path,
+        tmp_path / "in" / "*.csv",
+        f"on_drift: {on_drift}",
+        schema=pg_schema,
+        url=database_url,
+        if_table_exists="append",
+    )
+    with pytest.raises(error) as info:
+        run_source(load_config(cfg), progress=False)
+    assert str(tmp_path / "in" / "b.csv") in str(info.value) and fragment in str(info.value)
+    assert rows(pg_conn, pg_schema, "t", "a, b") == [(1, 2)]
+    done = cli("--config", str(cfg))
+    assert_one_clear_error(done, str(tmp_path / "in" / "b.csv"))
