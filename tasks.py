@@ -30,14 +30,23 @@ out = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Expected failures become one clear message and exit code 1, never a traceback."""
+def _errors(report_json: bool = False) -> Iterator[None]:
+    """Expected failures become one clear message and exit code 1, never a traceback.
+
+    With `report_json`, a failure also prints one JSON object on stdout (`status: failed` and
+    the error), so a caller that parses stdout learns why instead of reading nothing.
+    """
     try:
         yield
-    except ingest.IngestError as exc:
-        raise Exit(f"error: {exc}", code=1) from None
-    except ValueError as exc:
-        raise Exit(f"error: {exc}", code=2) from None
+    except Exception as exc:
+        if report_json:
+            failed = {"status": "failed", "error": str(exc), "error_type": type(exc).__name__}
+            print(json.dumps(failed), flush=True)
+        if isinstance(exc, ingest.IngestError):
+            raise Exit(f"error: {exc}", code=1) from None
+        if isinstance(exc, ValueError):
+            raise Exit(f"error: {exc}", code=2) from None
+        raise
 
 
 def _timed(label: str, step: Callable[[], T]) -> T:
@@ -94,7 +103,7 @@ def ingest_(
     force: bool = False,
 ) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically."""
-    with _errors():
+    with _errors(report_json=json):
         settings = ingest.load_config(config)
         report = ingest.run_source(
             settings,

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import polars as pl
 import yaml
 from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -67,6 +68,26 @@ class ColumnChecks(_Model):
         None, description="[min, max] string length; either may be null."
     )
 
+    @field_validator("str_matches")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        # pandera compiles the pattern with Python's re and polars runs it with Rust's regex:
+        # it must be valid in both, or the load would fail halfway with a traceback.
+        if value is None:
+            return value
+        try:
+            re.compile(value)
+            pl.Series([""]).str.contains(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a valid regular expression ({exc})") from None
+        except pl.exceptions.PolarsError as exc:
+            said = [line for line in str(exc).splitlines() if line.startswith("error: ")]
+            reason = said[0].removeprefix("error: ") if said else "polars cannot compile it"
+            raise ValueError(
+                f"{value!r} is not a regular expression polars runs ({reason})"
+            ) from None
+        return value
+
 
 class ValidationConfig(_Model):
     """What counts as a bad row, how many are tolerated, and how much the costly checks see."""
@@ -104,7 +125,7 @@ class SourceConfig(_Model):
 
     name: str = Field(description="Source name, used by --source and in reports.")
     input_path: str = Field(description="File or glob to load, relative to the config file.")
-    format: FileFormat = Field("auto", description="csv or parquet; auto uses the file suffix.")
+    format: FileFormat = Field("auto", description="csv or parquet; auto: by content, then suffix.")
     table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
     if_table_exists: IfExists = Field("fail", description="fail, append or replace.")
     strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")
@@ -268,14 +289,22 @@ def _parse(path: Path) -> dict[str, Any]:
     return data
 
 
-def _problems(error: ValidationError) -> list[str]:
+def _problems(error: ValidationError, data: dict[str, Any]) -> list[str]:
+    # `sources` is a mapping or a list; pydantic reports both union members' failures, each
+    # under a tag such as `dict[str,_SourceEntry]`: keep the member the file used, untagged.
+    used = "dict" if isinstance(data.get("sources"), dict) else "list"
     out = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = list(item["loc"])
+        if loc[:1] == ["sources"] and len(loc) > 1 and str(loc[1]).endswith("_SourceEntry]"):
+            if not str(loc[1]).startswith(used):
+                continue
+            del loc[1]
+        key = ".".join(str(part) for part in loc) or "(top level)"
         message = (
             "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
         )
-        out.append(f"{key}: {message}")
+        out.append(f"{key}: {message.removeprefix('Value error, ')}")
     return out
 
 
@@ -328,13 +357,16 @@ def load_config(path: Path | str) -> PipelineConfig:
             )
         multi = _MultiFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _problems(exc)) from None
+        raise ConfigError(path, _problems(exc, data)) from None
     return PipelineConfig(
         path=path,
         database=multi.database,
         os_configuration=multi.os_configuration,
         sources=_named_sources(path, multi.sources),
     )
+
+
+_NAMING = frozenset({"name", "table_name"})
 
 
 def _named_sources(
@@ -355,6 +387,7 @@ def _named_sources(
     for name, entry in pairs:
         if name in out:
             raise ConfigError(path, [f"sources: {name!r} appears twice"])
-        fields = entry.model_dump(exclude={"name", "table_name"})
+        # The parsed sub-models themselves, not a dump: they remember which keys the file set.
+        fields = {k: getattr(entry, k) for k in type(entry).model_fields if k not in _NAMING}
         out[name] = SourceConfig(name=name, table_name=entry.table_name or name, **fields)
     return out

@@ -20,7 +20,9 @@ from numpy.typing import NDArray
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
 
-ROW = "__row"
+# The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
+# (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
+ROW = "\0row"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 from psycopg import sql
@@ -254,7 +255,7 @@ def _using(column: sql.Identifier, old: str, new: str) -> sql.Composable:
 
 
 def evolve_statements(
-    schema: str, table: str, drift: Drift, *, source: str | None = None
+    schema: str, table: str, drift: Drift, *, source: str | None = None, path: Path | None = None
 ) -> list[sql.Composed]:
     """The DDL that makes the table hold the new columns: one ALTER TABLE (one rewrite at most).
 
@@ -276,7 +277,7 @@ def evolve_statements(
         if not c.nullable
     ]
     if refused:
-        raise SchemaDrift(source or table, _display(schema, table), refused)
+        raise SchemaDrift(source or table, _display(schema, table), refused, path)
     actions = [
         sql.SQL("add column if not exists {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
         for c in drift.added
@@ -303,7 +304,14 @@ def evolve_statements(
 
 
 def decide(
-    policy: str, source: str, table: str, drift: Drift, log: Log, *, schema: str
+    policy: str,
+    source: str,
+    table: str,
+    drift: Drift,
+    log: Log,
+    *,
+    schema: str,
+    path: Path | None = None,
 ) -> list[sql.Composed]:
     """Apply `on_drift`: fail raises, warn logs each change, evolve returns the DDL to run.
 
@@ -318,8 +326,12 @@ def decide(
     if drift.empty:
         return []
     if policy == "fail":
-        raise SchemaDrift(source, _display(schema, table), drift.changes())
-    statements = [] if policy == "warn" else evolve_statements(schema, table, drift, source=source)
+        raise SchemaDrift(source, _display(schema, table), drift.changes(), path)
+    statements = (
+        []
+        if policy == "warn"
+        else evolve_statements(schema, table, drift, source=source, path=path)
+    )
     for line in drift.changes():
         log(f"source {source!r}: schema drift ({policy}): {line}")
     return statements

@@ -29,6 +29,7 @@ _SIMPLE_TYPES: dict[type[pl.DataType], str] = {
     pl.Int64: "bigint",
     pl.UInt32: "bigint",
     pl.UInt64: "numeric(20,0)",
+    pl.Float16: "real",
     pl.Float32: "real",
     pl.Float64: "double precision",
     pl.String: "text",
@@ -44,8 +45,10 @@ _SIMPLE_TYPES: dict[type[pl.DataType], str] = {
     pl.List: "jsonb",
     pl.Array: "jsonb",
     pl.Struct: "jsonb",
+    pl.Map: "jsonb",
 }
 _WIDEN: dict[type[pl.DataType], pl.DataType] = {
+    pl.Float16: pl.Float32(),  # exact: every half-precision value is a real
     pl.Int8: pl.Int16(),
     pl.UInt8: pl.Int16(),
     pl.UInt16: pl.Int32(),
@@ -91,9 +94,10 @@ def pg_type(dtype: pl.DataType | type[pl.DataType]) -> str:
 def prepare(df: pl.DataFrame) -> pl.DataFrame:
     """Cast each column to the physical form `encode` writes; idempotent, so both may call it.
 
-    Int8/UInt8/UInt16/UInt32 widen, Categorical/Enum/Null become String, and List/Array/Struct
-    become String holding the jsonb wire payload (version byte 1 + polars' JSON, where NaN and
-    infinities are null). Create the table from the *original* schema with `pg_type`.
+    Int8/UInt8/UInt16/UInt32/Float16 widen, Categorical/Enum/Null become String, and
+    List/Array/Struct/Map become String holding the jsonb wire payload (version byte 1 + polars'
+    JSON, where NaN and infinities are null; a Map with text keys is an object, other keys a
+    list of {"key", "value"} objects). Create the table from the *original* schema with `pg_type`.
 
     Args:
         df: a batch with dtypes `pg_type` accepts.
@@ -111,7 +115,11 @@ def prepare(df: pl.DataFrame) -> pl.DataFrame:
         except TypeError as exc:
             raise TypeError(f"column {name!r}: {exc}") from None
         col = pl.col(name)
-        if isinstance(dtype, (pl.List, pl.Array, pl.Struct)):
+        if isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Map)):
+            if isinstance(dtype, pl.Map) and not isinstance(
+                dtype.key, (pl.String, pl.Categorical, pl.Enum)
+            ):  # a JSON object needs text keys: other keys keep their type in key/value pairs
+                col = col.map.entries()
             text = pl.struct(col.alias("v")).struct.json_encode()
             text = text.str.strip_prefix(_JSON_PREFIX).str.strip_suffix("}")
             payload = pl.concat_str([pl.lit("\x01"), text])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +32,41 @@ class SourceFileError(IngestError):
         super().__init__(f"{message}\n  fix: {fix}" if fix else message)
 
 
+class DamagedParquet(SourceFileError):
+    """A Parquet row group cannot be decoded: a corrupt page, a failed decompression."""
+
+    def __init__(self, path: Path | str, row_group: int, groups: int, cause: Exception) -> None:
+        self.row_group = row_group
+        super().__init__(
+            path,
+            f"row group {row_group} (of {groups}, counted from 0) is damaged: {cause}",
+            "export or copy the file again; nothing from it was loaded",
+        )
+
+
+_SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+class SeparatorMismatch(SourceFileError):
+    """A CSV file is plainly separated by another character than the configured one."""
+
+    def __init__(
+        self, path: Path | str, configured: str, found: str, count: int, lines: int
+    ) -> None:
+        self.configured = configured
+        self.found = found
+        said = _SEPARATOR_NAMES.get(configured, repr(configured))
+        seen = _SEPARATOR_NAMES.get(found, repr(found))
+        quoted = json.dumps(found)  # "\t" in double quotes, which YAML and TOML both read as a tab
+        super().__init__(
+            path,
+            f"its first line has no {said} ({configured!r}), the separator in use, but each of "
+            f"its first {lines} line(s) has {count} {seen}(s) ({found!r}): it is {seen}-separated",
+            f"set csv.separator: {quoted} in the source (or set csv.separator: "
+            f"{json.dumps(configured)} to read each line as one column)",
+        )
+
+
 class BadColumnName(IngestError):
     """A column name cannot become a PostgreSQL identifier as it is."""
 
@@ -39,8 +75,47 @@ class BadColumnName(IngestError):
         self.column = column
         self.reason = reason
         super().__init__(
-            f"{self.path}: column {column!r} {reason}; rename it in the file "
-            "or map it with schema_config.rename"
+            f"{self.path}: column {column!r} {reason}; nothing was loaded\n"
+            "  fix: rename the column in the file (any name PostgreSQL takes will do: up to 63 "
+            "bytes, no NUL)"
+        )
+
+
+class TooManyColumns(IngestError):
+    """A file has more columns than a PostgreSQL table can hold."""
+
+    def __init__(self, path: Path | str, columns: int, lineage: Sequence[str], limit: int) -> None:
+        self.path = Path(path)
+        self.columns = columns
+        self.limit = limit
+        added = (
+            f" plus the {len(lineage)} lineage columns ({', '.join(lineage)})" if lineage else ""
+        )
+        super().__init__(
+            f"{self.path}: {columns:,} columns{added} is more than PostgreSQL's limit of "
+            f"{limit:,} columns in a table; nothing was loaded\n"
+            f"  fix: split the file's columns over several tables, keeping at most "
+            f"{limit - len(lineage):,} in each"
+        )
+
+
+class UnsupportedColumnType(IngestError):
+    """A file's column has a type the loader cannot write to PostgreSQL."""
+
+    def __init__(
+        self, path: Path | str, column: str, type_name: str, why: str = "", fix: str = ""
+    ) -> None:
+        self.path = Path(path)
+        self.column = column
+        self.type_name = type_name
+        self.fix = fix or (
+            "cast the column in the file to a type that loads (e.g. text), or set "
+            f"schema_config.data_type: {{{column!r}: string}}"
+        )
+        super().__init__(
+            f"{self.path}: column {column!r} has type {type_name}, which cannot be loaded"
+            + (f" ({why})" if why else "")
+            + f"; nothing was loaded\n  fix: {self.fix}"
         )
 
 
@@ -83,15 +158,16 @@ class TargetExists(IngestError):
 
 
 class SchemaMismatch(IngestError):
-    """An append found the target's columns differ from the file's."""
+    """An append found columns in the file that the target table lacks."""
 
-    def __init__(self, table: str, missing: Sequence[str], extra: Sequence[str]) -> None:
+    def __init__(self, table: str, path: Path | str, extra: Sequence[str]) -> None:
         self.table = table
-        self.missing = list(missing)
+        self.path = Path(path)
         self.extra = list(extra)
         super().__init__(
-            f"cannot append to {table}: the file lacks columns {self.missing} and adds "
-            f"{self.extra}; nothing was changed. Use if_table_exists 'replace', or align the file."
+            f"{self.path}: cannot append to {table}, which has no column(s) {self.extra}; "
+            "nothing from the file was loaded\n"
+            "  fix: set on_drift: evolve to add them, or align the file's columns with the table's"
         )
 
 
@@ -147,14 +223,19 @@ class BadRowsOverLimit(IngestError):
 class SchemaDrift(IngestError):
     """The file's columns differ from the schema recorded by the last run (`on_drift: fail`)."""
 
-    def __init__(self, source: str, table: str, changes: Sequence[str]) -> None:
+    def __init__(
+        self, source: str, table: str, changes: Sequence[str], path: Path | str | None = None
+    ) -> None:
         self.source = source
         self.table = table
         self.changes = list(changes)
+        self.path = Path(path) if path is not None else None
         listed = "\n".join(f"  - {c}" for c in self.changes)
+        where = f" in {self.path}" if self.path else ""
         super().__init__(
-            f"source {source!r}: the schema of {table} drifted; nothing was changed:\n{listed}\n"
-            "  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix the file"
+            f"source {source!r}: the schema of {table} drifted{where}; nothing was changed:\n"
+            f"{listed}\n  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix "
+            f"the file{f' {self.path.name}' if self.path else ''}"
         )
 
 

@@ -8,11 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
 from ingest.csvread import locate_problem, record_end
-from ingest.errors import BadColumnName, SourceFileError
+from ingest.errors import (
+    BadColumnName,
+    DamagedParquet,
+    SeparatorMismatch,
+    SourceFileError,
+    UnsupportedColumnType,
+)
+from ingest.types import POLARS_MAX_PRECISION, polars_readable
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
@@ -63,18 +71,82 @@ class FileProfile:
         return {c.name: c.dtype for c in self.columns}
 
 
-def detect_format(path: Path, declared: str) -> str:
-    """`csv` or `parquet`, from the config or the file's suffix."""
-    if declared != "auto":
-        return declared
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes or ".pq" in suffixes:
+# Leading bytes of the formats a file may really be in, whatever its name says.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PAR1", "parquet"),
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+_UNPACK = {
+    "gzip": "gunzip -k",
+    "zstd": "zstd -d",
+    "zip": "unzip",
+    "bzip2": "bunzip2 -k",
+    "xz": "xz -dk",
+}
+
+
+def sniff(path: Path) -> str | None:
+    """What the first bytes say the file is (`parquet`, `gzip`, ...); None: text or unreadable."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
+def _format_from_name(path: Path) -> str | None:
+    suffixes = {s.lower() for s in path.suffixes}
+    if {".parquet", ".pq"} & suffixes:
         return "parquet"
-    if {".csv", ".tsv", ".txt"} & set(suffixes):
+    if {".csv", ".tsv", ".txt"} & suffixes:
         return "csv"
-    raise SourceFileError(
-        path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
-    )
+    return None
+
+
+def detect_format(path: Path, declared: str) -> str:
+    """`csv` or `parquet`: what the file's content is, checked against the config and the name.
+
+    Raises:
+        SourceFileError: the file is compressed, its content contradicts its name or the config's
+            `format`, or neither its name nor its content tells.
+    """
+    content = sniff(path)
+    if content in _UNPACK:
+        raise SourceFileError(
+            path,
+            f"it is a {content}-compressed file (by its first bytes); compressed input is not "
+            "supported yet",
+            f"decompress it first (`{_UNPACK[content]} {path.name}`) and point input_path at "
+            "the result",
+        )
+    by_name = _format_from_name(path)
+    said = f"format: {declared}" if declared != "auto" else f"its name ({path.name})"
+    wanted = declared if declared != "auto" else by_name
+    if content == "parquet":
+        if wanted == "csv":
+            raise SourceFileError(
+                path,
+                f"it is a Parquet file (it starts with PAR1), but {said} says CSV",
+                "set `format: parquet` (or `auto`) or rename it to .parquet",
+            )
+        return "parquet"
+    if wanted == "parquet" and path.is_file() and path.stat().st_size:
+        raise SourceFileError(
+            path,
+            f"not a readable Parquet file: {said} says Parquet, but it does not start with "
+            "Parquet's magic bytes PAR1",
+            "check the file; if it is CSV, set `format: csv` or rename it to .csv",
+        )
+    if wanted is None:
+        raise SourceFileError(
+            path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
+        )
+    return wanted
 
 
 def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
@@ -89,7 +161,37 @@ def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> F
         raise SourceFileError(path, "the file is empty", "export the data again")
     if fmt == "parquet":
         return _profile_parquet(path, n_rows_sample)
+    check_separator(path, csv)
     return _profile_csv(path, n_rows_sample, csv)
+
+
+_SEPARATORS = ("\t", ";", "|", ",")
+_SNIFF_LINES = 5
+
+
+def check_separator(path: Path, csv: CsvOptions) -> None:
+    """Refuse a file whose first lines lack the separator but all have as many of another one.
+
+    Without this a tab-separated file read with `,` loads as one text column and exits 0. A
+    separator the config sets explicitly is trusted as it is.
+
+    Raises:
+        SeparatorMismatch: naming the separator found and the setting that reads it.
+    """
+    if "separator" in csv.model_fields_set:
+        return
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    if len(lines) > 1 and not head.endswith((b"\n", b"\r")):
+        lines.pop()  # cut off mid-line by the read
+    lines = [line for line in lines[:_SNIFF_LINES] if line]
+    if not lines or csv.separator in lines[0]:
+        return
+    for other in _SEPARATORS:
+        counts = {line.count(other) for line in lines}
+        if other != csv.separator and len(counts) == 1 and (count := counts.pop()) > 0:
+            raise SeparatorMismatch(path, csv.separator, other, count, len(lines))
 
 
 def _widths(sample: pl.DataFrame) -> dict[str, float]:
@@ -104,6 +206,23 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
         meta = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
     except Exception as exc:  # pyarrow raises several types for a damaged footer
         raise SourceFileError(path, f"not a readable Parquet file ({exc})") from None
+    seen: set[str] = set()
+    for name in meta.schema_arrow.names:
+        if name in seen:  # polars would refuse the whole frame without naming the file
+            raise BadColumnName(path, name, "appears twice in the file's schema")
+        seen.add(name)
+    for item in meta.schema_arrow:
+        kind = item.type
+        if pa.types.is_decimal256(kind) and kind.precision > POLARS_MAX_PRECISION:
+            raise UnsupportedColumnType(
+                path,
+                item.name,
+                str(kind),
+                f"polars, which reads the file, holds decimals of up to {POLARS_MAX_PRECISION} "
+                "digits",
+                f"cast the column in the file to decimal({POLARS_MAX_PRECISION}, {kind.scale}) "
+                "or narrower if its values fit, or to text",
+            )
     md = meta.metadata
     footer: dict[str, int] = {}
     for g in range(md.num_row_groups):
@@ -118,9 +237,12 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     per_pick = max(n_rows_sample // max(len(picks), 1), 1)
     parts: list[pl.DataFrame] = []
     for g in picks:
-        batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
+        try:
+            batch = next(meta.iter_batches(batch_size=per_pick, row_groups=[g]), None)
+        except (OSError, pa.ArrowException) as exc:
+            raise DamagedParquet(path, g, md.num_row_groups, exc) from None
         if batch is not None:
-            part = pl.from_arrow(batch)
+            part = pl.from_arrow(polars_readable(batch))
             assert isinstance(part, pl.DataFrame)
             parts.append(part)
     schema = pl.read_parquet_schema(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 from ingest import csvread
 from ingest.config import CsvOptions
 from ingest.csvread import Chunk
+from ingest.errors import DamagedParquet
 from ingest.plan import Plan
+from ingest.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
 # lazy and streaming none, the reader waits for the load (a read-ahead batch measured ~25 MB
@@ -55,17 +57,24 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
     meta = source.metadata
     offset = 0
     for group in range(meta.num_row_groups):
-        if meta.row_group(group).num_rows <= group_limit:
-            # A whole row group decodes at half the CPU of iter_batches' small reads.
-            pieces = [source.read_row_group(group, use_threads=threads)]
-        else:  # a huge row group is read in batches, so memory stays bounded
-            pieces = source.iter_batches(plan.batch_rows, row_groups=[group], use_threads=threads)
-        for piece in pieces:
-            frame = pl.from_arrow(_decoded(piece) if coded else piece)
-            assert isinstance(frame, pl.DataFrame)
-            for part in frame.iter_slices(plan.batch_rows):
-                yield Chunk(csvread.numbered(part, offset), offset, offset, False)
-                offset += part.height
+        try:
+            if meta.row_group(group).num_rows <= group_limit:
+                # A whole row group decodes at half the CPU of iter_batches' small reads.
+                pieces: Iterable[pa.RecordBatch | pa.Table] = [
+                    source.read_row_group(group, use_threads=threads)
+                ]
+            else:  # a huge row group is read in batches, so memory stays bounded
+                pieces = source.iter_batches(
+                    plan.batch_rows, row_groups=[group], use_threads=threads
+                )
+            for piece in pieces:
+                frame = pl.from_arrow(polars_readable(_decoded(piece) if coded else piece))
+                assert isinstance(frame, pl.DataFrame)
+                for part in frame.iter_slices(plan.batch_rows):
+                    yield Chunk(csvread.numbered(part, offset), offset, offset, False)
+                    offset += part.height
+        except (OSError, pa.ArrowException) as exc:
+            raise DamagedParquet(path, group, meta.num_row_groups, exc) from None
 
 
 def dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:

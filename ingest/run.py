@@ -14,7 +14,7 @@ from ingest import cast, drift, ledger, quarantine, schema_history
 from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.db import connect, resolve_url
-from ingest.errors import ConfigError, IngestError, SourceFileError
+from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.load import append_types
 from ingest.locks import table_lock
 from ingest.memory import (
@@ -28,7 +28,14 @@ from ingest.memory import (
 from ingest.plan import Plan, make_plan, memory_budget
 from ingest.profile import FileProfile, detect_format, profile_file
 from ingest.report import RunReport, mb
-from ingest.target import Conn, Target, check_column_names, default_workers, table_exists
+from ingest.target import (
+    Conn,
+    Target,
+    check_column_names,
+    check_column_types,
+    default_workers,
+    table_exists,
+)
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ def _run_file(
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
         )
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
-        check_column_names(profile.path, [*profile.schema, *lineage])
+        check_column_names(profile.path, list(profile.schema), lineage)
         casts = cast.plan_casts(
             config.path, profile.schema, source.schema_config, profile.sample, fmt=profile.format
         )
@@ -189,6 +196,7 @@ def _run_file(
             target=Target(config.database.schema_, source.table_name, source.if_table_exists),
             run_id=uuid.uuid4().hex,
         )
+        check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
             if plan.workers is None:
@@ -295,8 +303,11 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             found,
             log,
             schema=job.target.schema,
+            path=job.profile.path,
         )
         counts.notes.extend(found.changes())
+        if appending and not statements:  # warn, or a history that differs from the table
+            _refuse_new_columns(control, job, [c.name for c in columns])
 
         def evolve(conn: Conn) -> None:
             # Before the staged rows are inserted: they may fill a column this adds.
@@ -330,6 +341,16 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         raise
     finish("success", None)
     return counts, "success"
+
+
+def _refuse_new_columns(control: Conn, job: Job, names: list[str]) -> None:
+    """Refuse an append of columns the table lacks: the INSERT would fail on the first one."""
+    target = job.target
+    live = schema_history.table_columns(control, target.schema, target.table, exclude=job.lineage)
+    have = {c.name for c in live or ()}
+    extra = [name for name in names if name not in have]
+    if live is not None and extra:
+        raise SchemaMismatch(target.display, job.profile.path, extra)
 
 
 def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import BadColumnName, NotATable, RequiredColumnMissing
+from ingest import encode
+from ingest.errors import (
+    BadColumnName,
+    NotATable,
+    RequiredColumnMissing,
+    TooManyColumns,
+    UnsupportedColumnType,
+)
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -165,14 +174,25 @@ def add_lineage(conn: Conn, target: Target, lineage: tuple[str, str]) -> list[st
     return [name for name, _ in missing]
 
 
-def check_column_names(path: Path, names: list[str]) -> None:
-    """Refuse names PostgreSQL would truncate or reject, and names used twice.
+MAX_COLUMNS = 1600  # PostgreSQL's MaxHeapAttributeNumber: columns a table can have
+
+
+def check_column_names(path: Path, names: list[str], lineage: Sequence[str] = ()) -> None:
+    """Refuse names PostgreSQL would truncate or reject, names used twice, and too many columns.
+
+    Args:
+        path: the file the names come from.
+        names: the file's columns.
+        lineage: the columns the load adds to every row.
 
     Raises:
         BadColumnName: naming the file and the column.
+        TooManyColumns: the file's columns and the lineage ones exceed PostgreSQL's limit.
     """
+    if len(names) + len(lineage) > MAX_COLUMNS:
+        raise TooManyColumns(path, len(names), list(lineage), MAX_COLUMNS)
     seen: set[str] = set()
-    for name in names:
+    for name in [*names, *lineage]:
         if not name.strip():
             raise BadColumnName(path, name, "is empty")
         if "\x00" in name:
@@ -182,6 +202,19 @@ def check_column_names(path: Path, names: list[str]) -> None:
         if name in seen:
             raise BadColumnName(path, name, "appears twice (or clashes with a lineage column)")
         seen.add(name)
+
+
+def check_column_types(path: Path, schema: dict[str, pl.DataType]) -> None:
+    """Refuse a column whose type (after the config's casts) has no PostgreSQL encoding.
+
+    Raises:
+        UnsupportedColumnType: naming the file, the column and its type.
+    """
+    for name, dtype in schema.items():
+        try:
+            encode.pg_type(dtype)
+        except TypeError:
+            raise UnsupportedColumnType(path, name, str(dtype)) from None
 
 
 def default_workers(conn: Conn, target: Target, append_types: dict[str, str]) -> int:

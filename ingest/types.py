@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+import pyarrow as pa
 
 _SIMPLE: dict[str, pl.DataType] = {
     "int8": pl.Int8(),
@@ -30,7 +31,7 @@ _SIMPLE: dict[str, pl.DataType] = {
     "text": pl.String(),
 }
 _DECIMAL = re.compile(r"decimal\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\)")
-_DATETIME_TZ = re.compile(r"datetime\[\s*([A-Za-z_/+\-0-9]+)\s*\]")
+_DATETIME_TZ = re.compile(r"datetime\[\s*([A-Za-z_/+\-0-9:]+)\s*\]")
 
 
 def parse_type_name(name: str) -> pl.DataType:
@@ -48,6 +49,35 @@ def parse_type_name(name: str) -> pl.DataType:
             raise ValueError(f"{name!r}: decimal needs 1 <= precision <= 38 and scale <= precision")
         return pl.Decimal(precision, scale)
     if match := _DATETIME_TZ.fullmatch(name.strip()):
-        return pl.Datetime("us", match.group(1))
+        zone = match.group(1)
+        try:  # polars checks a zone only when a value meets it: make one meet it now
+            pl.Series([0]).cast(pl.Datetime("us")).dt.replace_time_zone(zone)
+        except pl.exceptions.PolarsError:
+            raise ValueError(
+                f"{name!r}: unknown time zone {zone!r}; use a tz database name such as UTC or "
+                "Europe/Paris, or an offset such as +02:00"
+            ) from None
+        return pl.Datetime("us", zone)
     known = ", ".join(sorted(_SIMPLE)) + ", decimal(p,s), datetime[TZ]"
     raise ValueError(f"unknown type {name!r}; use one of: {known}")
+
+
+POLARS_MAX_PRECISION = 38  # polars' Decimal is 128-bit
+
+
+def polars_readable(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    """`piece` with each decimal256 column of precision <= 38 as decimal128, unchanged in value.
+
+    polars panics on a 256-bit decimal (`operator does not support primitive Int256`) although
+    its own Decimal holds 38 digits; one that needs more is refused when the file is profiled.
+    """
+    wide = [i for i, f in enumerate(piece.schema) if pa.types.is_decimal256(f.type)]
+    if not wide:
+        return piece
+    columns = list(piece.columns)
+    for i in wide:
+        kind = piece.schema.field(i).type
+        columns[i] = columns[i].cast(pa.decimal128(kind.precision, kind.scale))
+    if isinstance(piece, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, names=piece.schema.names)
+    return pa.Table.from_arrays(columns, names=piece.schema.names)

@@ -30,7 +30,9 @@ with without_modules("pandas"):  # see without_modules: pandera would load panda
     import pandera.errors
     import pandera.polars as pa
 
-ROW = "__row"
+# The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
+# (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
+ROW = "\0row"
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     ROW: pl.Int64(),
     "column": pl.String(),
@@ -292,7 +294,7 @@ def _build_schema(
         for number, (rule, _check, before, after) in enumerate(picked):
             lookup.append((name, number, rule, before, after))
         specs[name] = pa.Column(
-            dtype,
+            None if isinstance(dtype, (pl.Map, pl.Float16)) else dtype,  # pandera lacks them
             checks=[r[1] for r in picked],
             nullable=chosen.nullable or not nulls,
             unique=chosen.unique and unique,
