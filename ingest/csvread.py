@@ -130,6 +130,10 @@ class Records:
         blank: NDArray[np.bool_] = (length == 0) | ((length == 1) & cr)
         return blank
 
+    def only(self, keep: NDArray[np.bool_]) -> Records:
+        """The records marked in `keep`."""
+        return Records(self.starts[keep], self.ends[keep], self.lines[keep], self.separators[keep])
+
 
 def records(buf: bytes, first_line: int, separator: str, quote: bytes = b'"') -> Records:
     """Split a record-aligned chunk into its records, telling quoted newlines and separators
@@ -225,7 +229,7 @@ def numbered(frame: pl.DataFrame, first: int) -> pl.DataFrame:
     Built from a numpy range, not an expression: the query engine's ~0.2 ms a call adds up
     over the thousands of small batches of a streaming load.
     """
-    return frame.hstack([pl.Series(ROW, np.arange(first, first + frame.height, dtype=np.int64))])
+    return _numbered_as(frame, np.arange(first, first + frame.height, dtype=np.int64))
 
 
 def _has_blank_line(buf: bytes) -> bool:
@@ -242,8 +246,8 @@ def read_chunks(
 ) -> Iterator[Chunk]:
     """Parse the file chunk by chunk; a chunk that fails with `schema` is parsed again as text.
 
-    Each row's `__row` is the 1-based line its record starts on, exact across quoted fields
-    that span lines. Empty lines are skipped (each chunk counts them in `skipped`): they hold no
+    Each row's locator (the `ROW` column) is the 1-based line its record starts on, exact
+    across quoted fields that span lines. Empty lines are skipped (each chunk counts them in `skipped`): they hold no
     record, and polars would read each as a row of nulls. A row with fewer fields than the
     header is refused, as one with more is: its missing fields would otherwise load as NULL.
 
@@ -261,7 +265,7 @@ def read_chunks(
             skipped = int(blank.sum())
             if skipped:
                 buf = _without(buf, found, blank)
-                found = Records(*(a[~blank] for a in _fields(found)))
+                found = found.only(~blank)
         try:
             frame, as_text = _parse(buf, schema, options), False
         except pl.exceptions.PolarsError:
@@ -283,10 +287,6 @@ def read_chunks(
             raise locate_problem(path, buf, line, options, width)
         first = int(rows[0]) if rows.size else line
         yield Chunk(_numbered_as(frame, rows), first, first, as_text, skipped)
-
-
-def _fields(found: Records) -> tuple[NDArray[np.int64], ...]:
-    return (found.starts, found.ends, found.lines, found.separators)
 
 
 def _numbered_as(frame: pl.DataFrame, rows: NDArray[np.int64]) -> pl.DataFrame:
