@@ -247,8 +247,8 @@ def read_chunks(
     """Parse the file chunk by chunk; a chunk that fails with `schema` is parsed again as text.
 
     Each row's locator (the `ROW` column) is the 1-based line its record starts on, exact
-    across quoted fields that span lines. Empty lines are skipped (each chunk counts them in `skipped`): they hold no
-    record, and polars would read each as a row of nulls. A row with fewer fields than the
+    across quoted fields that span lines. Empty lines are skipped (each chunk counts them in
+    `skipped`): they hold no record, and polars would read each as a row of nulls. A row with fewer fields than the
     header is refused, as one with more is: its missing fields would otherwise load as NULL.
 
     Raises:
