@@ -248,8 +248,9 @@ def read_chunks(
 
     Each row's locator (the `ROW` column) is the 1-based line its record starts on, exact
     across quoted fields that span lines. Empty lines are skipped (each chunk counts them in
-    `skipped`): they hold no record, and polars would read each as a row of nulls. A row with fewer fields than the
-    header is refused, as one with more is: its missing fields would otherwise load as NULL.
+    `skipped`): they hold no record, and polars would read each as a row of nulls. A row with
+    fewer fields than the header is refused, as one with more is: its missing fields would
+    otherwise load as NULL.
 
     Raises:
         SourceFileError: a chunk is not parsable even as text (bad bytes, ragged rows).
