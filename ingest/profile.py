@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv as csvlib
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,7 +321,8 @@ def _header(path: Path, csv: CsvOptions) -> list[str] | None:
     if not csv.has_header:
         return None
     with path.open("rb") as fh:
-        first = fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        # utf-8-sig: a byte-order mark is not part of the first name (polars drops it too)
+        first = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
     names = next(csvlib.reader([first], delimiter=csv.separator), [])
     seen: set[str] = set()
     for name in names:
@@ -338,6 +340,8 @@ def _read_sample(
     body = text[text.index(b"\n") + 1 :] if names is not None and b"\n" in text else text
     if names is not None and b"\n" not in text:
         body = b""
+    # Empty lines hold no record (the reader skips them); polars would read each as nulls.
+    body = _EMPTY_LINES.sub(b"\n", body).lstrip(b"\r\n")
     frame = pl.read_csv(
         io.BytesIO(body),
         separator=csv.separator,
@@ -354,6 +358,7 @@ def _read_sample(
 
 
 _LEADING_ZERO = r"^[+-]?0[0-9]"
+_EMPTY_LINES = re.compile(rb"\n(?:\r?\n)+")
 
 
 def _typed(sample: pl.DataFrame, text: pl.DataFrame) -> pl.DataFrame:
