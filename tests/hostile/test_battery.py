@@ -35,7 +35,8 @@ class Case:
     error: type[IngestError] | None = None
     says: str = ""  # a fragment the error (or, for a load, nothing) must contain
     rows: list[tuple[object, ...]] = field(default_factory=list)  # (id, v) loaded, by id
-    select: str = "select id, v from {} order by id"
+    column: str = "v"  # the loaded column the case reads back, quoted by the driver
+    select: str = "select id, {col} from {} order by id"
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -121,7 +122,7 @@ CSV_STRUCTURE = [
         "header doubled quote",
         b'id,"v""x"\n1,a\n',
         rows=[(1, "a")],
-        select='select id, "v""x" from {} order by id',
+        column='v"x',
     ),
 ]
 
@@ -180,7 +181,7 @@ VALUES = [
         "decimal exact",
         b"id,v\n1,12345678901234567.9\n",
         extra="schema_config: {data_type: {v: 'decimal(18,1)'}}",
-        select="select id, v::text from {} order by id",
+        select="select id, {col}::text from {} order by id",
         rows=[(1, "12345678901234567.9")],
     ),
     Case(
@@ -193,7 +194,7 @@ VALUES = [
     Case(
         "wide integer guessed",
         b"id,v\n1,99999999999999999999\n",
-        select="select id, v::text from {} order by id",
+        select="select id, {col}::text from {} order by id",
         rows=[(1, "99999999999999999999")],
     ),
     Case(
@@ -227,7 +228,7 @@ VALUES = [
         "nan and inf",
         b"id,v\n1,NaN\n2,inf\n",
         extra="schema_config: {data_type: {v: float64}}",
-        select="select id, v::text from {} order by id",
+        select="select id, {col}::text from {} order by id",
         rows=[(1, "NaN"), (2, "Infinity")],
     ),
     Case(
@@ -240,19 +241,19 @@ VALUES = [
         "sql in a column name",
         b'id,"v; drop table x"\n1,a\n',
         rows=[(1, "a")],
-        select='select id, "v; drop table x" from {} order by id',
+        column="v; drop table x",
     ),
     Case(
         "quote in a column name",
         b'id,"v""q"\n1,a\n',
         rows=[(1, "a")],
-        select='select id, "v""q" from {} order by id',
+        column='v"q',
     ),
     Case(
         "internal-looking column name",
         b"id,__row\n1,a\n",
         rows=[(1, "a")],
-        select="select id, __row from {} order by id",
+        column="__row",
     ),
     Case(
         "check ge",
@@ -294,6 +295,116 @@ VALUES = [
         extra="validation_data: {max_bad_fraction: 0.1, checks: {v: {isin: [a]}}}",
         error=BadRowsOverLimit,
         says="max_bad_fraction",
+    ),
+]
+
+NAMES = [
+    Case(
+        f"column named {name}",
+        f'id,"{name}"\n1,a\n'.encode(),
+        rows=[(1, "a")],
+        column=name,
+    )
+    for name in [
+        "select",
+        "user",
+        "from",
+        "Mixed Case",
+        "with space",
+        "dot.ted",
+        "naïve",
+        "日本",
+        "emoji🎉",
+        "semi;colon",
+        "back\\slash",
+        "dollar$",
+        "per%cent",
+        "brace{x}",
+        "tab\tname",
+    ]
+]
+
+TYPES = [
+    Case(
+        f"{kind} {label}",
+        f"id,v\n1,{value}\n".encode(),
+        extra=f"schema_config: {{data_type: {{v: '{kind}'}}}}",
+        select="select id, {col}::text from {} order by id",
+        rows=[(1, text)],
+    )
+    for kind, label, value, text in [
+        ("int8", "max", "127", "127"),
+        ("int32", "min", "-2147483648", "-2147483648"),
+        ("int64", "max", "9223372036854775807", "9223372036854775807"),
+        ("float32", "value", "1.5", "1.5"),
+        ("float64", "exponent", "1e300", "1e+300"),
+        (
+            "decimal(38,10)",
+            "wide",
+            "1234567890123456789012345678.1234567890",
+            "1234567890123456789012345678.1234567890",
+        ),
+        ("decimal(10,2)", "negative", "-0.05", "-0.05"),
+        ("date", "iso", "2024-02-29", "2024-02-29"),
+        ("datetime", "iso", "2024-02-29 13:45:00", "2024-02-29 13:45:00"),
+        ("time", "iso", "13:45:00", "13:45:00"),
+        ("string", "spaces kept", "' padded '", "' padded '"),
+    ]
+] + [
+    Case(
+        f"{kind} refuses {value}",
+        f"id,v\n1,{value}\n".encode(),
+        extra=f"schema_config: {{data_type: {{v: '{kind}'}}}}",
+        error=BadRowsOverLimit,
+        says="line 2",
+    )
+    for kind, value in [
+        ("int8", "128"),
+        ("int32", "2147483648"),
+        ("int64", "1e3"),
+        ("int64", "0x10"),
+        ("date", "2024-13-01"),
+        ("time", "25:00:00"),
+        ("datetime", "not-a-time"),
+        ("decimal(4,2)", "100.5"),
+    ]
+]
+
+CHECKS = [
+    Case(
+        f"check {rule}",
+        b"id,v\n1,5\n",
+        extra=f"validation_data: {{checks: {{v: {{{rule}}}}}}}",
+        error=BadRowsOverLimit,
+        says=says,
+    )
+    for rule, says in [
+        ("le: 4", "5 > 4"),
+        ("lt: 5", "5 >= 5"),
+        ("gt: 5", "5 <= 5"),
+        ("notin: [5]", "is one of"),
+    ]
+] + [
+    Case(
+        "check str_length",
+        b"id,v\n1,toolong\n",
+        extra="validation_data: {checks: {v: {str_length: [1, 3]}}}",
+        error=BadRowsOverLimit,
+        says="length",
+    ),
+    Case(
+        "check str_matches",
+        b"id,v\n1,nope\n",
+        extra="validation_data: {sample_size: 1.0, checks: {v: {str_matches: '^[0-9]+$'}}}",
+        error=BadRowsOverLimit,
+        says="does not match",
+    ),
+    Case(
+        "checks pass",
+        b"id,v\n1,5\n2,6\n",
+        extra="validation_data: {checks: {v: {ge: 0, le: 10, unique: true, nullable: false}}}",
+        select="select id, {col}::text from {} order by id",
+        rows=[(1, "5"), (2, "6")],
     ),
 ]
 
@@ -393,14 +504,14 @@ PARQUET = [
         "parquet fixed offset timestamp",
         _parquet(pa.table({"id": [1], "v": pa.array([0], pa.timestamp("us", "+02:00"))})),
         suffix=".parquet",
-        select="select id, extract(epoch from v)::int from {} order by id",
+        select="select id, extract(epoch from {col})::int from {} order by id",
         rows=[(1, 0)],
     ),
     Case(
         "parquet decimal256",
         _parquet(pa.table({"id": [1], "v": pa.array([1], pa.decimal256(20, 2))})),
         suffix=".parquet",
-        select="select id, v::text from {} order by id",
+        select="select id, {col}::text from {} order by id",
         rows=[(1, "1.00")],
     ),
     Case(
@@ -415,7 +526,7 @@ PARQUET = [
         "parquet column named __row",
         _parquet(pa.table({"id": [1], "__row": ["a"]})),
         suffix=".parquet",
-        select="select id, __row from {} order by id",
+        column="__row",
         rows=[(1, "a")],
     ),
     Case(
@@ -437,7 +548,7 @@ PARQUET = [
     ),
 ]
 
-CASES = CSV_STRUCTURE + VALUES + CONFIGS + PARQUET
+CASES = CSV_STRUCTURE + VALUES + NAMES + TYPES + CHECKS + CONFIGS + PARQUET
 
 
 def _config(tmp_path: Path, data: Path, schema: str, url: str, extra: str) -> Path:
@@ -477,7 +588,9 @@ def test_hostile_input(
             load_config(_config(tmp_path, data, pg_schema, database_url, case.extra)),
             progress=False,
         )
-        query = sql.SQL(case.select).format(sql.Identifier(pg_schema, "t"))
+        query = sql.SQL(case.select).format(
+            sql.Identifier(pg_schema, "t"), col=sql.Identifier(case.column)
+        )
         assert pg_conn.execute(query).fetchall() == case.rows
         return
     with pytest.raises(case.error) as info:
@@ -495,5 +608,5 @@ def test_hostile_input(
 
 def test_the_battery_is_large() -> None:
     """The battery keeps its size: cases are added, not lost."""
-    assert len(CASES) >= 80
+    assert len(CASES) >= 120
     assert len({c.name for c in CASES}) == len(CASES)
