@@ -311,3 +311,14 @@ class ConstraintBroken(IngestError):
             f"the new rows for {table} break {constraint}{on} ({definition}): {reason}; "
             f"{table} was not changed.\n  fix: {fix}"
         )
+
+
+class QueryFailed(IngestError):
+    """DuckDB refused a query on the marts: a missing table, a column, the syntax."""
+
+    def __init__(self, path: Path | str, reason: str, marts: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.marts = list(marts)
+        shown = ", ".join(self.marts) if self.marts else "none yet (run `invoke build`)"
+        super().__init__(f"query on {self.path} failed: {reason}\n  the marts are: {shown}")

@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 
 from ingest.dbt import extension_dir, prepare_duckdb_extensions
-from ingest.errors import SourceFileError
+from ingest.errors import QueryFailed, SourceFileError
 from ingest.paths import state_dir
 
 
@@ -43,6 +43,7 @@ def query(
 
     Raises:
         SourceFileError: The marts file does not exist yet, or a dbt run is writing it.
+        QueryFailed: DuckDB refused the statement (a missing table, a syntax error).
     """
     path = duckdb_path or default_marts_path()
     if not path.is_file():
@@ -67,6 +68,14 @@ def query(
             # ATTACH takes no parameters; the URL goes in as a literal quoted by DuckDB itself.
             target = str(duckdb.ConstantExpression(attach_pg))
             con.execute(f"attach {target} as pg (type postgres, read_only)")
-        relation = con.sql(sql)
-        # A statement without a result (SET, CREATE ...) gives no relation: return no rows.
-        return relation.pl() if relation is not None else pl.DataFrame()
+        try:
+            relation = con.sql(sql)
+            # A statement without a result (SET, CREATE ...) gives no relation: return no rows.
+            return relation.pl() if relation is not None else pl.DataFrame()
+        except duckdb.Error as exc:
+            marts = con.execute(
+                "select table_name from information_schema.tables"
+                " where table_schema = 'main' order by table_name"
+            ).fetchall()
+            reason = str(exc).splitlines()[0]
+            raise QueryFailed(path, reason, [str(name) for (name,) in marts]) from None

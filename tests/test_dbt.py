@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import subprocess
 import sys
@@ -29,9 +30,11 @@ from ingest.dbt import (
     prepare_duckdb_extensions,
     settings_from_config,
 )
-from ingest.errors import ConfigError, DbtFailed, SourceFileError
+from ingest.errors import ConfigError, DbtFailed, QueryFailed, SourceFileError
 from ingest.query import query
 from tests.conftest import dbt_project_copy
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEPARTMENTS = (
     "Engineering",
@@ -245,6 +248,37 @@ def test_query_refuses_a_missing_marts_file(tmp_path: Path) -> None:
         query("select 1", missing)
     assert caught.value.path == missing
     assert not missing.exists()
+
+
+def test_a_query_on_a_missing_table_names_it_and_the_marts(tmp_path: Path) -> None:
+    """A refused query is one error naming DuckDB's reason and the marts that exist."""
+    path = tmp_path / "marts.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("create table mart_a as select 1 as x")
+    with pytest.raises(QueryFailed) as caught:
+        query("select * from nope", path)
+    assert "nope" in caught.value.reason
+    assert caught.value.marts == ["mart_a"]
+    assert "the marts are: mart_a" in str(caught.value)
+
+
+def test_the_query_task_prints_one_line_for_a_missing_table(tmp_path: Path) -> None:
+    """`invoke query` on a missing table exits 1 with one error and no traceback."""
+    home = tmp_path / "state"
+    home.mkdir()
+    with duckdb.connect(str(home / "marts.duckdb")) as con:
+        con.execute("create table mart_a as select 1 as x")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "query", "select * from nope"],
+        cwd=ROOT,
+        env={**os.environ, "PIPELINE_HOME": str(home), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "the marts are: mart_a" in done.stderr
 
 
 def test_query_says_when_a_writer_holds_the_marts_file(tmp_path: Path) -> None:
