@@ -10,7 +10,7 @@ import polars as pl
 
 from ingest.config import SchemaConfig
 from ingest.errors import CastError, ConfigError
-from ingest.types import parse_type_name
+from ingest.types import type_and_format
 
 # Formats tried, in order, on string columns when `date_format: true`.
 _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%d.%m.%Y")
@@ -86,8 +86,12 @@ def plan_casts(
                 for c in unknown
             ],
         )
-    types = {c: parse_type_name(t) for c, t in config.data_type.items()}
+    types: dict[str, pl.DataType] = {}
     formats: dict[str, str] = {}
+    for column, name in config.data_type.items():
+        types[column], given = type_and_format(name)
+        if given is not None:
+            formats[column] = given
     if config.date_format:
         for name, dtype in schema.items():
             if name in types or dtype != pl.String or name not in sample.columns:

@@ -14,7 +14,7 @@ from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ingest.errors import ConfigError
-from ingest.types import parse_type_name
+from ingest.types import type_and_format
 
 Naming = Literal["lower", "upper", "capitalize"]
 IfExists = Literal["fail", "append", "replace"]
@@ -35,7 +35,8 @@ class SchemaConfig(_Model):
     )
     date_format: bool = Field(False, description="Detect date and datetime strings and parse them.")
     data_type: dict[str, str] = Field(
-        default_factory=dict, description="Column name to type (int64, float64, date, ...)."
+        default_factory=dict,
+        description="Column name to type (int64, float64, date, date:%d/%m/%Y, ...).",
     )
     decimal_precision: int | None = Field(
         None, ge=0, le=15, description="Round float columns to this many decimal places."
@@ -46,7 +47,7 @@ class SchemaConfig(_Model):
     def _known_types(cls, value: dict[str, str]) -> dict[str, str]:
         for column, name in value.items():
             try:
-                parse_type_name(name)
+                type_and_format(name)
             except ValueError as exc:
                 raise ValueError(f"column {column!r}: {exc}") from None
         return value

@@ -62,6 +62,26 @@ def parse_type_name(name: str) -> pl.DataType:
     raise ValueError(f"unknown type {name!r}; use one of: {known}")
 
 
+def type_and_format(name: str) -> tuple[pl.DataType, str | None]:
+    """A config type name, with the strftime format after a colon for a date, datetime or time:
+    `date:%d/%m/%Y`, `datetime:%d.%m.%Y %H:%M`, `datetime[Europe/Paris]:%Y%m%d%H%M%S`.
+
+    Raises:
+        ValueError: the type is unknown, or a format follows a type that is not a date, a
+            datetime or a time, or the format has no `%` directive.
+    """
+    text = name.strip()
+    cut = text.find(":", text.find("]") + 1)  # a zone such as [+02:00] holds a colon itself
+    if cut < 0:
+        return parse_type_name(text), None
+    dtype, fmt = parse_type_name(text[:cut]), text[cut + 1 :]
+    if not dtype.is_temporal():
+        raise ValueError(f"{name!r}: a format (after ':') is for date, datetime and time only")
+    if "%" not in fmt:
+        raise ValueError(f"{name!r}: the format needs strftime directives such as %d/%m/%Y")
+    return dtype, fmt
+
+
 POLARS_MAX_PRECISION = 38  # polars' Decimal is 128-bit
 
 

@@ -205,3 +205,41 @@ def test_a_bad_row_limit_still_applies_to_fraction_rows(
             database_url,
             extra="schema_config: {data_type: {n: int64}}",
         )
+
+
+def test_a_date_format_given_in_data_type_parses_every_row(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
+) -> None:
+    """`date:%d/%m/%Y` parses that format; a value in another is a bad row naming the format."""
+    extra = "schema_config: {data_type: {d: 'date:%d/%m/%Y'}}\nvalidation_data: {max_bad_rows: 1}"
+    _load(
+        tmp_path,
+        "id,d\n1,31/12/2024\n2,01/02/2025\n3,2025-03-04\n",
+        pg_schema,
+        database_url,
+        extra=extra,
+    )
+    got = _rows(pg_conn, pg_schema, "select id, d::text from {}.t order by id")
+    assert got == [(1, "2024-12-31"), (2, "2025-02-01")]
+    reason = _rows(pg_conn, pg_schema, "select reason from {}.t__rejected")
+    assert reason == [("'2025-03-04' is not date (%d/%m/%Y)",)]
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("int64:%d", "for date, datetime and time only"),
+        ("date:dd/mm", "strftime directives"),
+    ],
+)
+def test_a_bad_format_in_data_type_is_a_config_error(tmp_path: Path, name: str, says: str) -> None:
+    """A format on a non-temporal type, or one without directives, is refused at load time."""
+    from ingest.errors import ConfigError
+
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(
+        f"path: {{input_path: x.csv}}\nschema_config: {{data_type: {{d: '{name}'}}}}\n"
+        "database: {table_name: t}\n"
+    )
+    with pytest.raises(ConfigError, match=says):
+        load_config(cfg)
