@@ -277,7 +277,13 @@ def evolve_statements(
         if not c.nullable
     ]
     if refused:
-        raise SchemaDrift(source or table, _display(schema, table), refused, path)
+        # on_drift is already evolve: say what does help.
+        fix = (
+            "evolve only adds columns and widens types; cast a narrowed or changed column back "
+            "to the table's type with schema_config.data_type, rename a renamed column back in "
+            "the file, or load with if_table_exists: replace to take the file's schema"
+        )
+        raise SchemaDrift(source or table, _display(schema, table), refused, path, fix)
     actions = [
         sql.SQL("add column if not exists {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
         for c in drift.added

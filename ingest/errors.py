@@ -224,7 +224,12 @@ class SchemaDrift(IngestError):
     """The file's columns differ from the schema recorded by the last run (`on_drift: fail`)."""
 
     def __init__(
-        self, source: str, table: str, changes: Sequence[str], path: Path | str | None = None
+        self,
+        source: str,
+        table: str,
+        changes: Sequence[str],
+        path: Path | str | None = None,
+        fix: str | None = None,
     ) -> None:
         self.source = source
         self.table = table
@@ -232,10 +237,13 @@ class SchemaDrift(IngestError):
         self.path = Path(path) if path is not None else None
         listed = "\n".join(f"  - {c}" for c in self.changes)
         where = f" in {self.path}" if self.path else ""
+        file = f" {self.path.name}" if self.path else ""
+        self.fix = fix or (
+            f"set on_drift: evolve (adds columns, widens types) or warn, or fix the file{file}"
+        )
         super().__init__(
             f"source {source!r}: the schema of {table} drifted{where}; nothing was changed:\n"
-            f"{listed}\n  fix: set on_drift: evolve (adds columns, widens types) or warn, or fix "
-            f"the file{f' {self.path.name}' if self.path else ''}"
+            f"{listed}\n  fix: {self.fix}"
         )
 
 

@@ -274,6 +274,9 @@ def test_evolve_refuses(new: list[ColumnSpec], column: str, reason: str) -> None
     assert caught.value.table == '"raw"."t"'
     assert len(caught.value.changes) == 1
     assert repr(column) in caught.value.changes[0] and reason in caught.value.changes[0]
+    # on_drift is evolve already: the fix must not tell the user to set it.
+    assert "set on_drift" not in str(caught.value)
+    assert "schema_config.data_type" in caught.value.fix
 
 
 def test_evolve_refuses_removed_not_null_column() -> None:
