@@ -255,11 +255,15 @@ def runs(c: Context, config: str = "config.yml", limit: int = 20) -> None:
     },
 )
 def drift_(c: Context, config: str = "config.yml", source: str | None = None) -> None:
-    """Show how a source's columns differ from the last loaded schema, without loading."""
+    """Show how each file of a source differs from the last loaded schema; exit 3 on drift."""
     with _errors():
-        changes = ingest.drift_changes(ingest.load_config(config), source)
-    for line in changes or ["no drift: the file matches the last loaded schema"]:
-        out.print(line, markup=False, highlight=False)
+        by_file = ingest.drift_changes(ingest.load_config(config), source)
+    for path, changes in by_file.items():
+        for line in changes or ["no drift: it matches the last loaded schema"]:
+            out.print(f"{path.name}: {line}", markup=False, highlight=False)
+    drifted = [path for path, changes in by_file.items() if changes]
+    if drifted:
+        raise Exit(f"drift found in {len(drifted)} of {len(by_file)} file(s)", code=3)
 
 
 @task(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.table import Table
 
 from ingest import cast, drift, ledger, schema_history
-from ingest.config import PipelineConfig
+from ingest.config import PipelineConfig, SourceConfig
 from ingest.db import connect, resolve_url
+from ingest.errors import SourceFileError
 from ingest.run import explain
+from ingest.target import Conn
 
 
 def recent_runs_table(url: str, metadata_schema: str, limit: int = 20) -> Table:
@@ -17,24 +21,39 @@ def recent_runs_table(url: str, metadata_schema: str, limit: int = 20) -> Table:
         return ledger.runs_table(ledger.recent_runs(conn, metadata_schema, limit))
 
 
-def drift_changes(config: PipelineConfig, source_name: str | None = None) -> list[str]:
-    """How the source's file differs from the schema last loaded, one line per change."""
-    explained = explain(config, source_name)
-    source, profile = explained.source, explained.profile
+def drift_changes(config: PipelineConfig, source_name: str | None = None) -> dict[Path, list[str]]:
+    """How each of the source's files (every match of a glob) differs from the schema last
+    loaded, one line per change; a file without drift has no lines.
+
+    Raises:
+        SourceFileError: no file matches the source's path.
+    """
+    source = config.source(source_name)
+    files = config.input_files(source)
+    if not files:
+        raise SourceFileError(
+            source.input_path, "no file matches", "check input_path in the config"
+        )
+    db = config.database
+    with connect(resolve_url(db.url), autocommit=True) as conn:
+        return {path: _file_drift(config, source, path, conn) for path in files}
+
+
+def _file_drift(config: PipelineConfig, source: SourceConfig, path: Path, conn: Conn) -> list[str]:
+    profile = explain(config, source.name, path=path).profile
     casts = cast.plan_casts(
         config.path, profile.schema, source.schema_config, profile.sample, fmt=profile.format
     )
     not_null = {c for c, k in source.validation_data.checks.items() if not k.nullable}
     columns = drift.columns_from_polars(casts.output_schema(profile.schema), not_null=not_null)
     db = config.database
-    with connect(resolve_url(db.url), autocommit=True) as conn:
-        found = schema_history.check(
-            conn,
-            db.metadata_schema,
-            source.name,
-            db.schema_,
-            source.table_name,
-            columns,
-            exclude=(db.loaded_at_column, db.run_id_column),
-        )
+    found = schema_history.check(
+        conn,
+        db.metadata_schema,
+        source.name,
+        db.schema_,
+        source.table_name,
+        columns,
+        exclude=(db.loaded_at_column, db.run_id_column),
+    )
     return found.changes()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 
 import polars as pl
 import psycopg
@@ -40,6 +44,8 @@ Conn = psycopg.Connection[tuple[object, ...]]
 C = ColumnSpec
 BASE = [C("id", "integer"), C("Email", "text"), C("Age", "integer")]
 HOSTILE = ['a"b; drop table x; --', "Robert'); DROP TABLE students;--", "with space", "Ünï €"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -525,3 +531,38 @@ def test_check_baselines(pg_conn: Conn, pg_schema: str) -> None:
         "column 'Age' retyped integer → bigint (widening)",
         "column 'id' became NOT NULL",
     ]
+
+
+def test_drift_on_a_glob_names_each_file_and_exits_3(
+    tmp_path: Path, pg_schema: str, database_url: str
+) -> None:
+    """`invoke drift` compares every file of a glob, names each, and exits 3 when one drifts."""
+    from ingest import load_config, run_source
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("id,v\n1,x\n")
+    cfg = tmp_path / "glob.yml"
+    cfg.write_text(f"""
+path: {{input_path: '{data}/*.csv'}}
+database:
+  table_name: g
+  if_table_exists: append
+  schema: {pg_schema}
+  metadata_schema: {pg_schema}
+  url: '{database_url}'
+""")
+    run_source(load_config(cfg), progress=False)
+    (data / "b.csv").write_text("id,v,extra\n2,y,z\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "drift", "--config", str(cfg)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PIPELINE_HOME": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "a.csv: no drift" in done.stdout
+    assert "b.csv: column 'extra' added" in done.stdout
+    assert "drift found in 1 of 2 file(s)" in done.stderr
