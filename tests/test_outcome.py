@@ -36,7 +36,9 @@ class Finished:
     report: dict[str, object] = field(default_factory=dict)
 
 
-def write_config(tmp_path: Path, data: Path, schema: str, url: str, name: str, workers: int) -> Path:
+def write_config(
+    tmp_path: Path, data: Path, schema: str, url: str, name: str, workers: int
+) -> Path:
     path = tmp_path / f"{name}.yml"
     path.write_text(
         f"path: {{input_path: '{data}'}}\n"
