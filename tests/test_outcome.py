@@ -19,12 +19,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest import load_config, run_source
+from ingest.db import is_server_condition, server_fault
 from ingest.demo import employees
+from ingest.errors import ServerFault, ServerGone
 from ingest.load import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
+from ingest.refusal import StreamLog, refusal
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
 OLD_ROWS, NEW_ROWS = 1_000, 3_000
+SECRET = "pw-Zq81"
 
 
 @dataclass
@@ -147,6 +151,7 @@ def loaded(tmp_path: Path, database_url: str, pg_schema: str) -> Iterator[Path]:
     yield new
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("workers", [1, 2])
 def test_control_backend_ended_at_the_commit_reports_the_commit_that_happened(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, loaded: Path, workers: int
@@ -168,6 +173,7 @@ def test_control_backend_ended_at_the_commit_reports_the_commit_that_happened(
     assert last_run(pg_conn, pg_schema) == ("success", None, True)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("workers", [1, 2])
 def test_commit_backend_ended_before_commit_says_it_did_not_happen(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, loaded: Path, workers: int
@@ -193,6 +199,7 @@ def test_commit_backend_ended_before_commit_says_it_did_not_happen(
     assert error is not None and "the commit did not happen" in error
 
 
+@pytest.mark.faults
 def test_control_backend_ended_mid_copy_fails_cleanly(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, loaded: Path
 ) -> None:
@@ -264,6 +271,7 @@ class CuttingProxy:
         self.listener.close()
 
 
+@pytest.mark.faults
 def test_answer_to_commit_lost_reports_the_commit_that_went_through(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, loaded: Path
 ) -> None:
@@ -285,3 +293,71 @@ def test_answer_to_commit_lost_reports_the_commit_that_went_through(
     assert (done.report["status"], done.report["rows_loaded"]) == ("success", NEW_ROWS)
     assert table_state(pg_conn, pg_schema) == (NEW_ROWS, 1)
     assert last_run(pg_conn, pg_schema) == ("success", None, True)
+
+
+@pytest.mark.parametrize(
+    ("state", "kind", "condition", "fix_starts"),
+    [
+        ("53100", ServerFault, "is out of disk space", "free space on the server's data volume"),
+        ("53200", ServerFault, "is out of memory", "give the server more memory"),
+        ("53300", ServerFault, "has too many connections", "close idle sessions"),
+        ("53400", ServerFault, "ran out of a resource (53400)", "give the server more"),
+        ("57P01", ServerGone, "went away during the load", "run again"),
+        ("57P03", ServerGone, "went away during the load", "run again"),
+        ("08006", ServerGone, "went away during the load", "run again"),
+    ],
+)
+def test_server_conditions_are_named_not_blamed_on_a_value(
+    pg_conn: Conn,
+    pg_schema: str,
+    database_url: str,
+    state: str,
+    kind: type,
+    condition: str,
+    fix_starts: str,
+) -> None:
+    """A server error of class 53, 08 or 57P0x mid-COPY names the condition and fix, not a row."""
+    table = sql.Identifier(pg_schema, "t")
+    pg_conn.execute(sql.SQL("create table {} (n int)").format(table))
+    pg_conn.execute(
+        sql.SQL(
+            "create function {}() returns trigger language plpgsql as"
+            " $$ begin raise exception {} using errcode = {}; end $$"
+        ).format(
+            sql.Identifier(pg_schema, "trouble"),
+            sql.Literal(f"server trouble for {SECRET}"),
+            sql.Literal(state),
+        )
+    )
+    pg_conn.execute(
+        sql.SQL(
+            "create trigger trouble before insert on {} for each row execute function {}()"
+        ).format(table, sql.Identifier(pg_schema, "trouble"))
+    )
+    with pytest.raises(psycopg.Error) as raised:
+        with pg_conn.cursor() as cur, cur.copy(sql.SQL("copy {} from stdin").format(table)) as copy:
+            copy.write("1\n")
+    error = raised.value
+    assert error.sqlstate == state
+    assert "COPY t, line 1" in (error.diag.context or "")  # what refusal() reads a row from
+
+    url = make_conninfo(database_url, password=SECRET)
+    fault = server_fault(error, url, "t.emp was not changed")
+
+    assert type(fault) is kind
+    assert fault is not None and fault.condition == condition
+    assert fault.fix.startswith(fix_starts)
+    assert fault.reason == "server trouble for ***"
+    assert SECRET not in str(fault)
+    assert str(fault).endswith("run again")
+    assert is_server_condition(error)
+    assert refusal(error, StreamLog()) is None
+
+
+def test_a_refused_value_is_still_a_value(pg_conn: Conn, database_url: str) -> None:
+    """A data error (22P02) is neither a server condition nor a server fault."""
+    with pytest.raises(psycopg.Error) as raised:
+        pg_conn.execute("select 'x'::int")
+    assert raised.value.sqlstate == "22P02"
+    assert not is_server_condition(raised.value)
+    assert server_fault(raised.value, database_url) is None
