@@ -502,6 +502,7 @@ class Loader:
         failpoint("swapping")
         outcome.commit(
             conn,
+            self._control,
             self.url,
             self.target.display,
             committed,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from ingest.db import Conn, connect, describe, server_fault
+from ingest.db import Conn, describe, ensure_live, server_fault
 from ingest.errors import CommitUnknown, IngestError, ServerGone
 
 # How long the old backend may take to exit, before and after we end it ourselves.
@@ -21,6 +21,7 @@ SETTLE_SECONDS = 5.0
 
 def commit(
     conn: Conn,
+    ask: Conn,
     url: str,
     table: str,
     committed: Callable[[Conn], bool] | None,
@@ -31,6 +32,7 @@ def commit(
 
     Args:
         conn: the connection whose transaction loads `table`.
+        ask: an autocommit connection to ask over if `conn` drops (a new one if it dropped too).
         url: the database, to ask over a new connection.
         table: the target's display name, for messages.
         committed: whether the transaction's ledger row is in the database.
@@ -51,7 +53,7 @@ def commit(
         where = describe(url)
         gone = server_fault(exc, url)
         reason = gone.reason if gone is not None else str(exc).splitlines()[0]
-        if _went_through(url, pid, committed, exc, (table, marker)):
+        if _went_through(ask, url, pid, committed, exc, (table, marker)):
             went_through(
                 f"the connection to {where} dropped as the commit was sent ({reason}); "
                 "the commit went through"
@@ -66,20 +68,25 @@ def commit(
 
 
 def _went_through(
+    ask: Conn,
     url: str,
     pid: int,
     committed: Callable[[Conn], bool] | None,
     exc: psycopg.Error,
     names: tuple[str, str],
 ) -> bool:
-    """Whether the transaction of backend `pid` committed, asked over a new connection."""
+    """Whether the transaction of backend `pid` committed, asked over `ask` or a new connection."""
     try:
-        with connect(url, autocommit=True, retry_seconds=SETTLE_SECONDS) as conn:
+        conn = ensure_live(ask, url, retry_seconds=SETTLE_SECONDS)
+        try:
             if not backend_ended(conn, pid):
                 raise IngestError(f"its backend (pid {pid}) is still running")
             if committed is None:
                 raise IngestError("this load writes no ledger row to look for")
             return committed(conn)
+        finally:
+            if conn is not ask:
+                conn.close()
     except (psycopg.Error, IngestError) as error:
         gone = server_fault(exc, url)
         reason = gone.reason if gone is not None else str(exc).splitlines()[0]

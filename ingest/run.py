@@ -277,7 +277,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             reason = ledger.scrub(str(exc).splitlines()[0], [url])
             log(
                 f"could not record in {job.meta}.runs that run {job.run_id} ended {status}"
-                f" ({reason}); `invoke runs` will show it as killed"
+                f" ({reason}); the next run marks it killed"
             )
 
     try:

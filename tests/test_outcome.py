@@ -232,8 +232,10 @@ class CuttingProxy:
     client: the case where only the server knows the commit went through.
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, then_refuse: bool = False) -> None:
         self.upstream = (host, port)
+        self.then_refuse = then_refuse  # at the cut, drop every connection and take no more
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
         self.armed = threading.Event()
         self.cut = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -246,7 +248,11 @@ class CuttingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.cut.is_set() and self.then_refuse:
+                client.close()
+                continue
             server = socket.create_connection(self.upstream)
+            self.pairs.append((client, server))
             threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
 
@@ -256,19 +262,28 @@ class CuttingProxy:
                 if answers and self.armed.is_set():
                     self.armed.clear()
                     self.cut.set()
+                    if self.then_refuse:  # the network to the server is gone: all of it
+                        for pair in self.pairs:
+                            for end in pair:
+                                _hang_up(end)
                     break
                 dst.sendall(data)
         except OSError:
             pass
         for end in (src, dst):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+            _hang_up(end)
 
     def close(self) -> None:
         self.listener.close()
+
+
+def _hang_up(end: socket.socket) -> None:
+    """Close a socket so that its peer and a thread blocked reading it both see the end."""
+    try:
+        end.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    end.close()
 
 
 @pytest.mark.faults
@@ -293,6 +308,41 @@ def test_answer_to_commit_lost_reports_the_commit_that_went_through(
     assert (done.report["status"], done.report["rows_loaded"]) == ("success", NEW_ROWS)
     assert table_state(pg_conn, pg_schema) == (NEW_ROWS, 1)
     assert last_run(pg_conn, pg_schema) == ("success", None, True)
+
+
+@pytest.mark.faults
+def test_commit_answer_lost_and_server_unreachable_says_the_outcome_is_unknown(
+    tmp_path: Path,
+    database_url: str,
+    pg_schema: str,
+    pg_conn: Conn,
+    loaded: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The commit's answer is lost and the server cannot be asked: exit 1, say what to check."""
+    parts = conninfo_to_dict(database_url)
+    host, port = str(parts.get("host") or "127.0.0.1"), int(parts.get("port") or 5432)
+    proxy = CuttingProxy(host, port, then_refuse=True)
+    url = make_conninfo(database_url, host="127.0.0.1", port=str(proxy.port))
+    config = write_config(tmp_path, loaded, pg_schema, url, "new", 1)
+    try:
+        done = run_held(
+            config, "swapping", tmp_path / "go", proxy.armed.set, {"PIPELINE_CONNECT_RETRY": "1"}
+        )
+    finally:
+        proxy.close()
+
+    assert proxy.cut.is_set()
+    assert done.code == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "went away as the commit of" in errors[0]
+    assert "asking it afterwards whether the commit went through failed" in errors[0]
+    assert "look for run " in done.stderr and "in the ledger's files table" in done.stderr
+    assert "the next run marks it killed" in done.stderr
+    assert table_state(pg_conn, pg_schema) == (NEW_ROWS, 1)  # it did go through
+    assert last_run(pg_conn, pg_schema) == ("running", None, True)
 
 
 @pytest.mark.parametrize(
