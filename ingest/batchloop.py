@@ -90,11 +90,13 @@ def load_batches(
     counts: Counts,
     on_commit: Callable[[Conn], None],
     before: Callable[[Conn], None] | None = None,
+    committed: Callable[[Conn], bool] | None = None,
 ) -> None:
     """Read, cast and check batches, quarantine bad rows, stream good ones, then commit.
 
     `before` runs in the commit's transaction before the rows reach the target (schema
-    evolution), `on_commit` last in it (ledger and schema history).
+    evolution), `on_commit` last in it (ledger and schema history); `committed` tells, over a
+    new connection, whether what `on_commit` wrote is in (when the commit's answer was lost).
     """
     profile, source, db = job.profile, job.source, job.config.database
     validation = source.validation_data
@@ -175,7 +177,7 @@ def load_batches(
                 note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
                 env.log(note)
                 counts.notes.append(note)
-            counts.loaded = loader.finish(before=before, on_commit=on_commit)
+            counts.loaded = loader.finish(before=before, on_commit=on_commit, committed=committed)
     except RowRefused as exc:
         raise _located(exc, profile, job.target.display) from exc
     counts.depth = dict(depth)

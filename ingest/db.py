@@ -10,11 +10,29 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from ingest.errors import DatabaseUnavailable
+from ingest.errors import DatabaseUnavailable, ServerFault, ServerGone
 
 CONNECT_RETRY_SECONDS = 15.0
 CONNECT_RETRY_ENV = "PIPELINE_CONNECT_RETRY"
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
+# How long the ledger waits for a server that dropped the run's connection to take a new one.
+RECONNECT_SECONDS = 5.0
+Conn = psycopg.Connection[tuple[object, ...]]
+# Server conditions of SQLSTATE class 53 (insufficient resources): what to say and what to do.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "53100": ("is out of disk space", "free space on the server's data volume, then run again"),
+    "53200": (
+        "is out of memory",
+        "give the server more memory or lower its work_mem / maintenance_work_mem, then run again",
+    ),
+    "53300": (
+        "has too many connections",
+        "close idle sessions or raise max_connections, or lower database.workers, then run again",
+    ),
+}
+_RESOURCE_FIX = "give the server more of what it lacks (see its log), then run again"
+# Admin shutdown, crash shutdown, cannot connect now: the server stopped or is starting.
+_GONE_STATES = ("57P01", "57P02", "57P03")
 
 
 def resolve_url(configured: SecretStr | None, log: Callable[[str], None] | None = None) -> str:
@@ -84,3 +102,56 @@ def _scrub(text: str, url: str) -> str:
     except psycopg.ProgrammingError:
         password = None
     return text.replace(str(password), "***") if password else text
+
+
+def is_server_condition(exc: BaseException) -> bool:
+    """Whether a server error is about the server itself (classes 08, 53, 57P0x), not a value."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate or ""
+    return state[:2] in ("08", "53") or state in _GONE_STATES
+
+
+def server_fault(
+    exc: BaseException, url: str, outcome: str = "nothing was changed"
+) -> ServerFault | None:
+    """`exc` as a ServerFault when the server, not the data, stopped the run; else None.
+
+    A lost connection (no SQLSTATE, class 08, or 57P01-57P03) is `ServerGone`; class 53 names
+    the resource the server ran out of and what to free. The reason never carries the password.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate or ""
+    reason = _scrub(_reason(exc), url)
+    where = describe(url)
+    lost = isinstance(exc, psycopg.OperationalError) and not state
+    if lost or state[:2] == "08" or state in _GONE_STATES:
+        return ServerGone(where, reason, outcome=outcome)
+    if state[:2] == "53":
+        condition, fix = RESOURCES.get(state, (f"ran out of a resource ({state})", _RESOURCE_FIX))
+        return ServerFault(where, condition, reason, outcome, fix)
+    return None
+
+
+def _reason(exc: psycopg.Error) -> str:
+    """The server's one-line message, or the driver's first line when the server sent none."""
+    primary = exc.diag.message_primary if exc.sqlstate else None
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return primary or (lines[0] if lines else type(exc).__name__)
+
+
+def ensure_live(conn: Conn, url: str, *, retry_seconds: float = RECONNECT_SECONDS) -> Conn:
+    """`conn` if it still answers, else a new autocommit connection (which the caller closes).
+
+    Raises:
+        DatabaseUnavailable: `conn` was lost and no new connection came within `retry_seconds`.
+    """
+    if not (conn.closed or conn.broken):
+        try:
+            conn.execute("select 1")
+            return conn
+        except psycopg.OperationalError:
+            if not conn.broken:
+                raise
+    return connect(url, autocommit=True, retry_seconds=retry_seconds)

@@ -330,3 +330,57 @@ class QueryFailed(IngestError):
         self.marts = list(marts)
         shown = ", ".join(self.marts) if self.marts else "none yet (run `invoke build`)"
         super().__init__(f"query on {self.path} failed: {reason}\n  the marts are: {shown}")
+
+
+class ServerFault(IngestError):
+    """The server, not a value in the file, stopped the run (out of disk, memory, connections)."""
+
+    def __init__(self, where: str, condition: str, reason: str, outcome: str, fix: str) -> None:
+        self.where = where
+        self.condition = condition
+        self.reason = reason
+        self.outcome = outcome
+        self.fix = fix
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"the server at {self.where} {self.condition} ({self.reason}); {self.outcome}\n"
+            f"  fix: {self.fix}"
+        )
+
+
+class ServerGone(ServerFault):
+    """The connection to the server was lost: it stopped or restarted, or a backend was ended."""
+
+    def __init__(
+        self,
+        where: str,
+        reason: str,
+        *,
+        moment: str = "during the load",
+        outcome: str = "nothing was changed",
+    ) -> None:
+        self.moment = moment
+        super().__init__(where, f"went away {moment}", reason, outcome, "run again")
+
+    def _message(self) -> str:
+        where, reason = self.where, self.reason
+        return f"the server at {where} {self.condition} ({reason}); {self.outcome}; run again"
+
+
+class CommitUnknown(IngestError):
+    """The connection was lost as the commit was sent, and the server could not be asked after."""
+
+    def __init__(self, where: str, table: str, reason: str, check: str, marker: str) -> None:
+        self.where = where
+        self.table = table
+        self.reason = reason
+        self.check = check
+        self.marker = marker
+        super().__init__(
+            f"the server at {where} went away as the commit of {table} was sent ({reason}), and "
+            f"asking it afterwards whether the commit went through failed ({check})\n"
+            f"  fix: when the server is back, look for {marker}; running again is safe "
+            "(a file whose commit went through is skipped, unless --force)"
+        )

@@ -317,6 +317,15 @@ def record_file(
     )
 
 
+def committed(conn: Conn, schema: str, run_id: str) -> bool:
+    """Whether the run's `files` row is in, i.e. the transaction that wrote it committed."""
+    row = conn.execute(
+        sql.SQL("select 1 from {}.files where run_id = %s limit 1").format(sql.Identifier(schema)),
+        (run_id,),
+    ).fetchone()
+    return row is not None
+
+
 @dataclass(frozen=True)
 class RunRow:
     """One row of the `runs` table."""

@@ -22,8 +22,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest import encode
-from ingest.db import connect
+from ingest import encode, outcome
+from ingest.db import connect, server_fault
 from ingest.errors import IngestError, TargetExists
 from ingest.refusal import StreamLog, refusal
 from ingest.swap import replace_table
@@ -47,6 +47,8 @@ MIN_PIECE_BYTES = 1 << 20
 ENCODERS = 2
 ENCODED_AHEAD = 2 * ENCODERS
 FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
+# With this set to a path, a failpoint waits for that file to appear, then lets the run go on.
+FAILPOINT_RESUME_ENV = "PGLOADKIT_FAILPOINT_RESUME"
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 
@@ -158,7 +160,8 @@ class Loader:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self._stop_workers()
-            self._drop_staging()
+            if not self.one_transaction:  # else the staging table went with its transaction
+                self._drop_staging()
 
     def _prepare(self) -> None:
         """Refuse early for `fail`, clear dead runs' leftovers, and create the staging table.
@@ -389,6 +392,9 @@ class Loader:
             error = self._errors[0]
             if isinstance(error, IngestError):
                 raise error
+            fault = server_fault(error, self.url, f"{self.target.display} was not changed")
+            if fault is not None:
+                raise fault from error
             raise IngestError(f"loading {self.target.display} failed: {error}") from error
 
     def _next(self) -> object:
@@ -415,6 +421,7 @@ class Loader:
         self,
         before: Callable[[Conn], None] | None = None,
         on_commit: Callable[[Conn], None] | None = None,
+        committed: Callable[[Conn], bool] | None = None,
     ) -> int:
         """Wait for the workers, then make the staged rows the target's in one transaction.
 
@@ -422,9 +429,16 @@ class Loader:
             before: called in that transaction before the rows reach the target (e.g. to
                 evolve its columns, so that an appended file may bring a new one).
             on_commit: called inside the transaction last, to record what committed with it.
+            committed: whether what `on_commit` wrote is in the database, asked over a new
+                connection when the old one dropped as the commit was sent.
 
         Returns:
             Rows committed by this run.
+
+        Raises:
+            ServerGone: the lock's connection or the server went away before the commit, or
+                the commit did not happen; the target is unchanged.
+            CommitUnknown: the commit's outcome could not be found out.
         """
         for _ in self._threads:
             self._put(_DONE)
@@ -443,8 +457,7 @@ class Loader:
             with held as conn:
                 if on_commit is not None:
                     on_commit(conn)
-                failpoint("swapping")
-                conn.commit()
+                self._commit(conn, committed)
             return self.progress.rows
         with held or connect(self.url) as conn:
             # Every staged row gets the run's start and id without a rewrite (see _prepare);
@@ -487,9 +500,28 @@ class Loader:
                 replace_table(conn, self.staging, self.target, self.log)
             if on_commit is not None:
                 on_commit(conn)
-            failpoint("swapping")
-            conn.commit()
+            self._commit(conn, committed)
         return self.progress.rows
+
+    def _commit(self, conn: Conn, committed: Callable[[Conn], bool] | None) -> None:
+        """Commit, and when the connection drops at COMMIT, find out whether it went through.
+
+        The control connection holds the table's lock: if it is gone, another run may hold the
+        lock now, so nothing is committed.
+        """
+        self._control.execute("select 1")
+        failpoint("swapping")
+        outcome.commit(
+            conn,
+            self._control,
+            self.url,
+            self.target.display,
+            committed,
+            lambda went: self.log(
+                f"{went}: {self.progress.rows:,} rows are in {self.target.display}"
+            ),
+            f"run {self.run_id} in the ledger's files table",
+        )
 
     def _drop_staging(self) -> None:
         try:
@@ -503,10 +535,20 @@ class Loader:
 
 
 def failpoint(name: str) -> None:
-    """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        print(f"failpoint {name} reached", file=sys.stderr, flush=True)
-        time.sleep(600)
+    """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment.
+
+    With PGLOADKIT_FAILPOINT_RESUME=path the run goes on once that file exists, so a test can
+    act on the server (end a backend, stop it) at that moment and watch what the run does.
+    """
+    if os.environ.get(FAILPOINT_ENV) != name:
+        return
+    print(f"failpoint {name} reached", file=sys.stderr, flush=True)
+    resume = os.environ.get(FAILPOINT_RESUME_ENV)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if resume and os.path.exists(resume):
+            return
+        time.sleep(0.05)
 
 
 class _Cancelled(Exception):

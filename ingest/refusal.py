@@ -17,6 +17,7 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
+from ingest.db import is_server_condition
 from ingest.errors import IngestError
 
 # Row indexes kept for pieces with gaps in them (8 bytes each); older ones are let go first.
@@ -98,8 +99,14 @@ class StreamLog:
 
 
 def refusal(exc: BaseException, log: StreamLog) -> RowRefused | None:
-    """`exc` as a RowRefused if the server blamed one tuple of this COPY, else None."""
+    """`exc` as a RowRefused if the server blamed one tuple of this COPY, else None.
+
+    A CONTEXT line only says where the COPY was: a full disk or a shutdown names a tuple too,
+    yet is the server's condition, not the value's (SQLSTATE classes 08, 53 and 57P0x).
+    """
     if not isinstance(exc, psycopg.Error) or exc.diag.context is None:
+        return None
+    if is_server_condition(exc):
         return None
     found = _CONTEXT.search(exc.diag.context)
     if found is None:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
+import psycopg
 from rich.console import Console
 
 from ingest import cast, drift, ledger, quarantine, schema_history
 from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
-from ingest.db import connect, resolve_url
+from ingest.db import connect, ensure_live, resolve_url, server_fault
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.load import append_types
 from ingest.locks import table_lock
@@ -211,7 +212,7 @@ def _run_file(
                 session = Session(url, control, watch, console, log, started, progress, force)
                 counts, status = _run_locked(job, session)
             if status == "success":
-                _refresh_dbt_sources(job, control, counts, log)
+                _refresh_dbt_sources(job, control, url, counts, log)
 
     return RunReport(
         run_id=job.run_id,
@@ -261,19 +262,33 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
     )
 
     def finish(status: ledger.RunStatus, error: str | None) -> None:
-        ledger.finish_run(
-            control,
-            job.meta,
-            job.run_id,
-            status=status,
-            rows_read=counts.read,
-            rows_loaded=counts.loaded,
-            rows_rejected=counts.rejected,
-            peak_rss_mb=mb(max(watch.peak, peak_rss())),
-            duration_s=time.monotonic() - env.started,
-            error=error,
-            secrets=[url],
-        )
+        # The control connection may be the reason the run failed, or have gone after the
+        # commit: the ledger row is then written over a new one, or its loss only logged.
+        try:
+            conn = ensure_live(control, url)
+            try:
+                ledger.finish_run(
+                    conn,
+                    job.meta,
+                    job.run_id,
+                    status=status,
+                    rows_read=counts.read,
+                    rows_loaded=counts.loaded,
+                    rows_rejected=counts.rejected,
+                    peak_rss_mb=mb(max(watch.peak, peak_rss())),
+                    duration_s=time.monotonic() - env.started,
+                    error=error,
+                    secrets=[url],
+                )
+            finally:
+                if conn is not control:
+                    conn.close()
+        except (psycopg.Error, IngestError) as exc:
+            reason = ledger.scrub(str(exc).splitlines()[0], [url])
+            log(
+                f"could not record in {job.meta}.runs that run {job.run_id} ended {status}"
+                f" ({reason}); the next run marks it killed"
+            )
 
     try:
         appending = job.target.if_exists == "append" and table_exists(control, job.target)
@@ -329,7 +344,11 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 replace=not appending,
             )
 
-        load_batches(job, env, counts, on_commit, evolve if appending and statements else None)
+        def committed(conn: Conn) -> bool:
+            return ledger.committed(conn, job.meta, job.run_id)
+
+        before = evolve if appending and statements else None
+        load_batches(job, env, counts, on_commit, before, committed)
     except KeyboardInterrupt:
         finish("killed", "interrupted")
         raise
@@ -337,6 +356,10 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         finish("failed", str(exc))
         raise
     except Exception as exc:
+        fault = server_fault(exc, url, f"{job.target.display} was not changed")
+        if fault is not None:
+            finish("failed", str(fault))
+            raise fault from exc
         finish("failed", f"{type(exc).__name__}: {exc}")
         raise
     finish("success", None)
@@ -359,14 +382,25 @@ def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:
     return Target(schema, table, "append").display
 
 
-def _refresh_dbt_sources(job: Job, control: Conn, counts: Counts, log: Log) -> None:
+def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log: Log) -> None:
     """Write the loaded table's dbt source and staging contract; the load stands if this fails."""
     from ingest import dbt, dbtgen  # dbt's side loads only when a load succeeded
 
     db, source = job.config.database, job.source
-    columns = schema_history.table_columns(
-        control, job.target.schema, job.target.table, exclude=job.lineage
-    )
+    try:
+        conn = ensure_live(control, url)
+        try:
+            columns = schema_history.table_columns(
+                conn, job.target.schema, job.target.table, exclude=job.lineage
+            )
+        finally:
+            if conn is not control:
+                conn.close()
+    except (psycopg.Error, IngestError) as exc:
+        note = f"dbt sources not refreshed: {ledger.scrub(str(exc).splitlines()[0], [url])}"
+        log(note)
+        counts.notes.append(note)
+        return
     if columns is None:
         return
     not_null = {c for c, k in source.validation_data.checks.items() if not k.nullable}
