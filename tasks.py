@@ -47,6 +47,8 @@ def _errors(report_json: bool = False) -> Iterator[None]:
         if isinstance(exc, ValueError):
             raise Exit(f"error: {exc}", code=2) from None
         raise
+    except KeyboardInterrupt:  # the run has said what it left behind
+        raise Exit("interrupted", code=130) from None
 
 
 def _timed(label: str, step: Callable[[], T]) -> T:

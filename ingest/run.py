@@ -350,7 +350,17 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         before = evolve if appending and statements else None
         load_batches(job, env, counts, on_commit, before, committed)
     except KeyboardInterrupt:
-        finish("killed", "interrupted")
+        # Ctrl-C may land as the commit is sent: say what the database holds.
+        try:
+            went_through = ledger.committed(control, job.meta, job.run_id)
+        except Exception:  # the interrupted connection may be unusable: report what we know
+            went_through = False
+        if went_through:
+            log(f"interrupted after the commit: {job.target.display} holds this run's rows")
+            finish("success", None)
+        else:
+            log(f"interrupted: nothing was changed in {job.target.display}; run marked killed")
+            finish("killed", "interrupted")
         raise
     except IngestError as exc:
         finish("failed", str(exc))

@@ -203,3 +203,25 @@ def test_one_connection_appends_straight_into_the_target(
     report = run_source(load_config(config), progress=False)
     assert (report.status, report.rows_loaded) == ("success", 200_000)
     assert table_state(pg_conn, pg_schema) == (201_000, 2)
+
+
+def test_ctrl_c_says_nothing_was_changed_and_marks_the_run_killed(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """SIGINT mid-load: one line saying the table is unchanged, exit 130, run marked killed."""
+    old = tmp_path / "old.parquet"
+    employees(1_000).write_parquet(old)
+    run_source(
+        load_config(write_config(tmp_path, old, pg_schema, database_url, "old")), progress=False
+    )
+    new = tmp_path / "new.parquet"
+    employees(50_000, seed=3).write_parquet(new)
+    proc = start(write_config(tmp_path, new, pg_schema, database_url, "new"), "staged")
+    wait_for(proc, "failpoint staged reached")
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert f"interrupted: nothing was changed in {pg_schema}.emp; run marked killed" in stderr
+    assert table_state(pg_conn, pg_schema) == (1_000, 1)
+    assert statuses(pg_conn, pg_schema)[-1] == "killed"
