@@ -167,11 +167,21 @@ def _cast_failures(
             ROW,
             column=pl.lit(c),
             rule=pl.lit("cast"),
-            reason=pl.format("'{}' is not {}", pl.col(c).cast(pl.String), pl.lit(label)),
+            reason=_quoted(pl.col(c), f"is not {label}"),
         )
         for c, label in labels.items()
     ]
     return cast, pl.concat(pl.collect_all(parts))
+
+
+def _quoted(value: pl.Expr, after: str) -> pl.Expr:
+    """`'value' after`, as text, for a reject's reason.
+
+    Not `pl.format`: in polars 2.1 it panics (`binview ... i < self.len()`) on a column whose
+    first chunk is empty, which a filter of a multi-chunk batch (a CSV batch joined from two
+    reads) yields whenever none of the first read's rows is bad. `concat_str` takes any chunks.
+    """
+    return pl.concat_str(pl.lit("'"), value.cast(pl.String), pl.lit(f"' {after}"))
 
 
 def _with_raw(rejects: pl.DataFrame, batch: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
@@ -390,7 +400,7 @@ def _unique_rejects(frame: pl.DataFrame, columns: list[str], seen: SeenValues) -
                 ROW,
                 column=pl.lit(name),
                 rule=pl.lit("unique"),
-                reason=pl.format("'{}' repeats an earlier row", pl.col(name).cast(pl.String)),
+                reason=_quoted(pl.col(name), "repeats an earlier row"),
             )
         )
         fresh[name] = pl.DataFrame({ROW: values[ROW], "h": hashes}).filter(~repeat)

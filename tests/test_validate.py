@@ -314,3 +314,33 @@ def test_text_with_an_offset_casts_to_a_naive_timestamp() -> None:
     out, rejects = cast_with_rejects(batch, plan, {"t": pl.String()})
     assert rejects.height == 0
     assert out["t"].to_list() == [dt.datetime(2013, 1, 1, 6), dt.datetime(2013, 1, 1, 7)]
+
+
+def two_reads(first: dict[str, list[Any]], second: dict[str, list[Any]]) -> pl.DataFrame:
+    """A batch joined from two reads without rechunking, as the CSV reader yields it."""
+    joined = pl.concat([pl.DataFrame(first), pl.DataFrame(second)], rechunk=False)
+    return joined.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def test_unique_repeats_only_in_the_second_read_are_rejected() -> None:
+    """Repeats that all lie in a batch's second chunk become rejects (this used to panic)."""
+    frame = two_reads({"id": [140001, 140002, 140003]}, {"id": [42, 140004, 42, 42]})
+    assert frame["id"].n_chunks() == 2
+    outcome = split(frame, {"id": ColumnChecks(unique=True)})
+    assert outcome.rejects.select(ROW, "reason").rows() == [
+        (5, "'42' repeats an earlier row"),
+        (6, "'42' repeats an earlier row"),
+    ]
+    assert outcome.good["id"].to_list() == [140001, 140002, 140003, 42, 140004]
+
+
+def test_failed_casts_only_in_the_second_read_are_rejected() -> None:
+    """Cells that fail to cast only in a batch's second chunk become rejects, not a panic."""
+    frame = two_reads({"n": ["1", "2", "3"]}, {"n": ["x", "y", "z", "4", "5", "6"]})
+    plan = CastPlan(types={"n": pl.Int64()}, date_formats={}, round_floats=None)
+    _, rejects = cast_with_rejects(frame, plan, read_schema(frame))
+    assert rejects.select(ROW, "reason").rows() == [
+        (3, "'x' is not int64"),
+        (4, "'y' is not int64"),
+        (5, "'z' is not int64"),
+    ]
