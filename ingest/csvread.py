@@ -146,7 +146,8 @@ def records(buf: bytes, first_line: int, separator: str, quote: bytes = b'"') ->
     data = np.frombuffer(buf, np.uint8)
     newline = data == ord("\n")
     sep = data == ord(separator)
-    if quote in buf:
+    quoted = quote in buf
+    if quoted:
         outside = np.bitwise_xor.accumulate((data == quote[0]).view(np.uint8)) == 0
         ends = np.flatnonzero(newline & outside)
         seps = np.flatnonzero(sep & outside)
@@ -154,7 +155,7 @@ def records(buf: bytes, first_line: int, separator: str, quote: bytes = b'"') ->
         ends = np.flatnonzero(newline)
         seps = np.flatnonzero(sep)
     starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
-    every = ends if quote not in buf else np.flatnonzero(newline)
+    every = np.flatnonzero(newline) if quoted else ends
     lines = first_line + np.searchsorted(every, starts).astype(np.int64)
     counts = np.diff(np.searchsorted(seps, ends), prepend=0).astype(np.int64)
     return Records(starts, ends.astype(np.int64), lines, counts)
