@@ -41,6 +41,16 @@ def write_config(
     return path
 
 
+def old_then_new(tmp_path: Path, url: str, schema: str, rows: int) -> Path:
+    """Load 1,000 employees into `emp`; return the config replacing them with `rows` new ones."""
+    old = tmp_path / "old.parquet"
+    employees(1_000).write_parquet(old)
+    run_source(load_config(write_config(tmp_path, old, schema, url, "old")), progress=False)
+    new = tmp_path / "new.parquet"
+    employees(rows, seed=3).write_parquet(new)
+    return write_config(tmp_path, new, schema, url, "new")
+
+
 def start(config: Path, failpoint: str | None = None) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
     if failpoint:
@@ -89,14 +99,7 @@ def test_sigkill_leaves_the_old_table_and_the_rerun_succeeds(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, point: str
 ) -> None:
     """SIGKILL after staging, mid-COPY or inside the swap: old table intact, rerun loads."""
-    old = tmp_path / "old.parquet"
-    employees(1_000).write_parquet(old)
-    run_source(
-        load_config(write_config(tmp_path, old, pg_schema, database_url, "old")), progress=False
-    )
-    new = tmp_path / "new.parquet"
-    employees(200_000, seed=3).write_parquet(new)
-    config = write_config(tmp_path, new, pg_schema, database_url, "new")
+    config = old_then_new(tmp_path, database_url, pg_schema, 200_000)
 
     proc = start(config, point)
     wait_for(proc, f"failpoint {point} reached")
@@ -209,14 +212,7 @@ def test_ctrl_c_says_nothing_was_changed_and_marks_the_run_killed(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
     """SIGINT mid-load: one line saying the table is unchanged, exit 130, run marked killed."""
-    old = tmp_path / "old.parquet"
-    employees(1_000).write_parquet(old)
-    run_source(
-        load_config(write_config(tmp_path, old, pg_schema, database_url, "old")), progress=False
-    )
-    new = tmp_path / "new.parquet"
-    employees(50_000, seed=3).write_parquet(new)
-    proc = start(write_config(tmp_path, new, pg_schema, database_url, "new"), "staged")
+    proc = start(old_then_new(tmp_path, database_url, pg_schema, 50_000), "staged")
     wait_for(proc, "failpoint staged reached")
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
