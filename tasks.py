@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.table import Table
 
 import ingest
-from ingest import embedded
-from ingest.paths import state_dir
+from ingest.pg import embedded
+from ingest.runtime.paths import state_dir
 
 if TYPE_CHECKING:  # dbt and DuckDB load only for the tasks that use them
-    from ingest.dbt import DbtSettings
+    from ingest.dbt.runner import DbtSettings
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
@@ -64,7 +64,7 @@ def _limit(memory_limit: str | None) -> int | None:
 
 
 def _dbt_settings(config: ingest.PipelineConfig, url: str) -> DbtSettings:
-    from ingest import dbt
+    from ingest.dbt import runner as dbt
 
     return dbt.settings_from_config(config, url, memory_limit=_limit(None))
 
@@ -180,7 +180,7 @@ def build(c: Context, config: str = "config.yml") -> None:
     with _errors():
         settings = ingest.load_config(config)
         url = ingest.resolve_url(settings.database.url, err.print)
-        from ingest import dbt
+        from ingest.dbt import runner as dbt
 
         for step in dbt.build(_dbt_settings(settings, url)):
             err.print(
@@ -199,7 +199,7 @@ def build(c: Context, config: str = "config.yml") -> None:
 def query(c: Context, sql: str, csv: bool = False, json: bool = False) -> None:
     """Print the result of a query on the DuckDB marts file (a table, or --csv / --json)."""
     with _errors():
-        from ingest.query import query as run_query
+        from ingest.dbt.query import query as run_query
 
         _print_frame(run_query(sql), "csv" if csv else "json" if json else "table")
 
@@ -207,8 +207,8 @@ def query(c: Context, sql: str, csv: bool = False, json: bool = False) -> None:
 @task(help={"rows": "rows of demo data (default 1,000,000)"})
 def demo(c: Context, rows: int = 1_000_000) -> None:
     """Generate demo data, load it (embedded PostgreSQL if none configured), build marts, query."""
-    from ingest import dbt
-    from ingest.query import query as run_query
+    from ingest.dbt import runner as dbt
+    from ingest.dbt.query import query as run_query
 
     with _errors():
         files = _timed(
@@ -286,7 +286,7 @@ def bench(
     csv: bool = True,
 ) -> None:
     """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
-    from ingest.bench import bench_dir, run_bench
+    from bench.run import bench_dir, run_bench
 
     with _errors():
         url = ingest.resolve_url(None, err.print)
@@ -316,8 +316,8 @@ def test(c: Context, args: str = "") -> None:
 @task
 def lint(c: Context) -> None:
     """Run ruff and mypy --strict."""
-    c.run(f"{sys.executable} -m ruff check ingest tests tasks.py")
-    c.run(f"{sys.executable} -m mypy ingest")
+    c.run(f"{sys.executable} -m ruff check ingest bench tests tasks.py")
+    c.run(f"{sys.executable} -m mypy ingest bench")
 
 
 @task(name="up")

@@ -1,15 +1,15 @@
 """Load big CSV and Parquet files into PostgreSQL on modest hardware, then build marts with dbt."""
 
 from ingest.config import PipelineConfig, SourceConfig, load_config
-from ingest.db import describe, resolve_url
 from ingest.demo import write_demo
 from ingest.errors import IngestError
-from ingest.memory import format_size, parse_size
-from ingest.plan import Plan
-from ingest.profile import FileProfile
-from ingest.report import RunReport
+from ingest.pg.db import describe, resolve_url
 from ingest.run import Explained, explain, run_source
-from ingest.status import drift_changes, recent_runs_table
+from ingest.runtime.memory import format_size, parse_size
+from ingest.runtime.report import RunReport
+from ingest.stages.plan import Plan
+from ingest.stages.profile import FileProfile
+from ingest.state.status import drift_changes, recent_runs_table
 
 __all__ = [
     "Explained",

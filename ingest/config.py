@@ -14,7 +14,7 @@ from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ingest.errors import ConfigError
-from ingest.types import type_and_format
+from ingest.stages.types import type_and_format
 
 Naming = Literal["lower", "upper", "capitalize"]
 IfExists = Literal["fail", "append", "replace"]

@@ -11,25 +11,13 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 
-from ingest import cast, drift, ledger, quarantine, schema_history
-from ingest.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.config import PipelineConfig, SourceConfig, is_glob
-from ingest.db import connect, ensure_live, resolve_url, server_fault
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
-from ingest.load import append_types
-from ingest.locks import table_lock
-from ingest.memory import (
-    RssWatch,
-    available_memory,
-    current_rss,
-    peak_rss,
-    prefer_jemalloc,
-    reset_peak_rss,
-)
-from ingest.plan import Plan, make_plan, memory_budget
-from ingest.profile import FileProfile, detect_format, profile_file
-from ingest.report import RunReport, mb
-from ingest.target import (
+from ingest.executors.batchloop import Counts, Job, Log, Session, load_batches
+from ingest.executors.local import append_types
+from ingest.pg.db import connect, ensure_live, resolve_url, server_fault
+from ingest.pg.locks import table_lock
+from ingest.pg.target import (
     Conn,
     Target,
     check_column_names,
@@ -37,6 +25,19 @@ from ingest.target import (
     default_workers,
     table_exists,
 )
+from ingest.runtime.memory import (
+    RssWatch,
+    available_memory,
+    current_rss,
+    peak_rss,
+    prefer_jemalloc,
+    reset_peak_rss,
+)
+from ingest.runtime.report import RunReport, mb
+from ingest.stages import cast
+from ingest.stages.plan import Plan, make_plan, memory_budget
+from ingest.stages.profile import FileProfile, detect_format, profile_file
+from ingest.state import drift, ledger, quarantine, schema_history
 
 
 @dataclass(frozen=True)
@@ -394,7 +395,8 @@ def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:
 
 def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log: Log) -> None:
     """Write the loaded table's dbt source and staging contract; the load stands if this fails."""
-    from ingest import dbt, dbtgen  # dbt's side loads only when a load succeeded
+    from ingest.dbt import runner as dbt
+    from ingest.dbt import sources as dbtgen  # dbt's side loads only when a load succeeded
 
     db, source = job.config.database, job.source
     try:

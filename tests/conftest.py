@@ -41,7 +41,7 @@ def database_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from ingest import embedded
+    from ingest.pg import embedded
 
     already = embedded.status()
     server = embedded.start()

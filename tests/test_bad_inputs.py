@@ -32,10 +32,10 @@ from ingest.errors import (
     TooManyColumns,
     UnsupportedColumnType,
 )
-from ingest.plan import Plan
-from ingest.profile import detect_format, profile_file
-from ingest.read import batches
-from ingest.target import check_column_names, check_column_types
+from ingest.pg.target import check_column_names, check_column_types
+from ingest.stages.plan import Plan
+from ingest.stages.profile import detect_format, profile_file
+from ingest.stages.read import batches
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent

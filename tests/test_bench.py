@@ -12,9 +12,9 @@ import psycopg
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from ingest import benchdata
-from ingest.bench import run_bench
-from ingest.benchmeasure import measure
+from bench import data as benchdata
+from bench.measure import measure
+from bench.run import run_bench
 
 
 def _digest(path: Path) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ingest.cast import cast_error, cast_expressions, plan_casts
 from ingest.config import SchemaConfig
 from ingest.errors import CastError, ConfigError
+from ingest.stages.cast import cast_error, cast_expressions, plan_casts
 
 
 def apply(frame: pl.DataFrame, config: SchemaConfig) -> pl.DataFrame:

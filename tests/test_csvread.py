@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from ingest.config import CsvOptions
-from ingest.csvread import ROW, byte_chunks, read_chunks
 from ingest.errors import SourceFileError
+from ingest.stages.csvread import ROW, byte_chunks, read_chunks
 
 
 def test_chunks_never_split_a_quoted_newline(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest.config import load_config
-from ingest.dbt import (
+from ingest.dbt.query import query
+from ingest.dbt.runner import (
     MIB,
     DbtSettings,
     build,
@@ -31,7 +32,6 @@ from ingest.dbt import (
     settings_from_config,
 )
 from ingest.errors import ConfigError, DbtFailed, QueryFailed, SourceFileError
-from ingest.query import query
 from tests.conftest import dbt_project_copy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,11 +16,11 @@ import yaml
 from psycopg import sql
 
 from ingest.config import ColumnChecks
-from ingest.dbt import DbtSettings, build, run_dbt
-from ingest.dbtgen import MARK, model_name, write_sources
-from ingest.dbtyaml import cased_name, jinja_safe
-from ingest.drift import ColumnSpec
+from ingest.dbt.runner import DbtSettings, build, run_dbt
+from ingest.dbt.schema_yaml import cased_name, jinja_safe
+from ingest.dbt.sources import MARK, model_name, write_sources
 from ingest.errors import DbtFailed
+from ingest.state.drift import ColumnSpec
 from tests.conftest import dbt_project_copy
 
 Conn = psycopg.Connection[tuple[object, ...]]

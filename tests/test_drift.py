@@ -15,7 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.drift import (
+from ingest.errors import IngestError, SchemaDrift
+from ingest.stages.encode import pg_type
+from ingest.state.drift import (
     ColumnSpec,
     Drift,
     Nullability,
@@ -29,9 +31,7 @@ from ingest.drift import (
     normalize_type,
     widens,
 )
-from ingest.encode import pg_type
-from ingest.errors import IngestError, SchemaDrift
-from ingest.schema_history import (
+from ingest.state.schema_history import (
     check,
     ensure_metadata,
     evolve,

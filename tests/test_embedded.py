@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest import embedded
+from ingest.pg import embedded
 
 PROJECT = Path(embedded.__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def test_port_avoids_5432_and_moves_when_taken(home: Path) -> None:
 
 def test_concurrent_starts_share_one_server(home: Path) -> None:
     """Two processes starting the same home at once get one and the same server."""
-    code = "import sys; from pathlib import Path; from ingest import embedded; "
+    code = "import sys; from pathlib import Path; from ingest.pg import embedded; "
     code += "print(embedded.start(Path(sys.argv[1])).pid)"
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     procs = [

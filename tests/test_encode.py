@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.encode import HEADER, TRAILER, encode, pg_type, prepare, stamp
+from ingest.stages.encode import HEADER, TRAILER, encode, pg_type, prepare, stamp
 
 UTC = dt.UTC
 Row = list[bytes | None]
@@ -624,11 +624,13 @@ import importlib.util, sys
 from pathlib import Path
 assert importlib.util.find_spec("pandas"), "this test needs pandas installed"
 import ingest.run, tasks
-from ingest import encode, read, validate
-from ingest.cast import CastPlan
+from ingest.stages import encode
+from ingest.stages import read
+from ingest.stages import validate
+from ingest.stages.cast import CastPlan
 from ingest.config import CsvOptions, ValidationConfig
-from ingest.plan import make_plan
-from ingest.profile import profile_file
+from ingest.stages.plan import make_plan
+from ingest.stages.profile import profile_file
 profile = profile_file(Path({str(data)!r}), "parquet", 100, CsvOptions())
 plan = make_plan(profile, 1 << 30, base_bytes=0, forced="streaming")
 chunks = read.batches(profile.path, "parquet", CsvOptions(), profile.schema, plan)

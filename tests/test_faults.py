@@ -19,9 +19,10 @@ import pytest
 from psycopg import sql
 from test_outcome import run_held, table_state, write_config
 
-from ingest import embedded, load_config, run_source
+from ingest import load_config, run_source
 from ingest.demo import employees
 from ingest.errors import ServerFault, ServerGone
+from ingest.pg import embedded
 
 pytestmark = pytest.mark.faults
 SCHEMA = "raw"

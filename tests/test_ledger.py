@@ -16,14 +16,14 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from ingest import ledger
+from ingest.state import ledger
 
 Conn = psycopg.Connection[Any]
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN_THEN_SLEEP = """
 import sys, time, psycopg
-from ingest import ledger
+from ingest.state import ledger
 url, schema, run_id = sys.argv[1:]
 conn = psycopg.connect(url, autocommit=True)
 ledger.ensure_ledger(conn, schema)

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest import locks
 from ingest.errors import IngestError, TableBusy
-from ingest.locks import table_lock
+from ingest.pg import locks
+from ingest.pg.locks import table_lock
 
 Conn = psycopg.Connection[Any]
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Takes the lock, says so, holds it `hold` s, releases it, then stays connected `after` s.
 HOLDER = """
 import sys, time, psycopg
-from ingest.locks import table_lock
+from ingest.pg.locks import table_lock
 url, schema, table, hold, after = sys.argv[1:]
 with psycopg.connect(url, autocommit=True) as conn:
     with table_lock(conn, schema, table, log=print):

@@ -19,11 +19,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest import load_config, run_source
-from ingest.db import is_server_condition, server_fault
 from ingest.demo import employees
 from ingest.errors import ServerFault, ServerGone
-from ingest.load import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
-from ingest.refusal import StreamLog, refusal
+from ingest.executors.local import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
+from ingest.pg.db import is_server_condition, server_fault
+from ingest.state.refusal import StreamLog, refusal
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent

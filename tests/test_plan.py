@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ingest.plan import (
+from ingest.stages.plan import (
     BATCH_COST_FACTOR,
     FIXED_OVERHEAD,
     MAX_BATCH_BYTES,
@@ -16,7 +16,7 @@ from ingest.plan import (
     make_plan,
     memory_budget,
 )
-from ingest.profile import ColumnProfile, FileProfile
+from ingest.stages.profile import ColumnProfile, FileProfile
 
 MB = 1_000_000
 

@@ -10,7 +10,7 @@ import pytest
 from ingest.config import CsvOptions
 from ingest.demo import employees
 from ingest.errors import BadColumnName, SourceFileError
-from ingest.profile import detect_format, profile_file
+from ingest.stages.profile import detect_format, profile_file
 
 
 def test_parquet_rows_come_from_the_footer(tmp_path: Path) -> None:

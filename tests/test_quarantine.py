@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.quarantine import format_examples, quarantine_table, write_rejects
-from ingest.validate import REJECTS_SCHEMA
+from ingest.stages.validate import REJECTS_SCHEMA
+from ingest.state.quarantine import format_examples, quarantine_table, write_rejects
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

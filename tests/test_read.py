@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest import read
 from ingest.config import CsvOptions
-from ingest.csvread import ROW
-from ingest.plan import make_plan
-from ingest.profile import profile_file
+from ingest.stages import read
+from ingest.stages.csvread import ROW
+from ingest.stages.plan import make_plan
+from ingest.stages.profile import profile_file
 
 ROWS = 5_000
 

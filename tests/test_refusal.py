@@ -7,8 +7,8 @@ import polars as pl
 import psycopg
 import pytest
 
-from ingest import encode
-from ingest.refusal import StreamLog, refusal
+from ingest.stages import encode
+from ingest.state.refusal import StreamLog, refusal
 
 
 def test_consecutive_pieces_sent_out_of_order_map_back() -> None:

@@ -6,8 +6,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest import encode
-from ingest.target import Target, column_types, type_mismatches
+from ingest.pg.target import Target, column_types, type_mismatches
+from ingest.stages import encode
 
 Conn = psycopg.Connection[tuple[object, ...]]
 # One dtype of each kind the encoder writes, as the loader creates its columns.

@@ -12,11 +12,11 @@ import pandera.errors
 import polars as pl
 import pytest
 
-from ingest.cast import CastPlan
 from ingest.config import ColumnChecks, ValidationConfig
-from ingest.csvread import numbered
-from ingest.unique import SeenValues
-from ingest.validate import (
+from ingest.stages.cast import CastPlan
+from ingest.stages.csvread import numbered
+from ingest.stages.unique import SeenValues
+from ingest.stages.validate import (
     REJECTS_SCHEMA,
     ROW,
     build_checks_schema,
@@ -307,7 +307,7 @@ def test_over_limit_arithmetic(
 
 def test_text_with_an_offset_casts_to_a_naive_timestamp() -> None:
     """`data_type: timestamp` on "...Z" text gives the UTC wall time, not a bad row."""
-    from ingest.validate import cast_with_rejects
+    from ingest.stages.validate import cast_with_rejects
 
     batch = pl.DataFrame({"t": ["2013-01-01T06:00:00Z", "2013-01-01T07:00:00Z"], ROW: [0, 1]})
     plan = CastPlan(types={"t": pl.Datetime("us")}, date_formats={}, round_floats=None)

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
-from ingest.csvread import locate_problem, record_end
 from ingest.errors import (
     BadColumnName,
     DamagedParquet,
@@ -21,7 +20,8 @@ from ingest.errors import (
     SourceFileError,
     UnsupportedColumnType,
 )
-from ingest.types import POLARS_MAX_PRECISION, polars_readable
+from ingest.stages.csvread import locate_problem, record_end
+from ingest.stages.types import POLARS_MAX_PRECISION, polars_readable
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20

@@ -9,7 +9,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import ConstraintBroken
-from ingest.target import Target
+from ingest.pg.target import Target
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import polars as pl
 from psycopg import sql
 
-from ingest.encode import pg_type
 from ingest.errors import SchemaDrift
+from ingest.stages.encode import pg_type
 
 Log = Callable[[str], None]
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import polars as pl
 
-from ingest.cast import CastPlan
 from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
-from ingest.memory import without_modules
-from ingest.unique import SeenValues
+from ingest.runtime.memory import without_modules
+from ingest.stages.cast import CastPlan
+from ingest.stages.unique import SeenValues
 
 with without_modules("pandas"):  # see without_modules: pandera would load pandas for nothing
     import pandera.errors

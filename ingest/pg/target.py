@@ -11,7 +11,6 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest import encode
 from ingest.errors import (
     BadColumnName,
     NotATable,
@@ -19,6 +18,7 @@ from ingest.errors import (
     TooManyColumns,
     UnsupportedColumnType,
 )
+from ingest.stages import encode
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

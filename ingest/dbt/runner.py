@@ -20,9 +20,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
 from ingest.errors import ConfigError, DbtFailed
-from ingest.memory import available_memory
-from ingest.paths import project_root, state_dir
-from ingest.plan import memory_budget
+from ingest.runtime.memory import available_memory
+from ingest.runtime.paths import project_root, state_dir
+from ingest.stages.plan import memory_budget
 
 Log = Callable[[str], None]
 

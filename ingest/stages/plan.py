@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.profile import FileProfile
+from ingest.stages.profile import FileProfile
 
 EAGER_MAX_RATIO = 0.65
 LAZY_MAX_RATIO = 2.0

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ingest import cast, drift, ledger, schema_history
 from ingest.config import PipelineConfig, SourceConfig
-from ingest.db import connect, resolve_url
 from ingest.errors import SourceFileError
+from ingest.pg.db import connect, resolve_url
+from ingest.pg.target import Conn
 from ingest.run import explain
-from ingest.target import Conn
+from ingest.stages import cast
+from ingest.state import drift, ledger, schema_history
 
 
 def recent_runs_table(url: str, metadata_schema: str, limit: int = 20) -> Table:

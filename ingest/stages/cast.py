@@ -10,7 +10,7 @@ import polars as pl
 
 from ingest.config import SchemaConfig
 from ingest.errors import CastError, ConfigError
-from ingest.types import type_and_format
+from ingest.stages.types import type_and_format
 
 # Formats tried, in order, on string columns when `date_format: true`.
 _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d", "%d-%m-%Y", "%d.%m.%Y")

@@ -22,12 +22,11 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest import encode, outcome
-from ingest.db import connect, server_fault
 from ingest.errors import IngestError, TargetExists
-from ingest.refusal import StreamLog, refusal
-from ingest.swap import replace_table
-from ingest.target import (
+from ingest.pg import outcome
+from ingest.pg.db import connect, server_fault
+from ingest.pg.swap import replace_table
+from ingest.pg.target import (
     Conn,
     Target,
     add_lineage,
@@ -38,6 +37,8 @@ from ingest.target import (
     table_exists,
     type_mismatches,
 )
+from ingest.stages import encode
+from ingest.state.refusal import StreamLog, refusal
 
 _DONE = object()
 # Frame bytes encoded at a time by one worker; the RSS watch may lower it under pressure.

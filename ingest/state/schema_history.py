@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingest.drift import ColumnSpec, Drift, diff, fingerprint
 from ingest.errors import IngestError
+from ingest.state.drift import ColumnSpec, Drift, diff, fingerprint
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

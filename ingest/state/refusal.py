@@ -17,8 +17,8 @@ import numpy as np
 import psycopg
 from numpy.typing import NDArray
 
-from ingest.db import is_server_condition
 from ingest.errors import IngestError
+from ingest.pg.db import is_server_condition
 
 # Row indexes kept for pieces with gaps in them (8 bytes each); older ones are let go first.
 KEPT_ROWS = 1 << 20

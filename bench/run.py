@@ -9,7 +9,7 @@ the CSV measured in the same run, so they hold across machines better than secon
 
 Reproducing the original design's 244M-row run (5 columns: id, name, age, salary, department):
 
-    python -m ingest.bench --rows 244000000        # `invoke bench` runs the same function
+    python -m bench.run --rows 244000000        # `invoke bench` runs the same function
 
 Disk cost, measured at 2,000,000 rows and scaled by 122 (so ~45-50 GB free for the full run):
 - the Parquet file: 12.6 bytes a row, ~3.1 GB; the CSV: 43.9 bytes a row, ~10.7 GB; both cached
@@ -42,9 +42,9 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest import benchdata
-from ingest.benchdata import Dataset
-from ingest.benchmeasure import (
+from bench import data as benchdata
+from bench.data import Dataset
+from bench.measure import (
     BenchReport,
     BenchRow,
     machine_info,
@@ -53,7 +53,7 @@ from ingest.benchmeasure import (
     server_cpu,
     server_process,
 )
-from ingest.paths import project_root, state_dir
+from ingest.runtime.paths import project_root, state_dir
 
 Say = Callable[[str], None]
 STRATEGIES = ("auto", "eager", "lazy", "streaming")
@@ -350,14 +350,14 @@ def run_bench(
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark from the command line: `python -m ingest.bench --scale 1`."""
+    """Run the benchmark from the command line: `python -m bench.run --scale 1`."""
     import argparse
 
     from rich.console import Console
 
-    from ingest.db import resolve_url
+    from ingest.pg.db import resolve_url
 
-    parser = argparse.ArgumentParser(prog="python -m ingest.bench")
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor")
     parser.add_argument("--rows", type=int, default=None, help="synthetic rows instead of TPC-H")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.memory import format_size
+from ingest.runtime.memory import format_size
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest import csvread
 from ingest.config import CsvOptions
-from ingest.csvread import Chunk
 from ingest.errors import DamagedParquet
-from ingest.plan import Plan
-from ingest.types import polars_readable
+from ingest.stages import csvread
+from ingest.stages.csvread import Chunk
+from ingest.stages.plan import Plan
+from ingest.stages.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
 # lazy and streaming none, the reader waits for the load (a read-ahead batch measured ~25 MB

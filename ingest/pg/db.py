@@ -46,7 +46,7 @@ def resolve_url(configured: SecretStr | None, log: Callable[[str], None] | None 
         return os.environ["DATABASE_URL"]
     if any(os.environ.get(name) for name in PG_VARIABLES):
         return ""  # an empty conninfo: libpq reads PGHOST, PGUSER, PGPASSWORD... itself
-    from ingest import embedded
+    from ingest.pg import embedded
 
     return embedded.start(log=log).url
 

@@ -1,6 +1,6 @@
 """Read-only SQL over the marts DuckDB file, optionally with PostgreSQL attached as `pg`.
 
-Analysts: `from ingest.query import query`, then `query("select * from mart_hires_by_month")`.
+Analysts: `from ingest.dbt.query import query`, then `query("select * from mart_hires_by_month")`.
 Any number of readers may query at once; while `dbt build --target duckdb` writes the file,
 DuckDB's file lock refuses readers, and `query` says so instead of waiting.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ingest.dbt import extension_dir, prepare_duckdb_extensions
+from ingest.dbt.runner import extension_dir, prepare_duckdb_extensions
 from ingest.errors import QueryFailed, SourceFileError
-from ingest.paths import state_dir
+from ingest.runtime.paths import state_dir
 
 
 def default_marts_path() -> Path:
@@ -36,7 +36,7 @@ def query(
         duckdb_path: The marts file; defaults to `state_dir()/marts.duckdb`.
         attach_pg: A PostgreSQL URL to attach read-only as `pg` (e.g. `pg.raw.employees`).
         extension_directory: Where the offline postgres extension lives; defaults to the one
-            `ingest.dbt` uses under `state_dir()`.
+            `ingest.dbt.runner` uses under `state_dir()`.
 
     Returns:
         The result as a polars DataFrame.

@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 import polars as pl
 from rich.console import Console
 
-from ingest import cast, quarantine, read, validate
 from ingest.config import PipelineConfig, SourceConfig
 from ingest.errors import BadRowsOverLimit, ValueRefused
-from ingest.load import MIN_PIECE_BYTES, Loader
-from ingest.memory import RssWatch
-from ingest.plan import Plan
-from ingest.profile import FileProfile
-from ingest.progress import LoadProgress
-from ingest.refusal import RowRefused
-from ingest.target import Conn, Target
-from ingest.unique import SeenValues
+from ingest.executors.local import MIN_PIECE_BYTES, Loader
+from ingest.pg.target import Conn, Target
+from ingest.runtime.memory import RssWatch
+from ingest.runtime.progress import LoadProgress
+from ingest.stages import cast, read, validate
+from ingest.stages.plan import Plan
+from ingest.stages.profile import FileProfile
+from ingest.stages.unique import SeenValues
+from ingest.state import quarantine
+from ingest.state.refusal import RowRefused
 
 Log = Callable[[str], None]
 # Share of the budget at which the run starts trading speed for memory.

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from ingest.db import Conn, describe, ensure_live, server_fault
 from ingest.errors import CommitUnknown, IngestError, ServerGone
+from ingest.pg.db import Conn, describe, ensure_live, server_fault
 
 # How long the old backend may take to exit, before and after we end it ourselves.
 SETTLE_SECONDS = 5.0

@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import EmbeddedServerError
-from ingest.paths import state_dir
+from ingest.runtime.paths import state_dir
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -75,7 +75,7 @@ def start(home: Path | None = None, *, log: Say | None = None) -> EmbeddedServer
     """Start the embedded server under `home/postgres` (initialising it on first use), or return it.
 
     Args:
-        home: The state folder; defaults to `ingest.paths.state_dir()`.
+        home: The state folder; defaults to `ingest.runtime.paths.state_dir()`.
         log: Receives one-line notes about choices made (account, port, relocated folders).
 
     Returns:

@@ -1,0 +1,1 @@
+"""The benchmark behind `invoke bench`: not part of the installed package."""

@@ -1,0 +1,1 @@
+"""dbt: running it, the generated sources and models, querying the marts."""

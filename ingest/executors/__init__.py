@@ -1,0 +1,1 @@
+"""Ways to run a load's work: the local threaded executor."""

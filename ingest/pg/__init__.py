@@ -1,0 +1,1 @@
+"""Everything that talks to PostgreSQL: connecting, table facts, COPY, swap, locks."""

@@ -1,0 +1,1 @@
+"""The running process: memory, progress, the run report, the project's paths."""

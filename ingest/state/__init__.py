@@ -1,0 +1,1 @@
+"""What the database remembers about loads: ledger, schema history, drift, quarantine."""
