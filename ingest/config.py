@@ -13,11 +13,12 @@ import yaml
 from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from ingest.config_merge import IncrementalConfig, Keyed, MergeConfig
 from ingest.errors import ConfigError
 from ingest.stages.types import type_and_format
 
 Naming = Literal["lower", "upper", "capitalize"]
-IfExists = Literal["fail", "append", "replace"]
+IfExists = Literal["fail", "append", "replace", "merge"]
 Strategy = Literal["auto", "eager", "lazy", "streaming"]
 FileFormat = Literal["auto", "csv", "parquet"]
 OnDrift = Literal["fail", "warn", "evolve"]
@@ -121,14 +122,13 @@ class CsvOptions(_Model):
     null_values: list[str] = Field(default_factory=list, description="Strings read as null.")
 
 
-class SourceConfig(_Model):
-    """One file (or glob) loaded into one table."""
+class SourceConfig(Keyed):
+    """One file (or glob) loaded into one table; `Keyed` adds if_table_exists and the keys."""
 
     name: str = Field(description="Source name, used by --source and in reports.")
     input_path: str = Field(description="File or glob to load, relative to the config file.")
     format: FileFormat = Field("auto", description="csv or parquet; auto: by content, then suffix.")
     table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
-    if_table_exists: IfExists = Field("fail", description="fail, append or replace.")
     strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")
     on_drift: OnDrift = Field("fail", description="When columns change: fail, warn or evolve.")
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
@@ -208,6 +208,8 @@ class _LegacyPath(_Model):
 class _LegacyDatabase(_Model):
     table_name: str = Field(min_length=1, max_length=63)
     if_table_exists: IfExists = "fail"
+    primary_key: list[str] | None = None
+    merge: MergeConfig | None = None
     url: SecretStr | None = None
     schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
     workers: int | None = Field(None, ge=1, le=16)
@@ -226,14 +228,14 @@ class _LegacyFile(_Model):
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    incremental: IncrementalConfig | None = None
 
 
-class _SourceEntry(_Model):
+class _SourceEntry(Keyed):
     input_path: str
     name: str | None = None
     format: FileFormat = "auto"
     table_name: str | None = Field(None, min_length=1, max_length=63)
-    if_table_exists: IfExists = "fail"
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
@@ -297,7 +299,7 @@ def _problems(error: ValidationError, data: dict[str, Any]) -> list[str]:
     out = []
     for item in error.errors():
         loc = list(item["loc"])
-        if loc[:1] == ["sources"] and len(loc) > 1 and str(loc[1]).endswith("_SourceEntry]"):
+        if loc[:1] == ["sources"] and len(loc) > 1 and "_SourceEntry" in str(loc[1]):
             if not str(loc[1]).startswith(used):
                 continue
             del loc[1]
@@ -342,6 +344,9 @@ def load_config(path: Path | str) -> PipelineConfig:
                 format=legacy.format,
                 table_name=db.table_name,
                 if_table_exists=db.if_table_exists,
+                primary_key=db.primary_key,
+                merge=db.merge,
+                incremental=legacy.incremental,
                 strategy=legacy.strategy,
                 on_drift=legacy.on_drift,
                 schema_config=legacy.schema_config,
@@ -351,7 +356,7 @@ def load_config(path: Path | str) -> PipelineConfig:
             return PipelineConfig(
                 path=path,
                 database=DatabaseConfig.model_validate(
-                    db.model_dump(by_alias=True, exclude={"table_name", "if_table_exists"})
+                    db.model_dump(by_alias=True, exclude=_SOURCE_KEYS)
                 ),
                 os_configuration=legacy.os_configuration,
                 sources={source.name: source},
@@ -368,6 +373,7 @@ def load_config(path: Path | str) -> PipelineConfig:
 
 
 _NAMING = frozenset({"name", "table_name"})
+_SOURCE_KEYS = {"table_name", "if_table_exists", "primary_key", "merge"}
 
 
 def _named_sources(

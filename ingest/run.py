@@ -15,6 +15,7 @@ from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.executors.batchloop import Counts, Job, Log, Session, load_batches
 from ingest.executors.local import append_types
+from ingest.pg import merge as pg_merge
 from ingest.pg.db import connect, ensure_live, resolve_url, server_fault
 from ingest.pg.locks import table_lock
 from ingest.pg.target import (
@@ -34,10 +35,10 @@ from ingest.runtime.memory import (
     reset_peak_rss,
 )
 from ingest.runtime.report import RunReport, mb
-from ingest.stages import cast
+from ingest.stages import cast, keys
 from ingest.stages.plan import Plan, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
-from ingest.state import drift, ledger, quarantine, schema_history
+from ingest.state import drift, ledger, merges, quarantine, schema_history
 
 
 @dataclass(frozen=True)
@@ -133,12 +134,12 @@ def run_source(
     )
     if not is_glob(source.input_path):
         return load(files[0])
-    if source.if_table_exists != "append":
+    if source.if_table_exists not in ("append", "merge"):
         raise ConfigError(
             config.path,
             [
                 f"source {source.name!r}: input_path is a glob, which loads file by file; "
-                "set if_table_exists: append"
+                "set if_table_exists: append (or merge)"
             ],
         )
     reports = [load(path) for path in files]
@@ -163,6 +164,7 @@ def _run_file(
         console.print(message, markup=False, highlight=False)
 
     started = time.monotonic()
+    source = keys.with_key_checks(source)  # a NULL key is a bad row
     prefer_jemalloc()
     reset_peak_rss()
     with RssWatch() as watch:
@@ -198,6 +200,7 @@ def _run_file(
             target=Target(config.database.schema_, source.table_name, source.if_table_exists),
             run_id=uuid.uuid4().hex,
         )
+        job = replace(job, merge=_plan_merge(job))
         check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
@@ -226,6 +229,7 @@ def _run_file(
         total_rows=counts.read,
         rows_loaded=counts.loaded,
         rows_rejected=counts.rejected,
+        merge=counts.merged,
         execution_time=round(time.monotonic() - started, 3),
         memory_used_mb=mb(max(watch.peak, peak_rss())),
         estimate_mb=mb(plan.estimate_bytes),
@@ -292,7 +296,11 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             )
 
     try:
-        appending = job.target.if_exists == "append" and table_exists(control, job.target)
+        if job.merge is not None:  # before anything is loaded
+            merges.ensure(control, job.meta)
+            pg_merge.check(control, job.target, job.merge)
+        keyed = job.target.if_exists in ("append", "merge")
+        appending = keyed and table_exists(control, job.target)
         if appending and not env.force:
             previous = ledger.loaded_file(control, job.meta, job.target.display, facts.fingerprint)
             if previous:
@@ -375,6 +383,21 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         raise
     finish("success", None)
     return counts, "success"
+
+
+def _plan_merge(job: Job) -> keys.MergeSpec | None:
+    """The merge of a job's file (None unless it merges), checked against its columns."""
+    return keys.plan_merge(
+        job.config.path,
+        job.source,
+        job.output,
+        lineage=job.lineage,
+        file=job.profile.path,
+        fmt=job.profile.format,
+        schema=job.target.schema,
+        run_id=job.run_id,
+        meta=job.meta,
+    )
 
 
 def _refuse_new_columns(control: Conn, job: Job, names: list[str]) -> None:

@@ -22,7 +22,7 @@ from ingest.executors.local import MIN_PIECE_BYTES, Loader
 from ingest.pg.target import Conn, Target
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
-from ingest.stages import cast, read, validate
+from ingest.stages import cast, keys, read, validate
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
 from ingest.stages.unique import SeenValues
@@ -43,6 +43,7 @@ class Counts:
     loaded: int = 0
     rejected: int = 0
     blank_lines: int = 0
+    merged: dict[str, int] = field(default_factory=dict)  # a merge's counts (MergeCounts)
     eased_to: int = 0
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class Job:
     output: dict[str, pl.DataType]
     target: Target
     run_id: str
+    merge: keys.MergeSpec | None = None
 
     @property
     def lineage(self) -> tuple[str, str]:
@@ -110,11 +112,12 @@ def load_batches(
         env.url,
         env.control,
         job.target,
-        job.output,
+        keys.staged_columns(job.output, job.merge),
         job.run_id,
         workers=job.plan.workers or 2,  # resolved from the server on connecting
         lineage=job.lineage,
         into_target=before is None,
+        merge=job.merge,
         log=env.log,
     )
     schema = job.casts.read_schema(profile.schema)
@@ -163,7 +166,8 @@ def load_batches(
                         raise BadRowsOverLimit(
                             profile.path, counts.rejected, limit, examples, q_display
                         )
-                loader.send(out.good, out.rows.to_numpy(), chunk.first_line - chunk.first_row)
+                offset, rows = chunk.first_line - chunk.first_row, out.rows.to_numpy()
+                loader.send(keys.numbered(out.good, rows, offset, job.merge), rows, offset)
                 shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
                 if env.watch.latest > PRESSURE * job.plan.budget_bytes:
                     _ease(job, env, counts, loader)
@@ -179,6 +183,7 @@ def load_batches(
                 env.log(note)
                 counts.notes.append(note)
             counts.loaded = loader.finish(before=before, on_commit=on_commit, committed=committed)
+            counts.merged = loader.merged.as_dict() if loader.merged else {}
     except RowRefused as exc:
         raise _located(exc, profile, job.target.display) from exc
     counts.depth = dict(depth)

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import IngestError, TargetExists
+from ingest.pg import merge as pg_merge
 from ingest.pg import outcome
 from ingest.pg.db import connect, server_fault
 from ingest.pg.swap import replace_table
@@ -38,6 +39,7 @@ from ingest.pg.target import (
     type_mismatches,
 )
 from ingest.stages import encode
+from ingest.stages.keys import MergeSpec
 from ingest.state.refusal import StreamLog, refusal
 
 _DONE = object()
@@ -112,6 +114,7 @@ class Loader:
         workers: int,
         lineage: tuple[str, str] = (LOADED_AT, RUN_ID),
         into_target: bool = False,
+        merge: MergeSpec | None = None,
         log: Callable[[str], None],
     ) -> None:
         self.url = url
@@ -121,6 +124,8 @@ class Loader:
         self.workers = workers
         self.lineage = lineage
         self.into_target = into_target
+        self.merge = merge  # if_table_exists: merge; `finish` leaves its counts in `merged`
+        self.merged: pg_merge.MergeCounts | None = None
         self.direct = False  # appending straight into the target (decided by _prepare)
         self.log = log
         self.staging = Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
@@ -482,7 +487,17 @@ class Loader:
             )
             if before is not None:
                 before(conn)
-            if self.target.if_exists == "append" and table_exists(conn, self.target):
+            if self.merge is not None:
+                self.merged = pg_merge.apply(
+                    conn,
+                    self.staging,
+                    self.target,
+                    self.merge,
+                    started_at=self.started_at,
+                    staged_rows=self.progress.rows,
+                    log=self.log,
+                )
+            elif self.target.if_exists == "append" and table_exists(conn, self.target):
                 added = add_lineage(conn, self.target, self.lineage)
                 if added:
                     self.log(

@@ -32,6 +32,8 @@ class RunReport:
     batch_rows: int
     workers: int
     validation: dict[str, Any] = field(default_factory=dict)
+    # A merge's counts: inserted, updated, unchanged, deleted, duplicates (and skipped).
+    merge: dict[str, int] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -52,6 +54,7 @@ class RunReport:
             rows_rejected=sum(r.rows_rejected for r in reports),
             execution_time=round(sum(r.execution_time for r in reports), 3),
             memory_used_mb=max(r.memory_used_mb for r in reports),
+            merge=_summed([r.merge for r in reports]),
             notes=notes,
         )
 
@@ -77,10 +80,20 @@ class RunReport:
         ]
         if self.rows_rejected:
             lines.append(f"  {self.rows_rejected:,} rows rejected")
+        if self.merge:
+            lines.append("  merge: " + ", ".join(f"{v:,} {k}" for k, v in self.merge.items()))
         if self.steps:
             lines.append("  steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.steps.items()))
         lines.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(lines)
+
+
+def _summed(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for name, value in one.items():
+            total[name] = total.get(name, 0) + value
+    return total
 
 
 def mb(n: float) -> float:

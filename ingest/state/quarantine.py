@@ -14,7 +14,7 @@ from ingest.stages.validate import ROW
 SUFFIX = "__rejected"
 _MAX_IDENTIFIER = 63  # bytes: PostgreSQL's NAMEDATALEN - 1
 _COPY_ROWS = 50_000
-_COLUMNS = (
+COLUMNS = (
     "run_id",
     "source_file",
     "row_kind",
@@ -105,25 +105,35 @@ def write_rejects(
         pl.col("raw").alias("raw_values"),
     )
     copy = sql.SQL("copy {} ({}) from stdin (format csv)").format(
-        target, sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+        target, sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     )
     with conn.transaction():
-        # Serialise creation: two runs creating the same table at once would otherwise collide.
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{name}",))
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-        conn.execute(
-            sql.SQL(
-                "create table if not exists {} ("
-                "run_id text not null, source_file text not null, row_kind text not null, "
-                "row_number bigint not null, column_name text not null, rule text not null, "
-                "reason text not null, raw_values text, "
-                "rejected_at timestamptz not null default now())"
-            ).format(target)
-        )
+        ensure_table(conn, schema, name)
         with conn.cursor() as cur, cur.copy(copy) as out:
             for chunk in rows.iter_slices(_COPY_ROWS):
                 out.write(chunk.write_csv(include_header=False))
     return rows.height
+
+
+def ensure_table(conn: psycopg.Connection[Any], schema: str, name: str) -> sql.Composed:
+    """Create a quarantine table if missing, in the caller's transaction; returns its name.
+
+    Columns (`COLUMNS`, then `rejected_at`): what the rows' writers insert.
+    """
+    target = sql.SQL(".").join([sql.Identifier(schema), sql.Identifier(name)])
+    # Serialise creation: two runs creating the same table at once would otherwise collide.
+    conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (f"{schema}.{name}",))
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    conn.execute(
+        sql.SQL(
+            "create table if not exists {} ("
+            "run_id text not null, source_file text not null, row_kind text not null, "
+            "row_number bigint not null, column_name text not null, rule text not null, "
+            "reason text not null, raw_values text, "
+            "rejected_at timestamptz not null default now())"
+        ).format(target)
+    )
+    return target
 
 
 def format_examples(

@@ -1,0 +1,147 @@
+"""Keyed loads, decided before any row moves: which columns key a merge, and how it goes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ingest.config import ColumnChecks, SourceConfig
+from ingest.config_merge import MergeConfig
+from ingest.errors import ConfigError
+from ingest.state.quarantine import quarantine_table, row_kind
+
+# Each staged row's line (CSV) or row index (Parquet), kept to name a duplicate's losers. A
+# name no file column is likely to have; `plan_merge` refuses a file that has it.
+ROW_COLUMN = "__pgloadkit_row"
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """Everything the merge step needs, resolved from the config and the file's columns."""
+
+    keys: tuple[str, ...]
+    columns: tuple[str, ...]  # the load's columns, keys included, lineage excluded
+    lineage: tuple[str, str]
+    strategy: str
+    dedup_sort: tuple[tuple[str, bool], ...]  # (column, descending)
+    on_duplicate: str
+    hard_delete: str | None
+    valid_from: str
+    valid_to: str
+    retire_absent: bool
+    # Where a duplicate's losers go and how they are named.
+    quarantine: tuple[str, str]
+    source_file: str
+    row_kind: str
+    run_id: str
+    meta: str  # the ledger's schema, where the counts are recorded
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """The columns a merge compares and updates: the load's columns but the keys."""
+        return tuple(c for c in self.columns if c not in self.keys)
+
+
+def with_key_checks(source: SourceConfig) -> SourceConfig:
+    """The source with `nullable: false` on every primary-key column: a NULL key is a bad row."""
+    if not source.primary_key:
+        return source
+    checks = dict(source.validation_data.checks)
+    for name in source.primary_key:
+        current = checks.get(name)
+        checks[name] = (
+            current.model_copy(update={"nullable": False})
+            if current is not None
+            else ColumnChecks(nullable=False)
+        )
+    validation = source.validation_data.model_copy(update={"checks": checks})
+    return source.model_copy(update={"validation_data": validation})
+
+
+def plan_merge(
+    config_path: Path,
+    source: SourceConfig,
+    output: dict[str, pl.DataType],
+    *,
+    lineage: tuple[str, str],
+    file: Path,
+    fmt: str,
+    schema: str,
+    run_id: str,
+    meta: str,
+) -> MergeSpec | None:
+    """The merge of a source's file, or None when the source does not merge.
+
+    Raises:
+        ConfigError: a key, dedup_sort or hard_delete column the file lacks, a hard_delete
+            column that is not boolean, or scd2 columns the file brings itself.
+    """
+    if source.if_table_exists != "merge":
+        return None
+    keys = tuple(source.primary_key or ())
+    merge = source.merge or MergeConfig()
+    have = ", ".join(output)
+    problems = [
+        f"{setting}: no column {name!r} in {file.name} (it has {have})"
+        for setting, names in (
+            ("primary_key", keys),
+            ("merge.dedup_sort", tuple(merge.dedup_sort)),
+            ("merge.hard_delete", (merge.hard_delete,) if merge.hard_delete else ()),
+        )
+        for name in names
+        if name not in output
+    ]
+    hard = merge.hard_delete
+    if hard is not None and hard in output and output[hard] != pl.Boolean():
+        problems.append(
+            f"merge.hard_delete: column {hard!r} of {file.name} is {output[hard]}, not boolean;"
+            f" give it schema_config.data_type {{{hard}: bool}} or name a true/false column"
+        )
+    own = {ROW_COLUMN, *lineage}
+    if merge.strategy == "scd2":
+        own |= {merge.valid_from, merge.valid_to}
+    clash = [name for name in output if name in own]
+    if clash:
+        problems.append(
+            f"{file.name} has column(s) {', '.join(clash)}, which the merge adds itself;"
+            " rename them in the file or set merge.valid_from / valid_to"
+        )
+    if problems:
+        raise ConfigError(config_path, problems)
+    return MergeSpec(
+        keys=keys,
+        columns=tuple(output),
+        lineage=lineage,
+        strategy=merge.strategy,
+        dedup_sort=tuple((c, d == "desc") for c, d in merge.dedup_sort.items()),
+        on_duplicate=merge.on_duplicate,
+        hard_delete=hard,
+        valid_from=merge.valid_from,
+        valid_to=merge.valid_to,
+        retire_absent=merge.retire_absent,
+        quarantine=quarantine_table(schema, source.table_name),
+        source_file=str(file),
+        row_kind=row_kind(fmt),
+        run_id=run_id,
+        meta=meta,
+    )
+
+
+def staged_columns(
+    output: dict[str, pl.DataType], spec: MergeSpec | None
+) -> dict[str, pl.DataType]:
+    """The staging table's columns: a merge also keeps each row's place in the file."""
+    return output if spec is None else output | {ROW_COLUMN: pl.Int64()}
+
+
+def numbered(
+    good: pl.DataFrame, rows: np.ndarray, line_offset: int, spec: MergeSpec | None
+) -> pl.DataFrame:
+    """A merge's batch with each row's CSV line (index + offset) or Parquet row index."""
+    if spec is None:
+        return good
+    where = rows + line_offset if spec.row_kind == "csv_line" else rows
+    return good.with_columns(pl.Series(ROW_COLUMN, where, pl.Int64))
