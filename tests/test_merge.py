@@ -12,8 +12,8 @@ import pytest
 import yaml
 from psycopg import sql
 
-from ingest import load_config, run_source
-from ingest.errors import BadRowsOverLimit, ConfigError
+from ingest import RunReport, load_config, run_source
+from ingest.errors import BadRowsOverLimit
 from ingest.errors_keyed import DuplicateKeys, MergeKeyMissing
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -52,7 +52,9 @@ def write_config(
     return path
 
 
-def merge_file(tmp_path: Path, frame: pl.DataFrame, schema: str, url: str, name: str, **kw: Any):  # type: ignore[no-untyped-def]
+def merge_file(
+    tmp_path: Path, frame: pl.DataFrame, schema: str, url: str, name: str, **kw: Any
+) -> RunReport:
     """Write `frame` as CSV and merge it; returns the run report."""
     data = tmp_path / f"{name}.csv"
     frame.write_csv(data)
@@ -65,7 +67,11 @@ def merge_file(tmp_path: Path, frame: pl.DataFrame, schema: str, url: str, name:
 
 
 def table_rows(
-    conn: Conn, schema: str, columns: list[str], table: str = "items", order: list[str] | None = None
+    conn: Conn,
+    schema: str,
+    columns: list[str],
+    table: str = "items",
+    order: list[str] | None = None,
 ) -> list[tuple[object, ...]]:
     query = sql.SQL("select {} from {} order by {}").format(
         sql.SQL(", ").join(map(sql.Identifier, columns)),
@@ -157,3 +163,150 @@ def test_strategy_gives_the_expected_table(
 
 def _uuid(hex_id: str) -> str:
     return str(uuid.UUID(hex_id))
+
+
+def test_duplicate_keys_keep_the_dedup_sort_winner_and_quarantine_the_rest(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A key repeated in the load: the row with the highest version stays, the others go aside."""
+    merge_file(
+        tmp_path, OLD, pg_schema, database_url, "old", merge={"dedup_sort": {"amount": "desc"}}
+    )
+    new = pl.DataFrame(
+        {"id": [5, 5, 200, 5, 200], "name": ["a", "b", "c", "d", "e"], "amount": [1, 9, 3, 4, 3]}
+    )
+    report = merge_file(
+        tmp_path, new, pg_schema, database_url, "new", merge={"dedup_sort": {"amount": "desc"}}
+    )
+    assert report.merge["duplicates"] == 3
+    assert report.merge["inserted"] == 1 and report.merge["updated"] == 1
+    rows = table_rows(pg_conn, pg_schema, ["id", "name", "amount"])
+    assert (5, "b", 9) in rows
+    assert (200, "e", 3) in rows  # a tie: the later line wins
+    losers = pg_conn.execute(
+        sql.SQL(
+            "select row_number, rule, column_name, reason, raw_values from {} order by 1"
+        ).format(sql.Identifier(pg_schema, "items__rejected"))
+    ).fetchall()
+    assert [r[0] for r in losers] == [2, 4, 5]  # CSV lines of (5,a), (200,c), (5,d)
+    assert {r[1] for r in losers} == {"duplicate_key"} and {r[2] for r in losers} == {"id"}
+    assert losers[0][3] == 'key {"id": 5} appears 3 times in the load; line 3 was kept'
+    assert '"name": "a"' in str(losers[0][4])
+
+
+def test_duplicate_keys_fail_the_load_when_asked(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """With on_duplicate: fail, a repeated key fails the load, naming lines, and changes nothing."""
+    merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    new = pl.DataFrame({"id": [7, 8, 7], "name": ["x", "y", "z"], "amount": [0, 0, 0]})
+    with pytest.raises(DuplicateKeys, match=r'key \{"id": 7\} at line 2, also at line 4'):
+        merge_file(tmp_path, new, pg_schema, database_url, "new", merge={"on_duplicate": "fail"})
+    assert table_rows(pg_conn, pg_schema, OLD.columns) == frame_rows(OLD)
+
+
+def test_a_null_key_is_a_bad_row(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A row without its key is quarantined (not_null), and counts against max_bad_rows."""
+    merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    new = pl.DataFrame({"id": [1, None, 300], "name": ["x", "y", "z"], "amount": [0, 0, 0]})
+    with pytest.raises(BadRowsOverLimit, match="line 3"):
+        merge_file(tmp_path, new, pg_schema, database_url, "new")
+    assert table_rows(pg_conn, pg_schema, OLD.columns) == frame_rows(OLD)
+    report = merge_file(
+        tmp_path, new, pg_schema, database_url, "new2", validation_data={"max_bad_rows": 1}
+    )
+    assert report.rows_rejected == 1 and report.merge["inserted"] == 1
+    assert report.merge["updated"] == 1
+    rules = pg_conn.execute(
+        sql.SQL("select distinct column_name, row_number from {}").format(
+            sql.Identifier(pg_schema, "items__rejected")
+        )
+    ).fetchall()
+    assert rules == [("id", 3)]
+
+
+def test_hard_delete_removes_the_flagged_keys(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Rows flagged in hard_delete delete their key; a flag on an unknown key deletes nothing."""
+    old = OLD.with_columns(pl.lit(False).alias("gone"))
+    settings = {"merge": {"hard_delete": "gone"}, "schema_config": {"data_type": {"gone": "bool"}}}
+    merge_file(tmp_path, old, pg_schema, database_url, "old", **settings)
+    new = pl.DataFrame(
+        {"id": [3, 4, 500, 6], "name": ["x", "y", "z", "w"], "amount": [0, 0, 0, 0]}
+    ).with_columns(pl.Series("gone", [True, True, True, False]))
+    report = merge_file(tmp_path, new, pg_schema, database_url, "new", **settings)
+    assert report.merge["deleted"] == 2 and report.merge["updated"] == 1
+    assert report.merge["inserted"] == 0
+    want = pl.concat([old.filter(~pl.col("id").is_in([3, 4, 6])), new.filter(pl.col("id") == 6)])
+    assert table_rows(pg_conn, pg_schema, want.columns) == frame_rows(want)
+
+
+def test_a_table_without_a_unique_index_is_refused_before_loading(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """The message gives the index to create; the table and the ledger's files stay untouched."""
+    pg_conn.execute(
+        sql.SQL("create table {} (id bigint, name text, amount bigint)").format(
+            sql.Identifier(pg_schema, "items")
+        )
+    )
+    pg_conn.execute(
+        sql.SQL("insert into {} values (1, 'kept', 1)").format(sql.Identifier(pg_schema, "items"))
+    )
+    with pytest.raises(MergeKeyMissing, match=r"fix: create unique index on .*items \(\"id\"\)"):
+        merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    assert table_rows(pg_conn, pg_schema, ["id", "name", "amount"]) == [(1, "kept", 1)]
+    pg_conn.execute(
+        sql.SQL("create unique index on {} (id)").format(sql.Identifier(pg_schema, "items"))
+    )
+    report = merge_file(tmp_path, OLD, pg_schema, database_url, "old2")
+    assert report.merge["inserted"] == 99 and report.merge["updated"] == 1
+
+
+def test_the_same_merge_again_changes_nothing(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Merging the same file again counts every row unchanged and rewrites none."""
+    first = merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    again = merge_file(tmp_path, OLD, pg_schema, database_url, "old", force=True)
+    assert again.merge == {
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 100,
+        "deleted": 0,
+        "duplicates": 0,
+    }
+    runs = pg_conn.execute(
+        sql.SQL("select distinct _run_id::text from {}").format(sql.Identifier(pg_schema, "items"))
+    ).fetchall()
+    assert runs == [(_uuid(first.run_id),)]
+
+
+def test_composite_keys_and_odd_text(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Keys of two text columns with quotes, spaces and unicode merge like any other."""
+    odd = ["O'Brien", 'say "hi"', "a b", "ünïcødé", "日本", "tab\there", "", "x;drop table y"]
+    key_a, key_b = 'Region "A"', "code b"
+    old = pl.DataFrame(
+        {key_a: odd * 2, key_b: ["b1"] * len(odd) + ["b 2"] * len(odd), "v": list(range(16))}
+    )
+    settings = {"keys": [key_a, key_b], "table": 'weird "table" ñ'}
+    merge_file(tmp_path, old, pg_schema, database_url, "old", **settings)
+    new = pl.DataFrame(
+        {
+            key_a: [*odd[:4], "new'one"],
+            key_b: ["b 2", "b 2", "b3", "b1", "b1"],
+            "v": [100, 101, 102, 3, 104],
+        }
+    )
+    report = merge_file(tmp_path, new, pg_schema, database_url, "new", **settings)
+    assert report.merge["inserted"] == 2 and report.merge["updated"] == 2
+    assert report.merge["unchanged"] == 1
+    merged = pl.concat([old.join(new, on=[key_a, key_b], how="anti"), new])
+    cols = [key_a, key_b, "v"]
+    got = table_rows(pg_conn, pg_schema, cols, table='weird "table" ñ', order=cols)
+    assert got == frame_rows(merged, cols)
