@@ -19,7 +19,7 @@ class MergeKeyMissing(IngestError):
         self.keys = list(keys)
         self.where = where
         predicate = f" where {where}" if where else ""
-        what = f"a unique index on ({_names(self.keys)}){predicate}"
+        what = f"unique index on ({_names(self.keys)}){predicate}"
         super().__init__(
             f"{table} has no {what}, which a merge needs to find each key's row; nothing was"
             f" loaded. fix: create unique index on {table} ({_names(self.keys)}){predicate};"

@@ -164,7 +164,6 @@ def _run_file(
         console.print(message, markup=False, highlight=False)
 
     started = time.monotonic()
-    source = keys.with_key_checks(source)  # a NULL key is a bad row
     prefer_jemalloc()
     reset_peak_rss()
     with RssWatch() as watch:
@@ -192,7 +191,7 @@ def _run_file(
             )
         job = Job(
             config=config,
-            source=source,
+            source=keys.with_key_checks(source),  # a NULL key is a bad row
             profile=profile,
             plan=plan,
             casts=casts,
@@ -450,6 +449,7 @@ def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log:
             loaded_at=db.loaded_at_column,
             run_id=db.run_id_column,
             column_naming=source.schema_config.column_naming or "lower",
+            primary_key=keys.dbt_key(job.target.table, job.merge),
         )
     except (OSError, ValueError) as exc:
         note = f"dbt sources not refreshed: {exc}"

@@ -13,7 +13,7 @@ import yaml
 from psycopg import sql
 
 from ingest import RunReport, load_config, run_source
-from ingest.errors import BadRowsOverLimit
+from ingest.errors import BadRowsOverLimit, ConfigError
 from ingest.errors_keyed import DuplicateKeys, MergeKeyMissing
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -28,6 +28,7 @@ def write_config(
     keys: list[str] | None = None,
     table: str = "items",
     name: str = "c",
+    source_name: str = "items",
     **source: Any,
 ) -> Path:
     """A one-source config merging `data` into `schema.table`."""
@@ -43,7 +44,7 @@ def write_config(
         yaml.safe_dump(
             {
                 "database": {"schema": schema, "metadata_schema": schema, "url": url},
-                "sources": {"items": entry},
+                "sources": {source_name: entry},
             },
             allow_unicode=True,
         ),
@@ -310,3 +311,151 @@ def test_composite_keys_and_odd_text(
     cols = [key_a, key_b, "v"]
     got = table_rows(pg_conn, pg_schema, cols, table='weird "table" ñ', order=cols)
     assert got == frame_rows(merged, cols)
+
+
+def test_scd2_keeps_history(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A changed key's version is closed and a new one opened; retire_absent ends missing keys."""
+    settings = {"merge": {"strategy": "scd2", "retire_absent": True}}
+    first = merge_file(tmp_path, OLD, pg_schema, database_url, "old", **settings)
+    new = changes().filter(pl.col("id") <= 15)  # keys 16-100 absent: retired
+    second = merge_file(tmp_path, new, pg_schema, database_url, "new", **settings)
+    assert second.merge == {
+        "inserted": 0,
+        "updated": 10,
+        "unchanged": 5,
+        "deleted": 85,
+        "duplicates": 0,
+    }
+    rows = pg_conn.execute(
+        sql.SQL(
+            "select id, name, amount, _valid_to is null, _run_id::text from {}"
+            " order by id, _valid_from"
+        ).format(sql.Identifier(pg_schema, "items"))
+    ).fetchall()
+    one, two = _uuid(first.run_id), _uuid(second.run_id)
+    want = []
+    for i, name, amount in OLD.rows():
+        if i <= 10:
+            want += [(i, name, amount, False, one), (i, name, amount + 1, True, two)]
+        else:
+            want.append((i, name, amount, i <= 15, one))
+    assert [tuple(r) for r in rows] == want
+    closed = pg_conn.execute(
+        sql.SQL(
+            "select count(distinct _valid_to), min(_valid_from) < min(_valid_to) from {}"
+        ).format(sql.Identifier(pg_schema, "items"))
+    ).fetchone()
+    assert closed == (1, True)
+    again = merge_file(tmp_path, new, pg_schema, database_url, "new", force=True, **settings)
+    assert again.merge["unchanged"] == 15 and again.merge["updated"] == 0
+
+
+def test_merge_after_drift_with_evolve(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A new column evolves the table; the merged rows fill it and the others keep NULL."""
+    merge_file(tmp_path, OLD, pg_schema, database_url, "old", on_drift="evolve")
+    new = changes().with_columns(pl.lit("y").alias("extra"))
+    report = merge_file(tmp_path, new, pg_schema, database_url, "new", on_drift="evolve")
+    assert report.merge["inserted"] == 10 and report.merge["updated"] == 20
+    want = pl.concat([OLD.join(new, on="id", how="anti"), new], how="diagonal")
+    cols = ["id", "name", "amount", "extra"]
+    assert table_rows(pg_conn, pg_schema, cols) == frame_rows(want.select(cols))
+
+
+def test_merge_without_evolve_refuses_a_new_column(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """Under on_drift: fail a new column stops the merge with the table unchanged."""
+    from ingest.errors import SchemaDrift
+
+    merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    with pytest.raises(SchemaDrift):
+        merge_file(
+            tmp_path, changes().with_columns(pl.lit(1).alias("x")), pg_schema, database_url, "n"
+        )
+    assert table_rows(pg_conn, pg_schema, OLD.columns) == frame_rows(OLD)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"primary_key": None}, "merge needs primary_key"),
+        ({"primary_key": ["id", "id"]}, "names a column twice"),
+        (
+            {"if_table_exists": "append", "merge": {"strategy": "upsert"}},
+            "apply to if_table_exists: merge",
+        ),
+        ({"merge": {"strategy": "sideways"}}, "merge.strategy: Input should be"),
+        ({"merge": {"hard_delete": "id"}}, "is a primary_key column"),
+        ({"merge": {"dedup_sort": {"amount": "up"}}}, "merge.dedup_sort.amount"),
+        ({"merge": {"retire_absent": True}}, "applies to strategy: scd2"),
+        ({"merge": {"typo": 1}}, "merge.typo: unknown key"),
+        (
+            {"if_table_exists": "replace", "incremental": {"cursor": "id"}},
+            "works with if_table_exists append or merge",
+        ),
+    ],
+)
+def test_bad_merge_settings_are_one_line_each(
+    tmp_path: Path, source: dict[str, Any], message: str
+) -> None:
+    """Each wrong keyed setting is named in the config error, before anything runs."""
+    data = tmp_path / "x.csv"
+    OLD.write_csv(data)
+    path = write_config(tmp_path, data, "s", "postgresql://nowhere/x", **source)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ({"primary_key": ["nope"]}, "primary_key: no column 'nope' in x.csv"),
+        ({"merge": {"dedup_sort": {"when": "desc"}}}, "merge.dedup_sort: no column 'when'"),
+        ({"merge": {"hard_delete": "name"}}, "'name' of x.csv is String, not boolean"),
+    ],
+)
+def test_merge_columns_the_file_lacks_are_refused(
+    tmp_path: Path, database_url: str, source: dict[str, Any], message: str
+) -> None:
+    """A key, sort or delete column that the file does not have is a config error, not a crash."""
+    data = tmp_path / "x.csv"
+    OLD.write_csv(data)
+    path = write_config(tmp_path, data, "s", database_url, **source)
+    with pytest.raises(ConfigError, match=message):
+        run_source(load_config(path), progress=False)
+
+
+def test_dbt_sources_test_the_primary_key(
+    tmp_path: Path, database_url: str, pg_schema: str
+) -> None:
+    """The generated source has not_null and unique on a key, unique over a composite one."""
+    frame = OLD.with_columns(pl.col("id").alias("id2"))
+    merge_file(tmp_path, frame, pg_schema, database_url, "one")
+    text = (tmp_path / "dbt_scratch/models/staging/items/_items__sources.yml").read_text()
+    table = yaml.safe_load(text)["sources"][0]["tables"][0]
+    tests = {c["name"]: c.get("data_tests") for c in table["columns"]}
+    assert tests["id"] == ["not_null", "unique"] and tests["name"] is None
+    merge_file(
+        tmp_path,
+        frame,
+        pg_schema,
+        database_url,
+        "two",
+        keys=["id", "id2"],
+        table="pair",
+        source_name="pair",
+    )
+    text = (tmp_path / "dbt_scratch/models/staging/pair/_pair__sources.yml").read_text()
+    pair = next(t for t in yaml.safe_load(text)["sources"][0]["tables"] if t["name"] == "pair")
+    assert pair["data_tests"] == [
+        {
+            "unique_combination_of_columns": {
+                "arguments": {"combination_of_columns": ['"id"', '"id2"']}
+            }
+        }
+    ]
+    assert {c["name"]: c.get("data_tests") for c in pair["columns"]}["id2"] == ["not_null"]

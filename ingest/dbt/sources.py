@@ -135,8 +135,17 @@ def _source_table(
     lineage: Mapping[str, str],
     old: Mapping[str, Any],
     description: str | None,
+    primary_key: Sequence[str] = (),
+    current: str | None = None,
 ) -> dict[str, Any]:
-    """One `tables:` entry: the table, then every column with its type, description and tests."""
+    """One `tables:` entry: the table, then every column with its type, description and tests.
+
+    A `primary_key` gets `unique` (over its columns together when there are several), only on
+    the rows where `current` holds when it is given (an scd2 table's current versions).
+    """
+    unique: Any = "unique"
+    if current:
+        unique = {"unique": {"config": {"where": current}}}
     generic = f"Raw table {table} as ingest loads it; the file's columns, then lineage columns."
     entry: dict[str, Any] = {"name": slug(table)}
     if slug(table) != table:
@@ -157,9 +166,17 @@ def _source_table(
         )
         # Lineage columns are NOT NULL in the table itself: no need to scan it to prove it.
         tests = [] if spec.name in lineage else _tests(spec, checks.get(spec.name))
+        if [spec.name] == list(primary_key) and "unique" not in tests:
+            tests.append(unique)
         if tests:
             column["data_tests"] = tests
         entry["columns"].append(column)
+    if len(primary_key) > 1:
+        quoted = ['"' + name.replace('"', '""') + '"' for name in primary_key]
+        test: dict[str, Any] = {"arguments": {"combination_of_columns": quoted}}
+        if current:
+            test["config"] = {"where": current}
+        entry["data_tests"] = [{"unique_combination_of_columns": test}]
     return entry
 
 
@@ -172,6 +189,7 @@ def _sources_document(
     lineage: Mapping[str, str],
     descriptions: Mapping[str, str],
     freshness: Mapping[str, Any],
+    keys: Mapping[str, tuple[Sequence[str], str | None]],
 ) -> dict[str, Any]:
     """The sources YAML; hand-written descriptions and tables this call does not name are kept."""
     before = by_name(old.get("sources")).get(slug(source), {})
@@ -196,6 +214,7 @@ def _sources_document(
                 lineage,
                 old_tables.get(slug(table), {}),
                 descriptions.get(table),
+                *keys.get(table, ((), None)),
             )
         )
     return {"version": 2, "sources": [entry]}
@@ -269,6 +288,7 @@ def write_sources(
     column_naming: str = "lower",
     warn_after_hours: int | None = 24,
     error_after_hours: int | None = 48,
+    primary_key: Mapping[str, tuple[Sequence[str], str | None]] | None = None,
 ) -> Path:
     """Write or refresh a loaded source's staging layer under `models/staging/<source>/`.
 
@@ -289,6 +309,9 @@ def write_sources(
             there as `meta.column_naming`, which the generated model follows.
         warn_after_hours: Source freshness warns past this age; None: no warning.
         error_after_hours: Source freshness fails past this age; None: never fails.
+        primary_key: Table name to its key columns and the SQL condition of its current rows
+            (None but for scd2): the key gets `unique` (`unique_combination_of_columns` for
+            several columns) on those rows; its `not_null` comes from `checks`.
 
     Returns:
         The path of `_<source>__sources.yml`.
@@ -326,6 +349,7 @@ def write_sources(
         lineage,
         descriptions or {},
         freshness_config(loaded_at, warn_after_hours, error_after_hours),
+        primary_key or {},
     )
     if models is not None:
         write(models_path, dump(_MODELS_HEADER, models))

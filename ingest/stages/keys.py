@@ -145,3 +145,13 @@ def numbered(
         return good
     where = rows + line_offset if spec.row_kind == "csv_line" else rows
     return good.with_columns(pl.Series(ROW_COLUMN, where, pl.Int64))
+
+
+def dbt_key(table: str, spec: MergeSpec | None) -> dict[str, tuple[tuple[str, ...], str | None]]:
+    """A merged table's key for its dbt source tests: the columns, and scd2's current rows."""
+    if spec is None:
+        return {}
+    current = None
+    if spec.strategy == "scd2":
+        current = '"' + spec.valid_to.replace('"', '""') + '" is null'
+    return {table: (spec.keys, current)}
