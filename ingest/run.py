@@ -35,7 +35,7 @@ from ingest.runtime.memory import (
     reset_peak_rss,
 )
 from ingest.runtime.report import RunReport, mb
-from ingest.stages import cast, keys
+from ingest.stages import cast, incremental, keys
 from ingest.stages.plan import Plan, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
 from ingest.state import drift, ledger, merges, quarantine, schema_history
@@ -199,7 +199,11 @@ def _run_file(
             target=Target(config.database.schema_, source.table_name, source.if_table_exists),
             run_id=uuid.uuid4().hex,
         )
-        job = replace(job, merge=_plan_merge(job))
+        job = replace(
+            job,
+            merge=_plan_merge(job),
+            cursor=incremental.plan_cursor(config.path, source, job.output, profile.path),
+        )
         check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
@@ -229,6 +233,7 @@ def _run_file(
         rows_loaded=counts.loaded,
         rows_rejected=counts.rejected,
         merge=counts.merged,
+        rows_skipped=counts.skipped,
         execution_time=round(time.monotonic() - started, 3),
         memory_used_mb=mb(max(watch.peak, peak_rss())),
         estimate_mb=mb(plan.estimate_bytes),
@@ -295,9 +300,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             )
 
     try:
-        if job.merge is not None:  # before anything is loaded
-            merges.ensure(control, job.meta)
-            pg_merge.check(control, job.target, job.merge)
+        job = _keyed_setup(control, job, log)  # before anything is loaded
         keyed = job.target.if_exists in ("append", "merge")
         appending = keyed and table_exists(control, job.target)
         if appending and not env.force:
@@ -351,6 +354,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 run_id=job.run_id,
                 replace=not appending,
             )
+            _record_cursor(conn, job, counts)
 
         def committed(conn: Conn) -> bool:
             return ledger.committed(conn, job.meta, job.run_id)
@@ -382,6 +386,41 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         raise
     finish("success", None)
     return counts, "success"
+
+
+def _keyed_setup(control: Conn, job: Job, log: Log) -> Job:
+    """Merges and cursors: check the target's key, and read the cursor's high-water mark."""
+    if job.merge is None and job.cursor is None:
+        return job
+    merges.ensure(control, job.meta)
+    if job.merge is not None:
+        pg_merge.check(control, job.target, job.merge)
+    if job.cursor is None:
+        return job
+    mark = merges.high_water(
+        control, job.meta, job.source.name, job.target.display, job.cursor.column
+    )
+    if mark is not None:
+        log(f"skipping rows with {job.cursor.column} at or below {mark}")
+    return replace(job, cursor=replace(job.cursor, high_water=mark))
+
+
+def _record_cursor(conn: Conn, job: Job, counts: Counts) -> None:
+    """In the commit's transaction: the rows skipped, and the cursor's new high-water mark."""
+    if job.cursor is None:
+        return
+    merges.record_counts(conn, job.meta, job.run_id, {"skipped": counts.skipped})
+    if counts.cursor_top is not None:
+        merges.record_high_water(
+            conn,
+            job.meta,
+            source=job.source.name,
+            target=job.target.display,
+            column=job.cursor.column,
+            pg_type=job.cursor.pg_type,
+            value=counts.cursor_top,
+            run_id=job.run_id,
+        )
 
 
 def _plan_merge(job: Job) -> keys.MergeSpec | None:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 from rich.console import Console
@@ -22,7 +23,7 @@ from ingest.executors.local import MIN_PIECE_BYTES, Loader
 from ingest.pg.target import Conn, Target
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
-from ingest.stages import cast, keys, read, validate
+from ingest.stages import cast, incremental, keys, read, validate
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
 from ingest.stages.unique import SeenValues
@@ -44,6 +45,8 @@ class Counts:
     rejected: int = 0
     blank_lines: int = 0
     merged: dict[str, int] = field(default_factory=dict)  # a merge's counts (MergeCounts)
+    skipped: int = 0  # rows at or below the incremental cursor's high-water mark
+    cursor_top: Any = None  # the largest cursor value loaded
     eased_to: int = 0
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
@@ -63,6 +66,7 @@ class Job:
     target: Target
     run_id: str
     merge: keys.MergeSpec | None = None
+    cursor: incremental.Cursor | None = None
 
     @property
     def lineage(self) -> tuple[str, str]:
@@ -166,8 +170,11 @@ def load_batches(
                         raise BadRowsOverLimit(
                             profile.path, counts.rejected, limit, examples, q_display
                         )
-                offset, rows = chunk.first_line - chunk.first_row, out.rows.to_numpy()
-                loader.send(keys.numbered(out.good, rows, offset, job.merge), rows, offset)
+                kept = incremental.keep(job.cursor, out.good, out.rows)
+                counts.skipped += kept.skipped
+                counts.cursor_top = incremental.higher(counts.cursor_top, kept.top)
+                offset, rows = chunk.first_line - chunk.first_row, kept.rows.to_numpy()
+                loader.send(keys.numbered(kept.good, rows, offset, job.merge), rows, offset)
                 shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
                 if env.watch.latest > PRESSURE * job.plan.budget_bytes:
                     _ease(job, env, counts, loader)

@@ -34,6 +34,7 @@ class RunReport:
     validation: dict[str, Any] = field(default_factory=dict)
     # A merge's counts: inserted, updated, unchanged, deleted, duplicates (and skipped).
     merge: dict[str, int] = field(default_factory=dict)
+    rows_skipped: int = 0  # at or below the incremental cursor's high-water mark
     steps: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -55,6 +56,7 @@ class RunReport:
             execution_time=round(sum(r.execution_time for r in reports), 3),
             memory_used_mb=max(r.memory_used_mb for r in reports),
             merge=_summed([r.merge for r in reports]),
+            rows_skipped=sum(r.rows_skipped for r in reports),
             notes=notes,
         )
 
@@ -80,6 +82,8 @@ class RunReport:
         ]
         if self.rows_rejected:
             lines.append(f"  {self.rows_rejected:,} rows rejected")
+        if self.rows_skipped:
+            lines.append(f"  {self.rows_skipped:,} rows skipped (at or below the cursor's mark)")
         if self.merge:
             lines.append("  merge: " + ", ".join(f"{v:,} {k}" for k, v in self.merge.items()))
         if self.steps:
