@@ -275,6 +275,7 @@ def drift_(c: Context, config: str = "config.yml", source: str | None = None) ->
         "strategies": "comma-separated ingest strategies to time (default: all four)",
         "repeat": "run each command this many times and keep the median",
         "csv": "also time the CSV input",
+        "merge": "time the merge strategies against a full replace instead (bench/merge.py)",
     }
 )
 def bench(
@@ -284,10 +285,18 @@ def bench(
     strategies: str = "auto,eager,lazy,streaming",
     repeat: int = 1,
     csv: bool = True,
+    merge: bool = False,
 ) -> None:
     """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
     from bench.run import bench_dir, run_bench
 
+    if merge:
+        from bench.merge import main as merge_main
+
+        code = merge_main(["--scale", scale])
+        if code:
+            raise Exit("a merged table differs from the expected one", code=code)
+        return
     with _errors():
         url = ingest.resolve_url(None, err.print)
         report = run_bench(

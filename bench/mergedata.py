@@ -43,7 +43,8 @@ def merge_files(lineitem: Path, folder: Path) -> MergeFiles:
         top = int(frame["l_orderkey"].max())  # type: ignore[arg-type]
         bucket = _bucket()
         changed = frame.filter(bucket < 10).with_columns(
-            pl.col("l_quantity") + 1, pl.lit("changed by the merge benchmark").alias("l_comment")
+            (pl.col("l_quantity") + 1).cast(frame.schema["l_quantity"]),
+            pl.lit("changed by the merge benchmark").alias("l_comment"),
         )
         new = frame.filter((bucket >= 10) & (bucket < 15)).with_columns(pl.col("l_orderkey") + top)
         deleted = frame.filter(bucket == 15).with_columns(pl.lit(True).alias(FLAG))

@@ -68,6 +68,10 @@ def _statements() -> dict[str, list[sql.Composed]]:
             "insert into {t} as t ({cols}) select {cols} from {s}"
             " on conflict ({keys}) do update set {sets} where {ex}"
         ],
+        "upsert on conflict, staged rows in key order": [
+            "insert into {t} as t ({cols}) select {cols} from {s} order by {keys}"
+            " on conflict ({keys}) do update set {sets} where {ex}"
+        ],
         "upsert merge": [
             "merge into {t} t using {s} s on {on} when matched and {sx} then update set {msets}"
             " when not matched then insert ({cols}) values ({scols})"
@@ -91,7 +95,7 @@ def _statements() -> dict[str, list[sql.Composed]]:
     return {name: [sql.SQL(x).format(**f) for x in texts] for name, texts in q.items()}
 
 
-def compare(url: str, scale: float, work: Path) -> dict[str, Any]:
+def compare(url: str, scale: float, work: Path, only: str = "") -> dict[str, Any]:
     """Time each statement twice (changes, then the same again) in a rolled-back transaction."""
     lineitem = benchdata.lineitem(work / "data", scale)
     files = merge_files(lineitem.parquet, work / "data" / f"merge-sf{scale:g}")
@@ -108,6 +112,8 @@ def compare(url: str, scale: float, work: Path) -> dict[str, Any]:
             row = conn.execute(f"select count(*) from {SCHEMA}.stage").fetchone()  # noqa: S608
             out["staged"] = int(row[0]) if row else 0
             for name, statements in _statements().items():
+                if only and only not in name:
+                    continue
                 times = []
                 conn.execute("begin")
                 for _ in range(2):
@@ -131,9 +137,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.mergesql")
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", default="", help="time only the statements whose name has this")
     args = parser.parse_args(argv)
     url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    print(json.dumps(compare(url, args.scale, bench_dir())))
+    print(json.dumps(compare(url, args.scale, bench_dir(), args.only)))
     return 0
 
 

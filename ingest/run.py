@@ -320,7 +320,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             job.target.schema,
             job.target.table,
             columns,
-            exclude=job.lineage,
+            exclude=keys.own_columns(job.lineage, job.merge),
         )
         statements = drift.decide(
             job.source.on_drift,
@@ -441,7 +441,8 @@ def _plan_merge(job: Job) -> keys.MergeSpec | None:
 def _refuse_new_columns(control: Conn, job: Job, names: list[str]) -> None:
     """Refuse an append of columns the table lacks: the INSERT would fail on the first one."""
     target = job.target
-    live = schema_history.table_columns(control, target.schema, target.table, exclude=job.lineage)
+    own = keys.own_columns(job.lineage, job.merge)
+    live = schema_history.table_columns(control, target.schema, target.table, exclude=own)
     have = {c.name for c in live or ()}
     extra = [name for name in names if name not in have]
     if live is not None and extra:

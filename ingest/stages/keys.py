@@ -155,3 +155,10 @@ def dbt_key(table: str, spec: MergeSpec | None) -> dict[str, tuple[tuple[str, ..
     if spec.strategy == "scd2":
         current = '"' + spec.valid_to.replace('"', '""') + '" is null'
     return {table: (spec.keys, current)}
+
+
+def own_columns(lineage: tuple[str, ...], spec: MergeSpec | None) -> tuple[str, ...]:
+    """Columns the pipeline adds to a table, not the file: lineage, and scd2's validity."""
+    if spec is None or spec.strategy != "scd2":
+        return lineage
+    return (*lineage, spec.valid_from, spec.valid_to)
