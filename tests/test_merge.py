@@ -459,3 +459,30 @@ def test_dbt_sources_test_the_primary_key(
         }
     ]
     assert {c["name"]: c.get("data_tests") for c in pair["columns"]}["id2"] == ["not_null"]
+
+
+def test_scd2_into_a_table_made_elsewhere_needs_a_current_only_unique_index(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """scd2 refuses a table whose key is unique over all versions, and merges once it is not."""
+    table = sql.Identifier(pg_schema, "items")
+    pg_conn.execute(
+        sql.SQL(
+            "create table {} (id bigint primary key, name text, amount bigint,"
+            " _valid_from timestamptz, _valid_to timestamptz)"
+        ).format(table)
+    )
+    pg_conn.execute(sql.SQL("insert into {} values (1, 'name 1', 1, now(), null)").format(table))
+    settings = {"merge": {"strategy": "scd2"}}
+    with pytest.raises(MergeKeyMissing, match=r'\("id"\) where "_valid_to" is null'):
+        merge_file(tmp_path, OLD.head(3), pg_schema, database_url, "a", **settings)
+    pg_conn.execute(sql.SQL("alter table {} drop constraint items_pkey").format(table))
+    pg_conn.execute(sql.SQL("create unique index on {} (id) where _valid_to is null").format(table))
+    report = merge_file(tmp_path, OLD.head(3), pg_schema, database_url, "b", **settings)
+    assert report.merge["inserted"] == 2 and report.merge["updated"] == 1
+    versions = pg_conn.execute(
+        sql.SQL("select id, amount, _valid_to is null from {} order by id, _valid_from").format(
+            table
+        )
+    ).fetchall()
+    assert versions == [(1, 1, False), (1, 10, True), (2, 20, True), (3, 30, True)]

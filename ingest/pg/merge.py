@@ -117,6 +117,9 @@ def apply(
     Raises:
         DuplicateKeys: a key repeats and `on_duplicate` is `fail`.
     """
+    # Nothing has analysed the staging table yet (in one-transaction mode no other session can
+    # even see it): without statistics the planner guesses its joins to the table blind.
+    conn.execute(sql.SQL("analyze {}").format(staging.ident()))
     duplicates = _dedup(conn, staging, target, spec)
     rows = staged_rows - duplicates
     if not table_exists(conn, target):
@@ -134,6 +137,7 @@ def apply(
     log(
         f"merged into {target.display}: {counts.inserted:,} inserted, {counts.updated:,} updated,"
         f" {counts.unchanged:,} unchanged, {counts.deleted:,} deleted"
+        + (f"; {duplicates:,} duplicate-key rows kept in quarantine" if duplicates else "")
     )
     return counts
 
