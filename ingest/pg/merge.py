@@ -312,7 +312,7 @@ def _upsert(
     sets = sql.SQL(", ").join(sql.SQL("{c} = excluded.{c}").format(c=_I(c)) for c in written)
     row = conn.execute(
         sql.SQL(
-            "with m as (insert into {t} as t ({cols}) select {cols} from {s}"
+            "with m as (insert into {t} as t ({cols}) select {cols} from {s} order by {keys}"
             " on conflict ({keys}) do update set {sets} where {differs}"
             " returning (xmax = 0) as fresh)"
             " select count(*) filter (where fresh), count(*) filter (where not fresh) from m"
@@ -336,7 +336,8 @@ def _insert_only(
     cols = _names([*spec.columns, *spec.lineage])
     done = conn.execute(
         sql.SQL(
-            "insert into {t} ({cols}) select {cols} from {s} on conflict ({keys}) do nothing"
+            "insert into {t} ({cols}) select {cols} from {s} order by {keys}"
+            " on conflict ({keys}) do nothing"
         ).format(t=target.ident(), cols=cols, s=staging.ident(), keys=_names(spec.keys))
     )
     inserted = max(done.rowcount, 0)
@@ -350,7 +351,11 @@ def _delete_insert(
     f = {"t": target.ident(), "s": staging.ident(), "on": _match(spec)}
     gone = conn.execute(sql.SQL("delete from {t} t using {s} s where {on}").format(**f))
     cols = _names([*spec.columns, *spec.lineage])
-    conn.execute(sql.SQL("insert into {t} ({cols}) select {cols} from {s}").format(cols=cols, **f))
+    conn.execute(
+        sql.SQL("insert into {t} ({cols}) select {cols} from {s} order by {keys}").format(
+            cols=cols, keys=_names(spec.keys), **f
+        )
+    )
     replaced = max(gone.rowcount, 0)
     return MergeCounts(inserted=rows - replaced, updated=replaced)
 
