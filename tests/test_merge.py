@@ -486,3 +486,18 @@ def test_scd2_into_a_table_made_elsewhere_needs_a_current_only_unique_index(
         )
     ).fetchall()
     assert versions == [(1, 1, False), (1, 10, True), (2, 20, True), (3, 30, True)]
+
+
+def test_a_table_with_a_required_column_the_file_lacks_is_refused(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A NOT NULL column without a default that the file lacks stops the merge up front."""
+    from ingest.errors import RequiredColumnMissing
+
+    pg_conn.execute(
+        sql.SQL(
+            "create table {} (id bigint primary key, name text, amount bigint, owner text not null)"
+        ).format(sql.Identifier(pg_schema, "items"))
+    )
+    with pytest.raises(RequiredColumnMissing, match='"owner"'):  # drift: warn lets it through
+        merge_file(tmp_path, OLD, pg_schema, database_url, "a", on_drift="warn")

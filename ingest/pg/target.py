@@ -109,8 +109,8 @@ def check_target(conn: Conn, target: Target, columns: list[str]) -> None:
     Raises:
         NotATable: the name is a view, materialized view, foreign table or the like; or, for
             replace, a partitioned table or a partition, which a plain table would stand in for.
-        RequiredColumnMissing: an append's table has a NOT NULL column without a default that
-            the load does not bring.
+        RequiredColumnMissing: an append's or merge's table has a NOT NULL column without a
+            default that the load does not bring.
     """
     row = conn.execute(_RELATION, (target.schema, target.table)).fetchone()
     if row is None:
@@ -129,7 +129,7 @@ def check_target(conn: Conn, target: Target, columns: list[str]) -> None:
             "another table_name",
             what="a table a replace can swap (a plain table would stand in for it)",
         )
-    if target.if_exists == "append":
+    if target.if_exists in ("append", "merge"):  # both insert into the table as it is
         brought = set(columns)
         required = [
             str(r[0]) for r in conn.execute(_REQUIRED, (oid,)).fetchall() if r[0] not in brought
