@@ -85,3 +85,32 @@ def test_the_cursor_keeps_rows_above_the_mark(
     assert out.good["id"].to_list() == kept and out.skipped == skipped
     assert out.rows.to_list() == [10 + i for i, x in enumerate([1, 2, 3, None]) if x in kept]
     assert incremental.higher(None, out.top) == out.top
+
+
+@pytest.mark.parametrize(
+    ("batches", "repeated"),
+    [
+        ([[(1, "a"), (2, "a")], [(1, "b"), (3, "a")]], False),  # composite keys all differ
+        ([[(1, "a"), (1, "a")]], True),  # within one batch
+        ([[(1, "a")], [(2, "b")], [(1, "a")]], True),  # across batches
+    ],
+)
+def test_the_key_watch_tells_whether_a_key_may_repeat(
+    batches: list[list[tuple[int, str]]], repeated: bool
+) -> None:
+    """A merge skips its dedup pass only when no key was seen twice."""
+    spec = keys.plan_merge(
+        Path("c.yml"),
+        source(if_table_exists="merge", primary_key=["n", "s"]),
+        {"n": pl.Int64(), "s": pl.String()},
+        lineage=("_loaded_at", "_run_id"),
+        file=Path("x.csv"),
+        fmt="csv",
+        schema="raw",
+        run_id="r",
+        meta="m",
+    )
+    watch = keys.KeyWatch(spec, 100)
+    for batch in batches:
+        watch.see(pl.DataFrame(batch, schema=["n", "s"], orient="row"))
+    assert watch.repeated is repeated

@@ -11,7 +11,7 @@ import gc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import polars as pl
@@ -124,6 +124,7 @@ def load_batches(
         merge=job.merge,
         log=env.log,
     )
+    watch = keys.KeyWatch(job.merge, profile.rows)
     schema = job.casts.read_schema(profile.schema)
     chunks = read.batches(profile.path, profile.format, source.csv, schema, job.plan)
     try:
@@ -173,6 +174,7 @@ def load_batches(
                 kept = incremental.keep(job.cursor, out.good, out.rows)
                 counts.skipped += kept.skipped
                 counts.cursor_top = incremental.higher(counts.cursor_top, kept.top)
+                watch.see(kept.good)
                 offset, rows = chunk.first_line - chunk.first_row, kept.rows.to_numpy()
                 loader.send(keys.numbered(kept.good, rows, offset, job.merge), rows, offset)
                 shown.update(loader.progress.rows, loader.progress.bytes, env.watch.latest)
@@ -189,6 +191,8 @@ def load_batches(
                 note = f"{counts.rejected:,} bad row(s) kept in {q_display}"
                 env.log(note)
                 counts.notes.append(note)
+            if loader.merge is not None:  # every key seen once: the merge skips its dedup
+                loader.merge = replace(loader.merge, may_repeat=watch.repeated)
             counts.loaded = loader.finish(before=before, on_commit=on_commit, committed=committed)
             counts.merged = loader.merged.as_dict() if loader.merged else {}
     except RowRefused as exc:

@@ -120,7 +120,7 @@ def apply(
     # Nothing has analysed the staging table yet (in one-transaction mode no other session can
     # even see it): without statistics the planner guesses its joins to the table blind.
     conn.execute(sql.SQL("analyze {}").format(staging.ident()))
-    duplicates = _dedup(conn, staging, target, spec)
+    duplicates = _dedup(conn, staging, target, spec) if spec.may_repeat else 0
     rows = staged_rows - duplicates
     if not table_exists(conn, target):
         counts = _create(conn, staging, target, spec, started_at)

@@ -11,11 +11,15 @@ import polars as pl
 from ingest.config import ColumnChecks, SourceConfig
 from ingest.config_merge import MergeConfig
 from ingest.errors import ConfigError
+from ingest.stages.unique import SeenValues
 from ingest.state.quarantine import quarantine_table, row_kind
 
 # Each staged row's line (CSV) or row index (Parquet), kept to name a duplicate's losers. A
 # name no file column is likely to have; `plan_merge` refuses a file that has it.
 ROW_COLUMN = "__pgloadkit_row"
+# Keys watched for repeats, at most: about 11.5 bytes each (SeenValues), so 115 MB. A bigger load
+# is deduplicated in SQL whether or not a key repeats.
+WATCHED_KEYS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class MergeSpec:
     row_kind: str
     run_id: str
     meta: str  # the ledger's schema, where the counts are recorded
+    may_repeat: bool = True  # False once a KeyWatch saw every key once: no dedup pass
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -162,3 +167,30 @@ def own_columns(lineage: tuple[str, ...], spec: MergeSpec | None) -> tuple[str, 
     if spec is None or spec.strategy != "scd2":
         return lineage
     return (*lineage, spec.valid_from, spec.valid_to)
+
+
+class KeyWatch:
+    """Whether any key of a merge's load may repeat, from 64-bit hashes of the staged keys.
+
+    Equal keys hash alike, so "no repeat" is certain and the merge skips its dedup pass (a sort
+    of every staged row); a hash collision only makes it run that pass for nothing.
+    """
+
+    def __init__(self, spec: MergeSpec | None, expected_rows: int) -> None:
+        self.keys = list(spec.keys) if spec is not None else []
+        self.rows = 0
+        self.repeated = False
+        self._seen = SeenValues(min(expected_rows, WATCHED_KEYS)) if self.keys else None
+
+    def see(self, good: pl.DataFrame) -> None:
+        """Watch a batch's keys."""
+        if self._seen is None or self.repeated:
+            return
+        self.rows += good.height
+        if self.rows > WATCHED_KEYS:
+            self.repeated, self._seen = True, None  # too many to watch: dedupe in SQL
+            return
+        hashes = good.select(pl.struct(self.keys).hash(seed=0x6B657973)).to_series().to_numpy()
+        distinct = np.unique(hashes)
+        if distinct.size < hashes.size or self._seen.add("key", distinct).any():
+            self.repeated, self._seen = True, None
