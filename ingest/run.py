@@ -17,11 +17,10 @@ from ingest.executors import local
 from ingest.executors.local import Counts, Log, Session
 from ingest.executors.task import Job
 from ingest.pg.copy import append_types
-from ingest.pg.db import connect, ensure_live, resolve_url, server_fault
+from ingest.pg.db import Conn, connect, ensure_live, resolve_url, server_fault
 from ingest.pg.facts import read_facts
 from ingest.pg.locks import table_lock
 from ingest.pg.target import (
-    Conn,
     Target,
     check_column_names,
     check_column_types,
@@ -36,6 +35,7 @@ from ingest.runtime.memory import (
     reset_peak_rss,
 )
 from ingest.runtime.report import RunReport, mb
+from ingest.runtime.secrets import scrub
 from ingest.stages import cast, partition
 from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
@@ -299,7 +299,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 if conn is not control:
                     conn.close()
         except (psycopg.Error, IngestError) as exc:
-            reason = ledger.scrub(str(exc).splitlines()[0], [url])
+            reason = scrub(str(exc).splitlines()[0], [url])
             log(
                 f"could not record in {job.meta}.runs that run {job.run_id} ended {status}"
                 f" ({reason}); the next run marks it killed"
@@ -429,7 +429,7 @@ def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log:
             if conn is not control:
                 conn.close()
     except (psycopg.Error, IngestError) as exc:
-        note = f"dbt sources not refreshed: {ledger.scrub(str(exc).splitlines()[0], [url])}"
+        note = f"dbt sources not refreshed: {scrub(str(exc).splitlines()[0], [url])}"
         log(note)
         counts.notes.append(note)
         return

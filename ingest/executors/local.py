@@ -20,7 +20,7 @@ from ingest.errors import ValueRefused
 from ingest.executors.task import Job, Tally, run_partition
 from ingest.pg import commit
 from ingest.pg.copy import MIN_PIECE_BYTES, StagingCopy
-from ingest.pg.target import Conn
+from ingest.pg.db import Conn
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
 from ingest.stages.partition import Partition

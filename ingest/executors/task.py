@@ -19,7 +19,8 @@ import polars as pl
 from ingest.config import PipelineConfig, SourceConfig
 from ingest.errors import BadRowsOverLimit
 from ingest.pg.commit import PartitionResult
-from ingest.pg.target import Conn, Target
+from ingest.pg.db import Conn
+from ingest.pg.target import Target
 from ingest.stages import cast, read, validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan

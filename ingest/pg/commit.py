@@ -15,9 +15,9 @@ from psycopg import sql
 from ingest.errors import IngestError
 from ingest.pg import outcome
 from ingest.pg.copy import Staged, failpoint
-from ingest.pg.db import connect
+from ingest.pg.db import Conn, connect
 from ingest.pg.swap import replace_table
-from ingest.pg.target import Conn, Target, add_lineage, table_exists
+from ingest.pg.target import Target, add_lineage, table_exists
 
 Log = Callable[[str], None]
 

@@ -23,9 +23,8 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import IngestError, TargetExists
-from ingest.pg.db import connect, server_fault
+from ingest.pg.db import Conn, connect, server_fault
 from ingest.pg.target import (
-    Conn,
     Target,
     check_target,
     column_types,
@@ -47,8 +46,6 @@ ENCODED_AHEAD = 2 * ENCODERS
 FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
 # With this set to a path, a failpoint waits for that file to appear, then lets the run go on.
 FAILPOINT_RESUME_ENV = "PGLOADKIT_FAILPOINT_RESUME"
-LOADED_AT = "_loaded_at"
-RUN_ID = "_run_id"
 
 
 @dataclass
@@ -129,7 +126,7 @@ class StagingCopy:
         run_id: str,
         *,
         workers: int,
-        lineage: tuple[str, str] = (LOADED_AT, RUN_ID),
+        lineage: tuple[str, str],
         into_target: bool = False,
         log: Callable[[str], None],
     ) -> None:

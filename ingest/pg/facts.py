@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ingest.pg.target import Conn, Target, column_types
+from ingest.pg.db import Conn
+from ingest.pg.target import Target, column_types
 from ingest.stages.plan import ServerFacts
 
 

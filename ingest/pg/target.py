@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import psycopg
 from psycopg import sql
 
 from ingest.errors import (
@@ -18,9 +17,8 @@ from ingest.errors import (
     TooManyColumns,
     UnsupportedColumnType,
 )
+from ingest.pg.db import Conn
 from ingest.stages import encode
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @dataclass(frozen=True)
@@ -63,13 +61,20 @@ def leftovers(conn: Conn, target: Target) -> list[Target]:
     return [Target(target.schema, str(r[0]), "replace") for r in rows]
 
 
-def table_exists(conn: Conn, target: Target) -> bool:
-    """Whether the target table exists."""
+def table_oid(conn: Conn, target: Target) -> int | None:
+    """The table's OID, or None when it does not exist."""
     row = conn.execute(
-        "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = %s",
+        "select c.oid from pg_catalog.pg_class c"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
         (target.schema, target.table),
     ).fetchone()
-    return row is not None
+    return int(str(row[0])) if row else None
+
+
+def table_exists(conn: Conn, target: Target) -> bool:
+    """Whether the target table exists (a plain or partitioned table)."""
+    return table_oid(conn, target) is not None
 
 
 _RELATION = """

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from ingest.config import SchemaConfig
-from ingest.errors import CastError, ConfigError
+from ingest.errors import ConfigError
 from ingest.stages.types import type_and_format
 
 # Formats tried, in order, on string columns when `date_format: true`.
@@ -127,53 +126,3 @@ def read_types(fmt: str, types: dict[str, pl.DataType]) -> dict[str, pl.DataType
         name: dtype if isinstance(dtype, _EXACT_CSV) else pl.String()
         for name, dtype in types.items()
     }
-
-
-def text_plan(plan: CastPlan, output: dict[str, pl.DataType]) -> CastPlan:
-    """The plan for a batch read as text: every column is parsed to its output type."""
-    types = {name: dtype for name, dtype in output.items() if dtype != pl.String()}
-    return CastPlan(types=types, date_formats=plan.date_formats, round_floats=plan.round_floats)
-
-
-def cast_expressions(plan: CastPlan, schema: dict[str, pl.DataType]) -> list[pl.Expr]:
-    """One expression per column, in file order, that produces the planned type."""
-    exprs = []
-    for name, dtype in schema.items():
-        col = pl.col(name)
-        target = plan.types.get(name)
-        if name in plan.date_formats and target is not None:
-            fmt = plan.date_formats[name]
-            if target == pl.Date():
-                col = col.str.to_date(fmt, strict=True)
-            else:
-                zone = target.time_zone if isinstance(target, pl.Datetime) else None
-                col = col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=True)
-        elif target is not None and target != dtype:
-            if dtype == pl.String() and isinstance(target, pl.Datetime):
-                col = col.str.to_datetime(time_unit="us", strict=True)
-                if target.time_zone:
-                    col = col.dt.replace_time_zone(target.time_zone)
-            elif dtype == pl.String() and target == pl.Date():
-                col = col.str.to_date(strict=True)
-            elif dtype == pl.String() and target == pl.Time():
-                col = col.str.to_time(strict=True)
-            else:
-                col = col.cast(target, strict=True)
-        final = target or dtype
-        if plan.round_floats is not None and final in (pl.Float32(), pl.Float64()):
-            col = col.round(plan.round_floats)
-        exprs.append(col.alias(name))
-    return exprs
-
-
-_FAILED_COLUMN = re.compile(r"in column '([^']+)'|column '([^']+)'|for column ([^\s:]+)")
-
-
-def cast_error(path: Path, error: Exception, plan: CastPlan) -> CastError:
-    """Turn a polars conversion error into one that names the file, the column and the fix."""
-    text = str(error)
-    match = _FAILED_COLUMN.search(text)
-    column = next((g for g in match.groups() if g), "?") if match else "?"
-    target = plan.types.get(column)
-    examples = re.findall(r'\["?([^"\]]*)"?\]', text)[:3] or [text.splitlines()[0][:200]]
-    return CastError(path, column, str(target) if target is not None else "its type", examples)

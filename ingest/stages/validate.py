@@ -17,22 +17,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
-from ingest.runtime.memory import without_modules
 from ingest.stages.cast import CastPlan
+from ingest.stages.csvread import ROW
 from ingest.stages.unique import SeenValues
 
-with without_modules("pandas"):  # see without_modules: pandera would load pandas for nothing
-    import pandera.errors
+if TYPE_CHECKING:  # pandera loads on the first check (see `ingest.runtime.memory.lean_imports`)
     import pandera.polars as pa
 
-# The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
-# (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
-ROW = "\0row"
+
+def _pandera() -> ModuleType:
+    """pandera's polars API, imported on first use: a load without checks never needs it."""
+    import pandera.polars
+
+    return pandera.polars
+
+
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     ROW: pl.Int64(),
     "column": pl.String(),
@@ -236,17 +242,23 @@ def _rules(checks: ColumnChecks, dtype: pl.DataType) -> list[tuple[str, pa.Check
     text = dtype == pl.String()
     if checks.isin is not None:
         allowed: list[str | int | float] = [str(v) for v in checks.isin] if text else checks.isin
-        out.append(("isin", pa.Check.isin(allowed), "'", f"' is not one of {_shown(allowed)}"))
+        out.append(
+            ("isin", _pandera().Check.isin(allowed), "'", f"' is not one of {_shown(allowed)}")
+        )
     if checks.notin is not None:
         banned: list[str | int | float] = [str(v) for v in checks.notin] if text else checks.notin
-        out.append(("notin", pa.Check.notin(banned), "'", f"' is one of {_shown(banned)}"))
+        out.append(("notin", _pandera().Check.notin(banned), "'", f"' is one of {_shown(banned)}"))
     low, high = checks.str_length or (None, None)
     if low is not None or high is not None:
         span = f"{low or 0}..{high if high is not None else ''}"
-        out.append(("str_length", pa.Check.str_length(low, high), "'", f"' length not in {span}"))
+        out.append(
+            ("str_length", _pandera().Check.str_length(low, high), "'", f"' length not in {span}")
+        )
     if checks.str_matches is not None:
         regex = checks.str_matches
-        out.append(("str_matches", pa.Check.str_matches(regex), "'", f"' does not match {regex!r}"))
+        out.append(
+            ("str_matches", _pandera().Check.str_matches(regex), "'", f"' does not match {regex!r}")
+        )
     return out
 
 
@@ -303,7 +315,7 @@ def _build_schema(
             continue
         for number, (rule, _check, before, after) in enumerate(picked):
             lookup.append((name, number, rule, before, after))
-        specs[name] = pa.Column(
+        specs[name] = _pandera().Column(
             None if isinstance(dtype, (pl.Map, pl.Float16)) else dtype,  # pandera lacks them
             checks=[r[1] for r in picked],
             nullable=chosen.nullable or not nulls,
@@ -320,7 +332,7 @@ def _build_schema(
         },
         orient="row",
     )
-    return pa.DataFrameSchema(specs, strict=not only, ordered=not only), table
+    return _pandera().DataFrameSchema(specs, strict=not only, ordered=not only), table
 
 
 def build_checks_schema(
@@ -349,6 +361,8 @@ def _pandera_rejects(
     types, so once Pandera has passed a frame schema, later batches with the same one pass
     without another call (~2 ms a batch, ~18 CPU-s over a 244M-row load).
     """
+    import pandera.errors
+
     types_only = lookup.height == 0 and all(
         c.nullable and not c.unique for c in schema.columns.values()
     )
