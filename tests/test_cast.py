@@ -10,9 +10,8 @@ import pytest
 
 from ingest.config import SchemaConfig
 from ingest.errors import ConfigError
-from ingest.stages.cast import plan_casts
+from ingest.stages.cast import cast_with_rejects, plan_casts
 from ingest.stages.csvread import ROW
-from ingest.stages.validate import cast_with_rejects
 
 
 def apply(frame: pl.DataFrame, config: SchemaConfig) -> pl.DataFrame:
