@@ -19,7 +19,8 @@ from datetime import datetime
 from psycopg import sql
 
 from ingest.errors_keyed import DuplicateKeys, MergeColumnMissing, MergeKeyMissing
-from ingest.pg.target import Conn, Target, add_lineage, table_exists
+from ingest.pg.db import Conn
+from ingest.pg.target import Target, add_lineage, table_exists
 from ingest.stages.keys import ROW_COLUMN, MergeSpec
 from ingest.state import merges, quarantine
 

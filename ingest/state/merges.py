@@ -69,6 +69,21 @@ def record_counts(conn: Conn, schema: str, run_id: str, counts: Mapping[str, int
     )
 
 
+def read_counts(conn: Conn, schema: str, run_id: str) -> dict[str, int]:
+    """A run's merge counts as its commit recorded them (the ones it recorded)."""
+    names = [c for c in COUNTS if c != "skipped"]
+    row = conn.execute(
+        sql.SQL("select {} from {}.runs where run_id = %s").format(
+            sql.SQL(", ").join(sql.Identifier(f"rows_{c}") for c in names),
+            sql.Identifier(schema),
+        ),
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        return {}
+    return {name: int(str(v)) for name, v in zip(names, row, strict=True) if v is not None}
+
+
 def high_water(conn: Conn, schema: str, source: str, target: str, column: str) -> object | None:
     """The largest cursor value a committed run loaded into the table, typed, or None."""
     row = conn.execute(
