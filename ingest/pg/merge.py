@@ -12,17 +12,20 @@ says. Killed at any moment, the transaction rolls back and the table is as it wa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from itertools import pairwise
 
 from psycopg import sql
 
-from ingest.errors_keyed import DuplicateKeys, MergeColumnMissing, MergeKeyMissing
+from ingest.errors_keyed import MergeColumnMissing, MergeKeyMissing
+from ingest.pg import dedup
 from ingest.pg.db import Conn
 from ingest.pg.target import Target, add_lineage, table_exists
-from ingest.stages.keys import ROW_COLUMN, MergeSpec
-from ingest.state import merges, quarantine
+from ingest.stages.keys import MergeSpec
+from ingest.state import merges
 
 Log = Callable[[str], None]
 _I = sql.Identifier
@@ -120,25 +123,37 @@ def apply(
     """
     # Nothing has analysed the staging table yet (in one-transaction mode no other session can
     # even see it): without statistics the planner guesses its joins to the table blind.
+    clock = [time.monotonic()]
     conn.execute(sql.SQL("analyze {}").format(staging.ident()))
-    duplicates = _dedup(conn, staging, target, spec) if spec.may_repeat else 0
+    duplicates = dedup.dedup(conn, staging, target, spec) if spec.may_repeat else 0
+    clock.append(time.monotonic())
     rows = staged_rows - duplicates
     if not table_exists(conn, target):
         counts = _create(conn, staging, target, spec, started_at)
+        clock.append(clock[-1])
     else:
         added = add_lineage(conn, target, spec.lineage)
         if added:
             log(f"adding lineage columns {', '.join(added)} to {target.display}")
         deleted, flagged = _hard_delete(conn, staging, target, spec, started_at)
-        counts = _STRATEGIES[spec.strategy](conn, staging, target, spec, started_at, rows - flagged)
+        clock.append(time.monotonic())
+        src: sql.Composable = staging.ident()
+        if spec.hard_delete:  # the flagged rows asked for a deletion, not to be merged
+            src = sql.SQL("(select * from {} where {} is not true)").format(
+                staging.ident(), _I(spec.hard_delete)
+            )
+        counts = _STRATEGIES[spec.strategy](conn, src, target, spec, started_at, rows - flagged)
         counts = replace(counts, deleted=counts.deleted + deleted)
     counts = replace(counts, duplicates=duplicates)
     conn.execute(sql.SQL("drop table {}").format(staging.ident()))
     merges.record_counts(conn, spec.meta, spec.run_id, counts.as_dict())
+    clock.append(time.monotonic())
+    deduped, deletes, merge = (b - a for a, b in pairwise(clock))
     log(
         f"merged into {target.display}: {counts.inserted:,} inserted, {counts.updated:,} updated,"
         f" {counts.unchanged:,} unchanged, {counts.deleted:,} deleted"
         + (f"; {duplicates:,} duplicate-key rows kept in quarantine" if duplicates else "")
+        + f" (dedup {deduped:.1f} s, deletes {deletes:.1f} s, {spec.strategy} {merge:.1f} s)"
     )
     return counts
 
@@ -158,77 +173,6 @@ def _differs(spec: MergeSpec, other: str) -> sql.Composable:
     return sql.SQL("({}) is distinct from ({})").format(
         _names(spec.values, "t"), _names(spec.values, other)
     )
-
-
-def _dedup(conn: Conn, staging: Target, target: Target, spec: MergeSpec) -> int:
-    """Keep one staged row per key (the dedup_sort winner, else the last); quarantine the rest."""
-    order = [
-        sql.SQL("{} {}").format(_I(c), sql.SQL("desc nulls last" if desc else "asc nulls last"))
-        for c, desc in spec.dedup_sort
-    ] + [sql.SQL("{} desc").format(_I(ROW_COLUMN))]
-    found = conn.execute(
-        sql.SQL(
-            "create temporary table pgloadkit_losers on commit drop as"
-            " select tid, place, copies, kept from ("
-            "  select ctid as tid, {row} as place, row_number() over w as n,"
-            "   count(*) over (partition by {keys}) as copies, first_value({row}) over w as kept"
-            "  from {s} window w as (partition by {keys} order by {order})) ranked where n > 1"
-        ).format(
-            row=_I(ROW_COLUMN),
-            keys=_names(spec.keys),
-            s=staging.ident(),
-            order=sql.SQL(", ").join(order),
-        )
-    )
-    losers = max(found.rowcount, 0)
-    if losers == 0:
-        conn.execute("drop table pgloadkit_losers")
-        return 0
-    word = "line" if spec.row_kind == "csv_line" else "row"
-    key = sql.SQL("jsonb_build_object({})::text").format(
-        sql.SQL(", ").join(sql.SQL("{}, s.{}").format(sql.Literal(k), _I(k)) for k in spec.keys)
-    )
-    if spec.on_duplicate == "fail":
-        first = conn.execute(
-            sql.SQL(
-                "select {key}, l.place, l.kept from {s} s join pgloadkit_losers l on s.ctid = l.tid"
-                " order by l.place limit 1"
-            ).format(key=key, s=staging.ident())
-        ).fetchone()
-        assert first is not None
-        example = f"key {first[0]} at {word} {first[1]}, also at {word} {first[2]}"
-        raise DuplicateKeys(spec.source_file, target.display, losers, example)
-    q_schema, q_name = spec.quarantine
-    into = quarantine.ensure_table(conn, q_schema, q_name)
-    hidden = sql.SQL(" - ").join(sql.Literal(c) for c in (ROW_COLUMN, *spec.lineage))
-    conn.execute(
-        sql.SQL(
-            "insert into {q} ({cols}) select %(run)s, %(file)s, %(kind)s, l.place, %(keys)s,"
-            " 'duplicate_key', format('key %%s appears %%s times in the load; {word} %%s was kept',"
-            " {key}, l.copies, l.kept), (to_jsonb(s) - {hidden})::text"
-            " from {s} s join pgloadkit_losers l on s.ctid = l.tid"
-        ).format(
-            q=into,
-            cols=_names(quarantine.COLUMNS),
-            word=sql.SQL(word),
-            key=key,
-            hidden=hidden,
-            s=staging.ident(),
-        ),
-        {
-            "run": spec.run_id,
-            "file": spec.source_file,
-            "kind": spec.row_kind,
-            "keys": ", ".join(spec.keys),
-        },
-    )
-    conn.execute(
-        sql.SQL("delete from {} s using pgloadkit_losers l where s.ctid = l.tid").format(
-            staging.ident()
-        )
-    )
-    conn.execute("drop table pgloadkit_losers")
-    return losers
 
 
 def _create(
@@ -277,50 +221,51 @@ def _create(
 def _hard_delete(
     conn: Conn, staging: Target, target: Target, spec: MergeSpec, started_at: datetime
 ) -> tuple[int, int]:
-    """Delete (scd2: retire) the keys whose staged row is flagged; drop those rows.
+    """Delete (scd2: retire) the keys whose staged row is flagged, in one pass over the rows.
 
     Returns:
         The table rows deleted or retired, and the staged rows that asked for it.
     """
     if spec.hard_delete is None:
         return 0, 0
-    f = {"t": target.ident(), "s": staging.ident(), "on": _match(spec)}
-    f["flag"] = _I(spec.hard_delete)
-    if spec.strategy == "scd2":
-        gone = conn.execute(
-            sql.SQL(
-                "update {t} t set {to} = %(at)s from {s} s"
-                " where {on} and s.{flag} and t.{to} is null"
-            ).format(to=_I(spec.valid_to), **f),
-            {"at": started_at},
-        )
-    else:
-        gone = conn.execute(
-            sql.SQL("delete from {t} t using {s} s where {on} and s.{flag}").format(**f)
-        )
-    flagged = conn.execute(sql.SQL("delete from {s} where {flag} is true").format(**f))
-    return max(gone.rowcount, 0), max(flagged.rowcount, 0)
+    f = {"t": target.ident(), "s": staging.ident(), "on": _match(spec), "keys": _names(spec.keys)}
+    f |= {"flag": _I(spec.hard_delete), "to": _I(spec.valid_to)}
+    change = sql.SQL(
+        "update {t} t set {to} = %(at)s from f s where {on} and t.{to} is null"
+        if spec.strategy == "scd2"
+        else "delete from {t} t using f s where {on}"
+    ).format(**f)
+    row = conn.execute(
+        sql.SQL(
+            "with f as materialized (select {keys} from {s} where {flag}),"
+            " d as ({change} returning 1)"
+            " select (select count(*) from d), (select count(*) from f)"
+        ).format(change=change, **f),
+        {"at": started_at},
+    ).fetchone()
+    gone, flagged = (int(str(v)) for v in (row or (0, 0)))
+    return gone, flagged
 
 
 def _upsert(
-    conn: Conn, staging: Target, target: Target, spec: MergeSpec, at: datetime, rows: int
+    conn: Conn, src: sql.Composable, target: Target, spec: MergeSpec, at: datetime, rows: int
 ) -> MergeCounts:
     """New keys insert; changed rows update with this run's lineage; equal rows stay unwritten."""
     cols = _names([*spec.columns, *spec.lineage])
     written = [*spec.values, *spec.lineage]
     if not spec.values:  # nothing but the key: an existing key has nothing to change
-        return _insert_only(conn, staging, target, spec, at, rows)
+        return _insert_only(conn, src, target, spec, at, rows)
     sets = sql.SQL(", ").join(sql.SQL("{c} = excluded.{c}").format(c=_I(c)) for c in written)
     row = conn.execute(
         sql.SQL(
-            "with m as (insert into {t} as t ({cols}) select {cols} from {s} order by {keys}"
+            "with m as (insert into {t} as t ({cols}) select {cols} from {s} s order by {keys}"
             " on conflict ({keys}) do update set {sets} where {differs}"
             " returning (xmax = 0) as fresh)"
             " select count(*) filter (where fresh), count(*) filter (where not fresh) from m"
         ).format(
             t=target.ident(),
             cols=cols,
-            s=staging.ident(),
+            s=src,
             keys=_names(spec.keys),
             sets=sets,
             differs=_differs(spec, "excluded"),
@@ -331,29 +276,29 @@ def _upsert(
 
 
 def _insert_only(
-    conn: Conn, staging: Target, target: Target, spec: MergeSpec, at: datetime, rows: int
+    conn: Conn, src: sql.Composable, target: Target, spec: MergeSpec, at: datetime, rows: int
 ) -> MergeCounts:
     """New keys insert; existing keys are left as they are (counted unchanged)."""
     cols = _names([*spec.columns, *spec.lineage])
     done = conn.execute(
         sql.SQL(
-            "insert into {t} ({cols}) select {cols} from {s} order by {keys}"
+            "insert into {t} ({cols}) select {cols} from {s} s order by {keys}"
             " on conflict ({keys}) do nothing"
-        ).format(t=target.ident(), cols=cols, s=staging.ident(), keys=_names(spec.keys))
+        ).format(t=target.ident(), cols=cols, s=src, keys=_names(spec.keys))
     )
     inserted = max(done.rowcount, 0)
     return MergeCounts(inserted=inserted, unchanged=rows - inserted)
 
 
 def _delete_insert(
-    conn: Conn, staging: Target, target: Target, spec: MergeSpec, at: datetime, rows: int
+    conn: Conn, src: sql.Composable, target: Target, spec: MergeSpec, at: datetime, rows: int
 ) -> MergeCounts:
     """Every table row of a key in the load is replaced by the load's row (counted updated)."""
-    f = {"t": target.ident(), "s": staging.ident(), "on": _match(spec)}
+    f = {"t": target.ident(), "s": src, "on": _match(spec)}
     gone = conn.execute(sql.SQL("delete from {t} t using {s} s where {on}").format(**f))
     cols = _names([*spec.columns, *spec.lineage])
     conn.execute(
-        sql.SQL("insert into {t} ({cols}) select {cols} from {s} order by {keys}").format(
+        sql.SQL("insert into {t} ({cols}) select {cols} from {s} s order by {keys}").format(
             cols=cols, keys=_names(spec.keys), **f
         )
     )
@@ -362,10 +307,10 @@ def _delete_insert(
 
 
 def _scd2(
-    conn: Conn, staging: Target, target: Target, spec: MergeSpec, at: datetime, rows: int
+    conn: Conn, src: sql.Composable, target: Target, spec: MergeSpec, at: datetime, rows: int
 ) -> MergeCounts:
     """A changed key's current version gets valid_to; a new version (or key) is inserted."""
-    f = {"t": target.ident(), "s": staging.ident(), "on": _match(spec)}
+    f = {"t": target.ident(), "s": src, "on": _match(spec)}
     f |= {"vf": _I(spec.valid_from), "vt": _I(spec.valid_to)}
     closed = 0
     if spec.values:
