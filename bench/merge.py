@@ -58,7 +58,10 @@ def _ingest(config: Path, url: str, work: Path, *extra: str) -> tuple[float, dic
     lines = [x for x in got.stdout.splitlines() if x.startswith("{")]
     if got.returncode != 0 or not lines:
         raise RuntimeError(f"{config.name} failed ({got.returncode}): {got.stderr_tail[-800:]}")
-    return round(got.wall_s, 2), json.loads(lines[-1])
+    report = json.loads(lines[-1])
+    said = [x for x in got.stderr_tail.splitlines() if x.startswith("merged into")]
+    report["merge_log"] = said[-1] if said else ""  # with the time of each step
+    return round(got.wall_s, 2), report
 
 
 def _copy(conn: psycopg.Connection[Any], schema: str, base: str, name: str, scd2: bool) -> None:
@@ -177,6 +180,8 @@ def _measure_all(
             "again_ratio": round(again / base, 2),
             "counts": report["merge"],
             "counts_again": report_again["merge"],
+            "steps": report["merge_log"].rpartition("(")[2].rstrip(")"),
+            "steps_again": report_again["merge_log"].rpartition("(")[2].rstrip(")"),
             "rows_differing_from_expected": wrong,
         }
         log(json.dumps(out))
