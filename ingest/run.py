@@ -11,12 +11,12 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 
+from ingest import keyed
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.executors import local
 from ingest.executors.local import Counts, Log, Session
 from ingest.executors.task import Job
-from ingest.pg import merge as pg_merge
 from ingest.pg.copy import append_types
 from ingest.pg.db import Conn, connect, ensure_live, resolve_url, server_fault
 from ingest.pg.facts import read_facts
@@ -37,10 +37,10 @@ from ingest.runtime.memory import (
 )
 from ingest.runtime.report import RunReport, mb
 from ingest.runtime.secrets import scrub
-from ingest.stages import cast, incremental, keys, partition
+from ingest.stages import cast, keys, partition
 from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
-from ingest.state import drift, ledger, merges, quarantine, schema_history
+from ingest.state import drift, ledger, quarantine, schema_history
 
 # The local executor reads a CSV file as one partition: cutting it would mean reading it once more
 # for its record ends, and tasks in one process gain nothing from the cut.
@@ -205,11 +205,7 @@ def _run_file(
             target=Target(config.database.schema_, source.table_name, source.if_table_exists),
             run_id=uuid.uuid4().hex,
         )
-        job = replace(
-            job,
-            merge=_plan_merge(job),
-            cursor=incremental.plan_cursor(config.path, source, job.output, profile.path),
-        )
+        job = keyed.plan(job)
         check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
@@ -234,7 +230,7 @@ def _run_file(
                 counts, status = _run_locked(job, session)
             if status == "success":
                 _refresh_dbt_sources(job, control, url, counts, log)
-            merged = _merge_counts(job, control, url, status, log)
+            merged = keyed.merge_counts(job, control, url, status, log)
 
     return RunReport(
         run_id=job.run_id,
@@ -315,9 +311,9 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             )
 
     try:
-        job = _keyed_setup(control, job, log)  # before anything is loaded
-        keyed = job.target.if_exists in ("append", "merge")
-        appending = keyed and table_exists(control, job.target)
+        job = keyed.prepare(control, job, log)  # before anything is loaded
+        into = job.target.if_exists in ("append", "merge")  # rows go into the table as it is
+        appending = into and table_exists(control, job.target)
         if appending and not env.force:
             previous = ledger.loaded_file(control, job.meta, job.target.display, facts.fingerprint)
             if previous:
@@ -369,7 +365,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 run_id=job.run_id,
                 replace=not appending,
             )
-            _record_cursor(conn, job, counts)
+            keyed.record_cursor(conn, job, counts.skipped, counts.cursor_top)
 
         def committed(conn: Conn) -> bool:
             return ledger.committed(conn, job.meta, job.run_id)
@@ -407,73 +403,6 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         raise
     finish("success", None)
     return counts, "success"
-
-
-def _keyed_setup(control: Conn, job: Job, log: Log) -> Job:
-    """Merges and cursors: check the target's key, and read the cursor's high-water mark."""
-    if job.merge is None and job.cursor is None:
-        return job
-    merges.ensure(control, job.meta)
-    if job.merge is not None:
-        pg_merge.check(control, job.target, job.merge)
-    if job.cursor is None:
-        return job
-    mark = merges.high_water(
-        control, job.meta, job.source.name, job.target.display, job.cursor.column
-    )
-    if mark is not None:
-        log(f"skipping rows with {job.cursor.column} at or below {mark}")
-    return replace(job, cursor=replace(job.cursor, high_water=mark))
-
-
-def _merge_counts(job: Job, control: Conn, url: str, status: str, log: Log) -> dict[str, int]:
-    """A committed merge's counts, read back from the ledger row its transaction wrote."""
-    if job.merge is None or status != "success":
-        return {}
-    try:
-        conn = ensure_live(control, url)
-        try:
-            return merges.read_counts(conn, job.meta, job.run_id)
-        finally:
-            if conn is not control:
-                conn.close()
-    except (psycopg.Error, IngestError) as exc:
-        reason = scrub(str(exc).splitlines()[0], [url])
-        log(f"the merge committed; its counts are in {job.meta}.runs ({reason})")
-        return {}
-
-
-def _record_cursor(conn: Conn, job: Job, counts: Counts) -> None:
-    """In the commit's transaction: the rows skipped, and the cursor's new high-water mark."""
-    if job.cursor is None:
-        return
-    merges.record_counts(conn, job.meta, job.run_id, {"skipped": counts.skipped})
-    if counts.cursor_top is not None:
-        merges.record_high_water(
-            conn,
-            job.meta,
-            source=job.source.name,
-            target=job.target.display,
-            column=job.cursor.column,
-            pg_type=job.cursor.pg_type,
-            value=counts.cursor_top,
-            run_id=job.run_id,
-        )
-
-
-def _plan_merge(job: Job) -> keys.MergeSpec | None:
-    """The merge of a job's file (None unless it merges), checked against its columns."""
-    return keys.plan_merge(
-        job.config.path,
-        job.source,
-        job.output,
-        lineage=job.lineage,
-        file=job.profile.path,
-        fmt=job.profile.format,
-        schema=job.target.schema,
-        run_id=job.run_id,
-        meta=job.meta,
-    )
 
 
 def _refuse_new_columns(control: Conn, job: Job, names: list[str]) -> None:
