@@ -16,10 +16,10 @@ from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileEr
 from ingest.executors import local
 from ingest.executors.local import Counts, Log, Session
 from ingest.executors.task import Job
-from ingest.pg.copy import append_types
 from ingest.pg.db import Conn, connect, ensure_live, resolve_url, server_fault
 from ingest.pg.facts import read_facts
 from ingest.pg.locks import table_lock
+from ingest.pg.staging import append_types
 from ingest.pg.target import (
     Target,
     check_column_names,
