@@ -8,6 +8,7 @@ the target untouched.
 from __future__ import annotations
 
 import gc
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from ingest.executors.local import MIN_PIECE_BYTES, Loader
 from ingest.pg.target import Conn, Target
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
+from ingest.runtime.timeline import Timeline
 from ingest.stages import cast, read, validate
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
@@ -47,6 +49,7 @@ class Counts:
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Session:
     started: float
     progress: bool
     force: bool
+    timeline: Timeline | None = None
 
 
 def load_batches(
@@ -124,6 +128,7 @@ def load_batches(
             _frozen_heap(),
             loader,
             LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
+            _timed(env.timeline, loader),
         ):
             for number, chunk in enumerate(chunks):
                 out = validate.split_batch(
@@ -182,6 +187,22 @@ def load_batches(
     except RowRefused as exc:
         raise _located(exc, profile, job.target.display) from exc
     counts.depth = dict(depth)
+
+
+@contextmanager
+def _timed(timeline: Timeline | None, loader: Loader) -> Iterator[None]:
+    """Sample the loader's rows, and time read/COPY and commit."""
+    started = time.monotonic()
+    if timeline is not None:
+        timeline.count_rows(lambda: loader.progress.rows)
+    try:
+        yield
+    finally:
+        if timeline is not None:
+            copied = loader.copied_at
+            timeline.add_phase("read/COPY", started, copied or time.monotonic())
+            if copied is not None:
+                timeline.add_phase("commit", copied, time.monotonic())
 
 
 def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:

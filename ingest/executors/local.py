@@ -126,6 +126,7 @@ class Loader:
         self.staging = Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
         self.started_at = datetime.now(UTC)
         self.progress = _Progress()
+        self.copied_at: float | None = None  # time.monotonic() when every row was COPYed
         self.piece_bytes = PIECE_BYTES
         self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
         self._threads: list[threading.Thread] = []
@@ -448,6 +449,7 @@ class Loader:
         if self._sender is not None:
             self._sender.join()
         self._raise_worker_error()
+        self.copied_at = time.monotonic()
         loaded_at, run_id = self.lineage
         held, self._held = self._held, None
         if self.direct:
