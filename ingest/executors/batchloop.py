@@ -21,6 +21,7 @@ from ingest.config import PipelineConfig, SourceConfig
 from ingest.errors import BadRowsOverLimit, ValueRefused
 from ingest.executors.local import MIN_PIECE_BYTES, Loader
 from ingest.pg.target import Conn, Target
+from ingest.runtime.easing import EasingNotes
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
 from ingest.runtime.timeline import Timeline
@@ -45,11 +46,11 @@ class Counts:
     loaded: int = 0
     rejected: int = 0
     blank_lines: int = 0
-    eased_to: int = 0
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+    easing: EasingNotes | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def load_batches(
             _frozen_heap(),
             loader,
             LoadProgress(env.console, profile.rows, job.plan.budget_bytes, env.progress) as shown,
-            _timed(env.timeline, loader),
+            _timed(env.timeline, loader, counts, env.log),
         ):
             for number, chunk in enumerate(chunks):
                 out = validate.split_batch(
@@ -190,8 +191,8 @@ def load_batches(
 
 
 @contextmanager
-def _timed(timeline: Timeline | None, loader: Loader) -> Iterator[None]:
-    """Sample the loader's rows, and time read/COPY and commit."""
+def _timed(timeline: Timeline | None, loader: Loader, counts: Counts, log: Log) -> Iterator[None]:
+    """Sample the loader's rows, time read/COPY and commit, and sum up any memory easing."""
     started = time.monotonic()
     if timeline is not None:
         timeline.count_rows(lambda: loader.progress.rows)
@@ -203,6 +204,11 @@ def _timed(timeline: Timeline | None, loader: Loader) -> Iterator[None]:
             timeline.add_phase("read/COPY", started, copied or time.monotonic())
             if copied is not None:
                 timeline.add_phase("commit", copied, time.monotonic())
+        summary = counts.easing.summary() if counts.easing else None
+        if summary is not None and counts.easing is not None:
+            if counts.easing.easings > 1:
+                log(summary)
+            counts.notes.append(summary)
 
 
 def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
@@ -233,7 +239,7 @@ def _frozen_heap() -> Iterator[None]:
 
 
 def _ease(job: Job, env: Session, counts: Counts, loader: Loader) -> None:
-    """Memory nears the budget: trade speed for memory, and say so once per step.
+    """Memory nears the budget: trade speed for memory, and say so (`EasingNotes` rations it).
 
     Past 85% of the budget the pieces shrink. Past 95% the queue also drains before the next
     batch is read, but only when RSS has set a new high since the last drain: allocators keep
@@ -247,12 +253,7 @@ def _ease(job: Job, env: Session, counts: Counts, loader: Loader) -> None:
     piece = loader.ease(drain)
     if drain:
         counts.drained_at = rss
-    note = (
-        f"memory reached {rss / 1e6:,.0f} MB of the {budget / 1e6:,.0f} MB budget: "
-        f"encoding in {piece / 1e6:.0f} MB pieces" + (", draining the queue" if drain else "")
-    )
-    if piece != counts.eased_to or drain:
+    counts.easing = counts.easing or EasingNotes(budget)
+    note = counts.easing.eased(rss, piece, drain)
+    if note is not None:
         env.log(note)
-    counts.eased_to = piece
-    counts.notes = [n for n in counts.notes if not n.startswith("memory")]
-    counts.notes.append(note)
