@@ -101,7 +101,7 @@ def test_the_plotted_series_are_the_ledgers_samples(
     assert [p.name for p in facts.phases] == [
         "profile",
         "plan",
-        "connect, lock, drift check",
+        "prepare",
         "read/COPY",
         "commit",
     ]

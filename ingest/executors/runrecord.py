@@ -39,7 +39,7 @@ def keep_timeline(conn: Conn, job: Job, counts: Counts, env: Session) -> None:
         env.log(f"the samples of run {job.run_id} were not kept for its report ({reason})")
 
 
-PREPARE = "connect, lock, drift check"
+PREPARE = "prepare"  # connect, ledger, the table's lock, drift check
 
 
 def _with_preparation(phases: list[Phase]) -> list[Phase]:

@@ -21,6 +21,13 @@ from ingest.state.runlog import RejectRule, RunFacts
 BUDGET_COLOUR = "#c1121f"
 ESTIMATE_COLOUR = "#6a4c93"
 NONE = "&ndash;"
+PHASES = {
+    "profile": "reads the schema and a sample, counts or estimates the rows",
+    "plan": "sets the memory budget, the strategy and the batch size",
+    "prepare": "connects, checks the ledger, takes the table's lock, checks drift",
+    "read/COPY": "reads, casts and checks batches, quarantines bad rows, COPYs the rest",
+    "commit": "finishes the COPY, swaps or inserts, records the run, commits",
+}
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2433;
        background: #f4f6f9; margin: 0; }
@@ -215,13 +222,14 @@ def _phases(facts: RunFacts | None) -> str:
         return '<section id="phases"><h2>Phases</h2><p class="muted">Not recorded.</p></section>'
     bands = _bands(facts)
     rows = "".join(
-        f"<tr><td>{escape(p.name)}</td><td class='n'>{p.start_s:,.2f} s</td>"
-        f"<td class='n'>{p.seconds:,.2f} s</td></tr>"
+        f"<tr><td>{escape(p.name)}</td><td class='muted'>{escape(PHASES.get(p.name, ''))}</td>"
+        f"<td class='n'>{p.start_s:,.2f} s</td><td class='n'>{p.seconds:,.2f} s</td></tr>"
         for p in facts.phases
     )
     return (
         f'<section id="phases"><h2>Phases</h2>{phase_bars(bands, max(b.end for b in bands))}'
-        "<table><tr><th>phase</th><th class='n'>started at</th><th class='n'>took</th></tr>"
+        "<table><tr><th>phase</th><th>what it does</th><th class='n'>started at</th>"
+        "<th class='n'>took</th></tr>"
         f"{rows}</table></section>"
     )
 
