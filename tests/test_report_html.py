@@ -226,7 +226,31 @@ def test_a_run_is_found_by_the_start_of_its_id(database_url: str, pg_schema: str
                 target="t",
                 strategy="eager",
             )
-        found = [runlog.find_run(conn, pg_schema, p) for p in ("abc1", "abc", "d", "x", "a_c")]
+        prefixes = ("abc1", "abc", "d", "x", "ab_1", "%1")  # _ and % are not wildcards
+        found = [runlog.find_run(conn, pg_schema, p) for p in prefixes]
         latest = runlog.find_run(conn, pg_schema, None)
-    assert [r.run_id if r else None for r in found] == ["abc111", None, "def333", None, None]
+    assert [r.run_id if r else None for r in found] == ["abc111", None, "def333", None, None, None]
     assert latest is not None and latest.run_id == "def333"
+
+
+def test_a_run_without_samples_still_gets_a_page(
+    tmp_path: Path, database_url: str, pg_schema: str
+) -> None:
+    """A run from before reports (no samples, no facts) shows its facts and says what is missing."""
+    from ingest.state import ledger
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ledger.ensure_ledger(conn, pg_schema)
+        ledger.start_run(
+            conn,
+            pg_schema,
+            run_id="old0001",
+            config_hash="h",
+            source="legacy",
+            file="old.csv",
+            target="raw.old",
+            strategy="eager",
+        )
+    html = write_run_report(database_url, pg_schema, "old", tmp_path / "o.html").read_text()
+    assert "No samples were kept" in html and "Not recorded" in html
+    assert "<polyline" not in html and "old.csv" in html
