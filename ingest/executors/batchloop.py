@@ -204,9 +204,10 @@ def _timed(timeline: Timeline | None, loader: Loader, counts: Counts, log: Log) 
             timeline.add_phase("read/COPY", started, copied or time.monotonic())
             if copied is not None:
                 timeline.add_phase("commit", copied, time.monotonic())
-        summary = counts.easing.summary() if counts.easing else None
-        if summary is not None and counts.easing is not None:
-            if counts.easing.easings > 1:
+        easing = counts.easing
+        summary = easing.summary() if easing is not None else None
+        if easing is not None and summary is not None:
+            if easing.easings > 1:  # a single easing was said as it happened
                 log(summary)
             counts.notes.append(summary)
 
