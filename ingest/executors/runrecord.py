@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import psycopg
 
-from ingest.executors.batchloop import Counts, Job, Session
-from ingest.pg.target import Conn
+from ingest.executors.local import Counts, Session
+from ingest.executors.task import Job
+from ingest.pg.db import Conn
+from ingest.runtime.secrets import scrub
 from ingest.runtime.timeline import Phase
-from ingest.state import ledger, quarantine, runlog
+from ingest.state import runlog
 
 
 def keep_timeline(conn: Conn, job: Job, counts: Counts, env: Session) -> None:
@@ -30,12 +32,12 @@ def keep_timeline(conn: Conn, job: Job, counts: Counts, env: Session) -> None:
         phases=_with_preparation(env.timeline.phases()),
         drift=counts.drift,
         notes=counts.notes,
-        quarantine=quarantine.quarantine_table(job.config.database.schema_, job.source.table_name),
+        quarantine=(job.quarantine.schema, job.quarantine.table),
     )
     try:
         runlog.record(conn, job.meta, job.run_id, facts, env.timeline.samples())
     except psycopg.Error as exc:
-        reason = ledger.scrub(str(exc).splitlines()[0], [env.url])
+        reason = scrub(str(exc).splitlines()[0], [env.url])
         env.log(f"the samples of run {job.run_id} were not kept for its report ({reason})")
 
 

@@ -126,3 +126,34 @@ def phase(timeline: Timeline | None, name: str) -> Iterator[None]:
         return
     with timeline.phase(name):
         yield
+
+
+class LoadPhases:
+    """Times a load's read/COPY and commit: from entering to `copied()`, and from there on.
+
+    Leaving without `copied()` (the load failed while reading) records read/COPY up to then.
+    """
+
+    def __init__(self, timeline: Timeline | None, rows: Callable[[], int]) -> None:
+        self.timeline = timeline
+        self.rows = rows
+        self.started = time.monotonic()
+        self._copied: float | None = None
+
+    def __enter__(self) -> LoadPhases:
+        self.started = time.monotonic()
+        if self.timeline is not None:
+            self.timeline.count_rows(self.rows)
+        return self
+
+    def copied(self) -> None:
+        """Every row is in the staging table: the commit starts."""
+        self._copied = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timeline is None:
+            return
+        now = time.monotonic()
+        self.timeline.add_phase("read/COPY", self.started, self._copied or now)
+        if self._copied is not None:
+            self.timeline.add_phase("commit", self._copied, now)
