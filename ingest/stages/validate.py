@@ -72,31 +72,26 @@ def _shown(values: Sequence[str | int | float]) -> str:
 
 def _rules(checks: ColumnChecks, dtype: pl.DataType) -> list[tuple[str, pa.Check, str, str]]:
     """A column's checks in a fixed order: rule, Pandera check, reason before and after value."""
+    check = _pandera().Check
     out: list[tuple[str, pa.Check, str, str]] = []
     for rule, op in _BOUNDS:
         bound = getattr(checks, rule)
         if bound is not None:
-            out.append((rule, getattr(_pandera().Check, rule)(bound), "", f" {op} {_number(bound)}"))
+            out.append((rule, getattr(check, rule)(bound), "", f" {op} {_number(bound)}"))
     text = dtype == pl.String()
     if checks.isin is not None:
         allowed: list[str | int | float] = [str(v) for v in checks.isin] if text else checks.isin
-        out.append(
-            ("isin", _pandera().Check.isin(allowed), "'", f"' is not one of {_shown(allowed)}")
-        )
+        out.append(("isin", check.isin(allowed), "'", f"' is not one of {_shown(allowed)}"))
     if checks.notin is not None:
         banned: list[str | int | float] = [str(v) for v in checks.notin] if text else checks.notin
-        out.append(("notin", _pandera().Check.notin(banned), "'", f"' is one of {_shown(banned)}"))
+        out.append(("notin", check.notin(banned), "'", f"' is one of {_shown(banned)}"))
     low, high = checks.str_length or (None, None)
     if low is not None or high is not None:
         span = f"{low or 0}..{high if high is not None else ''}"
-        out.append(
-            ("str_length", _pandera().Check.str_length(low, high), "'", f"' length not in {span}")
-        )
+        out.append(("str_length", check.str_length(low, high), "'", f"' length not in {span}"))
     if checks.str_matches is not None:
         regex = checks.str_matches
-        out.append(
-            ("str_matches", _pandera().Check.str_matches(regex), "'", f"' does not match {regex!r}")
-        )
+        out.append(("str_matches", check.str_matches(regex), "'", f"' does not match {regex!r}"))
     return out
 
 
