@@ -26,7 +26,7 @@ from ingest.pg.db import is_server_condition, server_fault
 from ingest.state.refusal import StreamLog, refusal
 
 Conn = psycopg.Connection[tuple[object, ...]]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD_ROWS, NEW_ROWS = 1_000, 3_000
 SECRET = "pw-Zq81"
 
