@@ -13,12 +13,11 @@ import yaml
 from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from ingest.config_merge import IncrementalConfig, Keyed, MergeConfig
+from ingest.config_merge import Keyed
 from ingest.errors import ConfigError
 from ingest.stages.types import type_and_format
 
 Naming = Literal["lower", "upper", "capitalize"]
-IfExists = Literal["fail", "append", "replace", "merge"]
 Strategy = Literal["auto", "eager", "lazy", "streaming"]
 # The lineage columns every loaded row carries, unless the config names them otherwise.
 LOADED_AT = "_loaded_at"
@@ -208,11 +207,8 @@ class _LegacyPath(_Model):
     input_path: str
 
 
-class _LegacyDatabase(_Model):
+class _LegacyDatabase(Keyed):  # the original shape keeps the keyed settings here too
     table_name: str = Field(min_length=1, max_length=63)
-    if_table_exists: IfExists = "fail"
-    primary_key: list[str] | None = None
-    merge: MergeConfig | None = None
     url: SecretStr | None = None
     schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
     workers: int | None = Field(None, ge=1, le=16)
@@ -231,7 +227,6 @@ class _LegacyFile(_Model):
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
-    incremental: IncrementalConfig | None = None
 
 
 class _SourceEntry(Keyed):
@@ -349,7 +344,7 @@ def load_config(path: Path | str) -> PipelineConfig:
                 if_table_exists=db.if_table_exists,
                 primary_key=db.primary_key,
                 merge=db.merge,
-                incremental=legacy.incremental,
+                incremental=db.incremental,
                 strategy=legacy.strategy,
                 on_drift=legacy.on_drift,
                 schema_config=legacy.schema_config,
@@ -376,7 +371,7 @@ def load_config(path: Path | str) -> PipelineConfig:
 
 
 _NAMING = frozenset({"name", "table_name"})
-_SOURCE_KEYS = {"table_name", "if_table_exists", "primary_key", "merge"}
+_SOURCE_KEYS = {"table_name", "if_table_exists", "primary_key", "merge", "incremental"}
 
 
 def _named_sources(
