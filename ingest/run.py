@@ -6,7 +6,6 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import psycopg
 from rich.console import Console
@@ -37,6 +36,7 @@ from ingest.runtime.report import RunReport, mb
 from ingest.stages import cast
 from ingest.stages.plan import Plan, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
+from ingest.stages.remote import Location
 from ingest.state import drift, ledger, quarantine, schema_history
 
 
@@ -55,7 +55,7 @@ def explain(
     *,
     memory_limit: int | None = None,
     strategy: str | None = None,
-    path: Path | None = None,
+    path: Location | None = None,
 ) -> Explained:
     """Profile a source's file (the first match of a glob) and plan its load, without loading.
 
@@ -148,7 +148,7 @@ def run_source(
 def _run_file(
     config: PipelineConfig,
     source: SourceConfig,
-    path: Path,
+    path: Location,
     *,
     memory_limit: int | None,
     strategy: str | None,

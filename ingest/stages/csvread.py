@@ -11,7 +11,6 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -19,6 +18,7 @@ from numpy.typing import NDArray
 
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
+from ingest.stages.remote import Location, open_binary
 
 # The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
 # (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
@@ -64,7 +64,7 @@ def record_end(buf: bytes, quote: bytes) -> int:
 
 
 def byte_chunks(
-    path: Path, chunk_bytes: int, quote: bytes = b'"', has_header: bool = True
+    path: Location, chunk_bytes: int, quote: bytes = b'"', has_header: bool = True
 ) -> Iterator[tuple[bytes, int]]:
     """Record-aligned pieces of the file after its header, with the 1-based line each starts on.
 
@@ -76,10 +76,10 @@ def byte_chunks(
 
 
 def _pieces(
-    path: Path, chunk_bytes: int, quote: bytes, has_header: bool
+    path: Location, chunk_bytes: int, quote: bytes, has_header: bool
 ) -> Iterator[tuple[bytes, int, int, bool]]:
     """`byte_chunks`, with each piece's newline count and whether it may hold an empty line."""
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         line = 1
         if has_header and fh.readline():
             line = 2
@@ -170,7 +170,7 @@ def _without(buf: bytes, found: Records, drop: NDArray[np.bool_]) -> bytes:
     )
 
 
-def _short_row(path: Path, found: Records, width: int, blank: NDArray[np.bool_]) -> None:
+def _short_row(path: Location, found: Records, width: int, blank: NDArray[np.bool_]) -> None:
     """Refuse a record with fewer fields than the header: its missing fields would load as NULL.
 
     Raises:
@@ -188,7 +188,7 @@ def _short_row(path: Path, found: Records, width: int, blank: NDArray[np.bool_])
 
 
 def locate_problem(
-    path: Path, buf: bytes, first_line: int, options: CsvOptions, width: int
+    path: Location, buf: bytes, first_line: int, options: CsvOptions, width: int
 ) -> SourceFileError:
     """Find the line in `buf` that breaks the CSV's structure, and describe it."""
     if options.encoding == "utf8":
@@ -251,7 +251,7 @@ def _newlines(buf: bytes) -> tuple[int, bool]:
 
 
 def read_chunks(
-    path: Path,
+    path: Location,
     names: list[str],
     schema: dict[str, pl.DataType],
     options: CsvOptions,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -17,6 +16,7 @@ from ingest.errors import DamagedParquet
 from ingest.stages import csvread
 from ingest.stages.csvread import Chunk
 from ingest.stages.plan import Plan
+from ingest.stages.remote import Location, open_parquet, read_failure
 from ingest.stages.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
@@ -27,7 +27,7 @@ _END = object()
 
 
 def batches(
-    path: Path, fmt: str, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
+    path: Location, fmt: str, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
 ) -> Iterator[Chunk]:
     """Batches of about `plan.batch_rows` rows in file order, each with a `__row` column.
 
@@ -43,13 +43,13 @@ def batches(
     return source if ahead < 0 else _read_ahead(source, ahead)
 
 
-def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
+def _parquet(path: Location, plan: Plan) -> Iterator[Chunk]:
     # pyarrow reads only what is asked for (polars' streaming engine decodes ahead of a slow
     # consumer without bound); no pre-buffering, and a 1 MiB read buffer instead of whole chunks.
-    source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    source = open_parquet(path)
     coded = dictionary_columns(source.metadata, source.schema_arrow)
     if coded:
-        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=coded)
+        source = open_parquet(path, coded)
     threads = plan.strategy == "eager"
     # Decoding threads each keep their own buffers: only eager, with memory to spare, uses them.
     # eager may decode a row group of up to 4 batches at once; the others one batch's worth.
@@ -74,7 +74,9 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
                     yield Chunk(csvread.numbered(part, offset), offset, offset, False)
                     offset += part.height
         except (OSError, pa.ArrowException) as exc:
-            raise DamagedParquet(path, group, meta.num_row_groups, exc) from None
+            raise read_failure(path, exc) or DamagedParquet(
+                path, group, meta.num_row_groups, exc
+            ) from None
 
 
 def dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:
