@@ -369,3 +369,18 @@ def test_display_url_drops_secrets() -> None:
     """A URL is shown without a password or a query string."""
     shown = remote.display_url("https://user:pw@example.com:8443/a/b.csv?sig=secret")
     assert shown == "https://example.com:8443/a/b.csv?…"
+
+
+@pytest.mark.parametrize(
+    ("key", "pattern", "matched"),
+    [
+        ("b/day/1.parquet", "b/day/*.parquet", True),
+        ("b/day/old/1.parquet", "b/day/*.parquet", False),
+        ("b/day/old/1.parquet", "b/day/**/*.parquet", True),
+        ("b/day/1.csv", "b/day/*.parquet", False),
+        ("b/day/1.parquet", "b/d?y/[0-9].parquet", True),
+    ],
+)
+def test_glob_matches_keys_segment_by_segment(key: str, pattern: str, matched: bool) -> None:
+    """`*` stops at `/` as in a local glob; `**` crosses folders."""
+    assert remote.matches(key, pattern) is matched

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -129,10 +129,17 @@ def _filesystem(url: str, options: StorageOptions) -> tuple[fs.FileSystem, str]:
 @functools.lru_cache(maxsize=8)
 def _store(kind: str, options: StorageOptions) -> fs.FileSystem:
     """One filesystem per kind and options; unset credentials come from the usual AWS_* chain."""
-    if kind == "gs":
-        return fs.GcsFileSystem(anonymous=options.anonymous, retry_time_limit=options.timeout_s)
-    if kind == "az":
-        return fs.AzureFileSystem(account_name=_plain(options.access_key_id) or "")
+    if kind == "gs":  # credentials: GOOGLE_APPLICATION_CREDENTIALS, or anonymous
+        return fs.GcsFileSystem(
+            anonymous=options.anonymous,
+            endpoint_override=options.endpoint_url,
+            retry_time_limit=timedelta(seconds=options.timeout_s * (options.retries + 1)),
+        )
+    if kind == "az":  # the account's name and key in access_key_id / secret_access_key
+        return fs.AzureFileSystem(
+            account_name=_plain(options.access_key_id) or "",
+            account_key=_plain(options.secret_access_key),
+        )
     kwargs: dict[str, object] = {
         "access_key": _plain(options.access_key_id),
         "secret_key": _plain(options.secret_access_key),
@@ -176,15 +183,18 @@ def list_files(pattern: str, options: StorageOptions) -> list[RemoteFile]:
     infos = _guard_url(pattern, options, lambda: store.get_file_info(selector))
     if not infos:
         _check_bucket(store, pattern, path, options)
-    depth = path.count("/")
     keys = sorted(
-        info.path
-        for info in infos
-        if info.type == fs.FileType.File
-        and (info.path.count("/") == depth or "**" in path)
-        and fnmatch.fnmatchcase(info.path, path)
+        info.path for info in infos if info.type == fs.FileType.File and matches(info.path, path)
     )
     return [_stat(store, f"{scheme}://{key}", key, options) for key in keys]
+
+
+def matches(key: str, pattern: str) -> bool:
+    """Whether an object key matches a glob: `*`, `?` and `[...]` stay within one `/` segment,
+    `**` spans any number of them."""
+    if "**" not in pattern:
+        return key.count("/") == pattern.count("/") and fnmatch.fnmatchcase(key, pattern)
+    return fnmatch.fnmatchcase(key, pattern.replace("**/", "*").replace("**", "*"))
 
 
 def _stat(store: fs.FileSystem, url: str, path: str, options: StorageOptions) -> RemoteFile:
@@ -419,16 +429,35 @@ def open_parquet(location: Location, dictionary: list[str] | None = None) -> pq.
 
     Locally it reads through a 1 MiB buffer and no pre-buffering. Remotely every read is a
     request, so it pre-buffers: the column chunks of the row group being read are fetched in a
-    few coalesced range requests (at most 32 MiB each), not in 1 MiB pieces; memory grows by at
-    most one row group's compressed size.
+    few coalesced range requests (at most 32 MiB each) instead of 1 MiB pieces. That holds a row
+    group's compressed bytes in memory, so a file whose row groups exceed `PRE_BUFFER_LIMIT`
+    compressed is read through an 8 MiB buffer instead: more requests, the same bound as local.
     """
-    remote = isinstance(location, RemoteFile)
+    if not isinstance(location, RemoteFile):
+        return pq.ParquetFile(
+            location, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary
+        )
+    handle = location.open_input()
+    meta = pq.read_metadata(handle)
+    largest = max(
+        (
+            sum(g.column(c).total_compressed_size for c in range(g.num_columns))
+            for g in (meta.row_group(i) for i in range(meta.num_row_groups))
+        ),
+        default=0,
+    )
+    small = largest <= PRE_BUFFER_LIMIT
     return pq.ParquetFile(
-        parquet_source(location),
-        pre_buffer=remote,
-        buffer_size=0 if remote else 1 << 20,
+        handle,
+        metadata=meta,
+        pre_buffer=small,
+        buffer_size=0 if small else 8 << 20,
         read_dictionary=dictionary,
     )
+
+
+# Compressed bytes of a row group that pre-buffering may hold: about one batch's worth.
+PRE_BUFFER_LIMIT = 64 << 20
 
 
 def read_failure(location: Location, exc: BaseException) -> RemoteSourceError | None:
