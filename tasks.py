@@ -275,6 +275,7 @@ def drift_(c: Context, config: str = "config.yml", source: str | None = None) ->
         "strategies": "comma-separated ingest strategies to time (default: all four)",
         "repeat": "run each command this many times and keep the median",
         "csv": "also time the CSV input",
+        "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
     }
 )
 def bench(
@@ -284,6 +285,7 @@ def bench(
     strategies: str = "auto,eager,lazy,streaming",
     repeat: int = 1,
     csv: bool = True,
+    s3: bool = True,
 ) -> None:
     """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
     from bench.run import bench_dir, run_bench
@@ -298,6 +300,7 @@ def bench(
             include_csv=csv,
             repeat=repeat,
             log=err.print,
+            s3=s3,
         )
     path = report.write(bench_dir())
     out.print(report.table())
