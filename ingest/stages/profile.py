@@ -20,7 +20,7 @@ from ingest.errors import (
     UnsupportedColumnType,
 )
 from ingest.stages.csvread import locate_problem, record_end
-from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, parquet_source, size_of
+from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, open_parquet, size_of
 from ingest.stages.types import POLARS_MAX_PRECISION, polars_readable
 
 _CSV_SAMPLE_SPANS = 10
@@ -206,7 +206,12 @@ def _profile_parquet(path: Location, n_rows_sample: int) -> FileProfile:
     try:
         # A small read buffer: without one, a sample of 200 rows reads whole column chunks
         # (~20 MB of a 1M-row group) and the allocator keeps that memory for the whole load.
-        meta = pq.ParquetFile(parquet_source(path), pre_buffer=False, buffer_size=1 << 16)
+        meta = (
+            # Remotely each read is a request: a few coalesced ones per sampled row group.
+            open_parquet(path)
+            if isinstance(path, RemoteFile)
+            else pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
+        )
     except SourceFileError:
         raise
     except Exception as exc:  # pyarrow raises several types for a damaged footer
