@@ -50,11 +50,13 @@ def frame(rows: int, seed: int = 0) -> pl.DataFrame:
     )
 
 
-def upload(server: S3Server, data: pl.DataFrame, key: str, tmp_path: Path) -> str:
-    """Write `data` as Parquet (3 row groups) or CSV by the key's suffix and upload it."""
+def upload(
+    server: S3Server, data: pl.DataFrame, key: str, tmp_path: Path, groups: int = 3
+) -> str:
+    """Write `data` as Parquet (in `groups` row groups) or CSV by the key's suffix; upload it."""
     local = tmp_path / key.replace("/", "_")
     if key.endswith(".parquet"):
-        data.write_parquet(local, row_group_size=max(data.height // 3, 1))
+        data.write_parquet(local, row_group_size=max(data.height // groups, 1))
     else:
         data.write_csv(local)
     server.client().upload_file(str(local), BUCKET, key)
@@ -268,8 +270,9 @@ def test_dropped_connection_mid_read_leaves_the_target(
     old = preload(tmp_path, pg_schema, database_url, key)
     with s3_server(tmp_path) as server:
         server.client().create_bucket(Bucket=BUCKET)
-        # Several batches under a small memory limit, so reads are still to come at the kill.
-        url = upload(server, frame(120_000), key, tmp_path)
+        # Many more batches than the load queues (its depth bounds how far reading runs
+        # ahead), so reads are still to come when the server dies.
+        url = upload(server, frame(600_000), key, tmp_path, groups=60)
         cfg = config(tmp_path, url, pg_schema, database_url, endpoint=server.endpoint)
         resume = tmp_path / "resume"
         env = {**os.environ, FAILPOINT_ENV: "copying", FAILPOINT_RESUME_ENV: str(resume)}

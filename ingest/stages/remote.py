@@ -14,20 +14,15 @@ bounded number of times.
 
 from __future__ import annotations
 
-import email.utils
 import fnmatch
-import functools
 import hashlib
 import io
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +30,7 @@ from pyarrow import fs
 
 from ingest.config import StorageOptions
 from ingest.errors import RemoteSourceError
+from ingest.stages.webfile import HttpRaw, display_url, head
 
 OBJECT_STORES = {"s3": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "az", "abfss": "az"}
 WEB = ("http", "https")
@@ -47,14 +43,6 @@ def is_remote(path: str) -> bool:
     """Whether `path` is a URL this module reads (`s3://`, `gs://`, `az://`, `http(s)://`)."""
     scheme = urlsplit(path).scheme.lower()
     return "://" in path and (scheme in OBJECT_STORES or scheme in WEB)
-
-
-def display_url(url: str) -> str:
-    """`url` as it may be shown: without a password or a query string (a presigned signature)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
 
 
 @dataclass(frozen=True)
@@ -104,14 +92,16 @@ class RemoteFile:
     def open_input(self) -> pa.NativeFile:
         """A random-access pyarrow file: each read is one range request."""
         if _scheme(self.url) in WEB:
-            return pa.PythonFile(_HttpRaw(self), mode="r")
+            return pa.PythonFile(HttpRaw(self.url, self.size, self.options), mode="r")
         store, path = _filesystem(self.url, self.options)
         return _guard(self, lambda: store.open_input_file(path))
 
     def open_stream(self) -> IO[bytes]:
         """A buffered, seekable byte stream; a failed read raises `RemoteSourceError`."""
         raw: io.RawIOBase = (
-            _HttpRaw(self) if _scheme(self.url) in WEB else _NativeRaw(self, self.open_input())
+            HttpRaw(self.url, self.size, self.options)
+            if _scheme(self.url) in WEB
+            else _NativeRaw(self, self.open_input())
         )
         return io.BufferedReader(raw, buffer_size=STREAM_BUFFER)
 
@@ -126,9 +116,11 @@ def _filesystem(url: str, options: StorageOptions) -> tuple[fs.FileSystem, str]:
     return _store(OBJECT_STORES[parts.scheme.lower()], options), parts.netloc + parts.path
 
 
-@functools.lru_cache(maxsize=8)
 def _store(kind: str, options: StorageOptions) -> fs.FileSystem:
-    """One filesystem per kind and options; unset credentials come from the usual AWS_* chain."""
+    """The filesystem for a kind of store; unset S3 credentials come from the AWS_* chain.
+
+    Built per open (0.03 ms), so the library keeps no client between calls.
+    """
     if kind == "gs":  # credentials: GOOGLE_APPLICATION_CREDENTIALS, or anonymous
         return fs.GcsFileSystem(
             anonymous=options.anonymous,
@@ -172,7 +164,8 @@ def list_files(pattern: str, options: StorageOptions) -> list[RemoteFile]:
             or the server cannot be reached.
     """
     if _scheme(pattern) in WEB:
-        return [_http_stat(pattern, options)]
+        size, etag, modified = head(pattern, options)
+        return [RemoteFile(pattern, size, etag, modified, options)]
     store, path = _filesystem(pattern, options)
     scheme = _scheme(pattern)
     glob_at = min((path.find(c) for c in "*?[" if c in path), default=-1)
@@ -305,96 +298,6 @@ class _NativeRaw(io.RawIOBase):
     def close(self) -> None:
         self._handle.close()
         super().close()
-
-
-class _HttpRaw(io.RawIOBase):
-    """A file on a web server read by `Range` requests, each retried with backoff."""
-
-    def __init__(self, remote: RemoteFile) -> None:
-        self._remote, self._pos = remote, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._remote.size}[whence]
-        self._pos = max(base + offset, 0)
-        return self._pos
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self._remote.size - self._pos)
-        if want <= 0:
-            return 0
-        headers = {"Range": f"bytes={self._pos}-{self._pos + want - 1}"}
-        data, _ = _http(self._remote.url, self._remote.options, headers, want)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-def _http(
-    url: str, options: StorageOptions, headers: dict[str, str], want: int
-) -> tuple[bytes, dict[str, str]]:
-    """A ranged GET of `want` bytes (0: a HEAD), retried `options.retries` times; body, headers."""
-    method = "GET" if want else "HEAD"
-    for attempt in range(options.retries + 1):
-        request = urllib.request.Request(url, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=options.timeout_s) as response:
-                if want and response.status != 206:
-                    raise RemoteSourceError(
-                        display_url(url),
-                        "the server ignores byte ranges (it sent the whole file)",
-                        "serve it from a server that answers Range requests, or download it",
-                    )
-                body: bytes = response.read() if want else b""
-                if want and len(body) != want:
-                    raise ConnectionError(f"got {len(body)} of {want} bytes")
-                return body, {k.lower(): v for k, v in response.headers.items()}
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 or attempt == options.retries:
-                raise _http_failure(url, exc, options) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if attempt == options.retries:
-                raise _http_failure(url, exc, options) from None
-        time.sleep(min(0.1 * 2**attempt, 5.0))
-    raise AssertionError("unreachable")  # the last attempt returns or raises
-
-
-def _http_failure(url: str, exc: Exception, options: StorageOptions) -> RemoteSourceError:
-    if isinstance(exc, urllib.error.HTTPError):
-        if exc.code == 404:
-            return RemoteSourceError(display_url(url), "no such file (HTTP 404)", "check the URL")
-        if exc.code in (401, 403):
-            return RemoteSourceError(
-                display_url(url),
-                f"access denied (HTTP {exc.code})",
-                "check the URL's credentials or signature",
-            )
-        return failure(url, OSError(f"HTTP {exc.code} {exc.reason}"), options)
-    reason = getattr(exc, "reason", exc)
-    return failure(url, OSError(str(reason)), options)
-
-
-def _http_stat(url: str, options: StorageOptions) -> RemoteFile:
-    """A HEAD for the file's size, ETag and Last-Modified."""
-    _, headers = _http(url, options, {}, 0)
-    modified = headers.get("last-modified")
-    return RemoteFile(
-        url=url,
-        size=int(headers.get("content-length") or 0),
-        etag=headers.get("etag") or None,
-        last_modified=email.utils.parsedate_to_datetime(modified).astimezone(UTC)
-        if modified
-        else None,
-        options=options,
-    )
 
 
 # Where a stage reads from: a local file or a remote object. The stages open either through
