@@ -37,7 +37,7 @@ from ingest.stages import cast
 from ingest.stages.plan import Plan, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
 from ingest.stages.remote import Location
-from ingest.state import drift, ledger, quarantine, schema_history
+from ingest.state import drift, ledger, quarantine, schema_history, seen
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,12 @@ def run_source(
                 "set if_table_exists: append"
             ],
         )
-    reports = [load(path) for path in files]
+    known = {} if force else seen.loaded_before(config, source, files, console)
+    table = Target(config.database.schema_, source.table_name, "append").display
+    reports = [
+        seen.skipped_report(source.name, path, table, known[path]) if path in known else load(path)
+        for path in files
+    ]
     return RunReport.combine(reports, source.input_path)
 
 

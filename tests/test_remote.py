@@ -50,9 +50,7 @@ def frame(rows: int, seed: int = 0) -> pl.DataFrame:
     )
 
 
-def upload(
-    server: S3Server, data: pl.DataFrame, key: str, tmp_path: Path, groups: int = 3
-) -> str:
+def upload(server: S3Server, data: pl.DataFrame, key: str, tmp_path: Path, groups: int = 3) -> str:
     """Write `data` as Parquet (in `groups` row groups) or CSV by the key's suffix; upload it."""
     local = tmp_path / key.replace("/", "_")
     if key.endswith(".parquet"):
@@ -180,7 +178,12 @@ def test_s3_glob_loads_only_new_objects(
         "day2.parquet: skipped, 0 rows loaded",
         "day3.parquet: success, 300 rows loaded",
     ]
+    seen_before = len(s3.log.read_text().splitlines())
     assert run_source(cfg, progress=False).rows_loaded == 0
+    requests = s3.log.read_text().splitlines()[seen_before:]
+    # A listing and one HEAD per object; not one byte of an object already loaded is read.
+    assert sum('"HEAD /landing/nightly/' in r for r in requests) == 3, requests
+    assert not any('"GET /landing/nightly/day' in r for r in requests), requests
     same_values(table_rows(database_url, pg_schema), pl.concat([first, second, third]))
     with psycopg.connect(database_url) as conn:
         files = conn.execute(
