@@ -270,6 +270,7 @@ class _LegacyFile(_Model):
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    storage_options: StorageOptions = Field(default_factory=StorageOptions)
 
 
 class _SourceEntry(_Model):
@@ -392,6 +393,7 @@ def load_config(path: Path | str) -> PipelineConfig:
                 schema_config=legacy.schema_config,
                 validation_data=legacy.validation_data,
                 csv=legacy.csv,
+                storage_options=legacy.storage_options,
             )
             return PipelineConfig(
                 path=path,

@@ -93,17 +93,27 @@ class HttpServer:
     root: Path
     url: str
     ranges: list[str] = field(default_factory=list)
+    failures: list[int] = field(default_factory=lambda: [0])  # 503s to send before serving
+
+    def fail_next(self, count: int) -> None:
+        """Answer the next `count` requests with 503 Service Unavailable."""
+        self.failures[0] = count
 
 
 class _RangeHandler(SimpleHTTPRequestHandler):
     """http.server's file handler, plus `Range: bytes=a-b` (it serves whole files only)."""
 
     served: list[str]
+    failures: list[int]
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def send_head(self) -> Any:
+        if self.failures[0] > 0:
+            self.failures[0] -= 1
+            self.send_error(503)
+            return None
         wanted = self.headers.get("Range")
         if not wanted:
             return super().send_head()
@@ -136,13 +146,14 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 @contextmanager
 def http_server(root: Path) -> Iterator[HttpServer]:
     """Serve `root` on a free port from a thread."""
-    served: list[str] = []
-    handler = type("Handler", (_RangeHandler,), {"served": served})
+    web = HttpServer(root, "")
+    handler = type("Handler", (_RangeHandler,), {"served": web.ranges, "failures": web.failures})
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    web.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield HttpServer(root, f"http://127.0.0.1:{server.server_address[1]}", served)
+        yield web
     finally:
         server.shutdown()
         server.server_close()

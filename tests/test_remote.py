@@ -298,7 +298,7 @@ def test_dropped_connection_mid_read_leaves_the_target(
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err
     assert any(
-        line.startswith(f"error: cannot read {url}: the connection failed after 1 retries")
+        line.startswith(f"error: cannot read {url}: the connection failed after 2 attempts")
         for line in lines
     ), err
     assert SECRET not in err and KEY_ID not in err
@@ -390,3 +390,26 @@ def test_display_url_drops_secrets() -> None:
 def test_glob_matches_keys_segment_by_segment(key: str, pattern: str, matched: bool) -> None:
     """`*` stops at `/` as in a local glob; `**` crosses folders."""
     assert remote.matches(key, pattern) is matched
+
+
+@pytest.mark.parametrize(("failures", "loads"), [(2, True), (3, False)])
+def test_http_retries_a_bounded_number_of_times(
+    tmp_path: Path, pg_schema: str, database_url: str, failures: int, loads: bool
+) -> None:
+    """With retries: 2, two 503s in a row are ridden out; a third fails naming the attempts."""
+    data = frame(300)
+    (tmp_path / "www").mkdir()
+    data.write_csv(tmp_path / "www" / "orders.csv")
+    with http_server(tmp_path / "www") as web:
+        url = f"{web.url}/orders.csv"
+        cfg = load_config(config(tmp_path, url, pg_schema, database_url, endpoint=None, retries=2))
+        web.fail_next(failures)
+        if loads:
+            assert run_source(cfg, progress=False).rows_loaded == 300
+            same_values(table_rows(database_url, pg_schema), data)
+            return
+        with pytest.raises(RemoteSourceError) as caught:
+            run_source(cfg, progress=False)
+    assert str(caught.value).splitlines()[0] == (
+        f"cannot read {url}: the connection failed after 3 attempts (HTTP 503 Service Unavailable)"
+    )

@@ -267,9 +267,14 @@ def failure(url: str, exc: BaseException, options: StorageOptions) -> RemoteSour
         fix = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or storage_options"
     else:
         first = said.splitlines()[0] if said else type(exc).__name__
-        reason = f"the connection failed after {options.retries} retries ({first})"
+        reason = f"the connection failed after {_attempts(options)} ({first})"
         fix = "check that the server is up and reachable, then run the load again"
     return RemoteSourceError(display_url(url), reason, fix, options.secrets())
+
+
+def _attempts(options: StorageOptions) -> str:
+    count = options.retries + 1
+    return f"{count} attempt{'s' if count > 1 else ''}"
 
 
 class _NativeRaw(io.RawIOBase):

@@ -102,7 +102,8 @@ def _http_failure(url: str, exc: Exception, options: StorageOptions) -> RemoteSo
         said = str(getattr(exc, "reason", exc))
     return RemoteSourceError(
         display_url(url),
-        f"the connection failed after {options.retries} retries ({said})",
+        f"the connection failed after {options.retries + 1} attempt"
+        f"{'s' if options.retries else ''} ({said})",
         "check that the server is up and reachable, then run the load again",
         options.secrets(),
     )
