@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -84,6 +85,41 @@ def s3_server(folder: Path, **env: str) -> Iterator[S3Server]:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+@contextmanager
+def checking_s3(folder: Path, bucket: str) -> Iterator[tuple[S3Server, str, str]]:
+    """A moto server that checks keys: a user allowed s3:*, its key id and secret, a bucket.
+
+    moto checks signatures once its first actions are spent (INITIAL_NO_AUTH_ACTION_COUNT):
+    creating the user, its key and policy and the bucket; every later request is checked.
+    """
+    import boto3
+
+    with s3_server(folder, INITIAL_NO_AUTH_ACTION_COUNT="4") as server:
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+            region_name="us-east-1",
+        )
+        iam.create_user(UserName="loader")
+        key = iam.create_access_key(UserName="loader")["AccessKey"]
+        allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        iam.put_user_policy(
+            UserName="loader",
+            PolicyName="s3",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [allow]}),
+        )
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        yield server, key["AccessKeyId"], key["SecretAccessKey"]
 
 
 @dataclass

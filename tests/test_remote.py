@@ -23,7 +23,14 @@ from ingest.config import StorageOptions
 from ingest.errors import RemoteSourceError
 from ingest.executors.local import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.stages import remote
-from tests.remote_servers import KEY_ID, SECRET, S3Server, http_server, s3_server
+from tests.remote_servers import (
+    KEY_ID,
+    SECRET,
+    S3Server,
+    checking_s3,
+    http_server,
+    s3_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "landing"
@@ -232,36 +239,59 @@ def test_missing_bucket_or_key_is_one_line_naming_the_url(
 def test_refused_credentials_name_the_url_and_not_the_secret(
     tmp_path: Path, pg_schema: str, database_url: str
 ) -> None:
-    """A server that checks keys refuses ours: one line with the URL, no key, target unchanged."""
+    """A wrong secret is refused: one line with the URL, no key, the target unchanged."""
     old = preload(tmp_path, pg_schema, database_url)
-    with s3_server(tmp_path, INITIAL_NO_AUTH_ACTION_COUNT="0") as strict:
+    with checking_s3(tmp_path, BUCKET) as (strict, key_id, _):
         url = f"s3://{BUCKET}/orders.parquet"
-        cfg = config(tmp_path, url, pg_schema, database_url, endpoint=strict.endpoint)
+        cfg = config(
+            tmp_path,
+            url,
+            pg_schema,
+            database_url,
+            endpoint=None,
+            endpoint_url=strict.endpoint,
+            region="us-east-1",
+            access_key_id=key_id,
+            secret_access_key=SECRET,  # not this user's secret
+        )
         with pytest.raises(RemoteSourceError) as caught:
             run_source(load_config(cfg), progress=False)
     message = str(caught.value)
     assert message.splitlines()[0] == (
         f"cannot read {url}: the credentials were refused (access denied)"
     )
-    assert SECRET not in message and KEY_ID not in message
+    assert SECRET not in message and key_id not in message
     same_values(table_rows(database_url, pg_schema), old)
 
 
 def test_credentials_from_the_environment(
-    s3: S3Server,
-    tmp_path: Path,
-    pg_schema: str,
-    database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, pg_schema: str, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With no keys in the config, the AWS_* variables are used."""
+    """With no keys in the config, the AWS_* variables sign the requests (moto checks them)."""
     data = frame(200)
-    url = upload(s3, data, "env/orders.csv", tmp_path)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    cfg = config(tmp_path, url, pg_schema, database_url, endpoint=None, endpoint_url=s3.endpoint)
-    assert run_source(load_config(cfg), progress=False).rows_loaded == 200
+    with checking_s3(tmp_path, BUCKET) as (strict, key_id, secret):
+        local = tmp_path / "orders.csv"
+        data.write_csv(local)
+        import boto3
+
+        boto3.client(
+            "s3",
+            endpoint_url=strict.endpoint,
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+        ).upload_file(str(local), BUCKET, "env/orders.csv")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        url = f"s3://{BUCKET}/env/orders.csv"
+        cfg = config(
+            tmp_path, url, pg_schema, database_url, endpoint=None, endpoint_url=strict.endpoint
+        )
+        assert run_source(load_config(cfg), progress=False).rows_loaded == 200
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        with pytest.raises(RemoteSourceError, match="credentials were refused"):
+            run_source(load_config(cfg), progress=False)
     same_values(table_rows(database_url, pg_schema), data)
 
 
