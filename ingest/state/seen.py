@@ -15,8 +15,8 @@ from psycopg import sql
 from rich.console import Console
 
 from ingest.config import PipelineConfig, SourceConfig
-from ingest.pg.db import connect, resolve_url
-from ingest.pg.target import Conn, Target, table_exists
+from ingest.pg.db import Conn, connect, resolve_url
+from ingest.pg.target import Target, table_exists
 from ingest.runtime.report import RunReport
 from ingest.stages.remote import Location
 from ingest.state import ledger
