@@ -21,9 +21,9 @@ from rich.console import Console
 from ingest import load_config, run_source
 from ingest.config import StorageOptions
 from ingest.errors import RemoteSourceError
-from ingest.executors.local import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
+from ingest.pg.copy import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.stages import remote
-from tests.remote_servers import (
+from tests.stages.remote_servers import (
     KEY_ID,
     SECRET,
     S3Server,
@@ -32,7 +32,7 @@ from tests.remote_servers import (
     s3_server,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "landing"
 
 
