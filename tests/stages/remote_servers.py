@@ -21,6 +21,7 @@ from typing import Any
 
 KEY_ID = "AKIAPGLOADKITTEST01"
 SECRET = "pgloadkit-secret-Zq8wX3vN"  # a string no message may ever contain
+BUCKET = "landing"
 
 
 def free_port() -> int:

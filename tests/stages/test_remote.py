@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import psycopg
@@ -23,17 +20,10 @@ from ingest.config import StorageOptions
 from ingest.errors import RemoteSourceError
 from ingest.pg.copy import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.stages import remote
-from tests.stages.remote_servers import (
-    KEY_ID,
-    SECRET,
-    S3Server,
-    checking_s3,
-    http_server,
-    s3_server,
-)
+from tests.stages.remote_data import config, frame, same_values, table_rows, text_of, upload
+from tests.stages.remote_servers import BUCKET, KEY_ID, SECRET, S3Server, checking_s3, s3_server
 
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "landing"
 
 
 @pytest.fixture(scope="module")
@@ -42,106 +32,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with s3_server(tmp_path_factory.mktemp("moto")) as server:
         server.client().create_bucket(Bucket=BUCKET)
         yield server
-
-
-def frame(rows: int, seed: int = 0) -> pl.DataFrame:
-    """Rows with an integer key, a decimal-ish float, text with commas and quotes, a date, nulls."""
-    ids = range(seed * 1_000_000, seed * 1_000_000 + rows)
-    return pl.DataFrame(
-        {
-            "id": list(ids),
-            "amount": [round(i * 1.25, 2) for i in ids],
-            "note": [None if i % 7 == 0 else f'item "{i}", ok' for i in ids],
-            "day": [date(2024, 1, 1 + i % 28) for i in ids],
-        }
-    )
-
-
-def upload(server: S3Server, data: pl.DataFrame, key: str, tmp_path: Path, groups: int = 3) -> str:
-    """Write `data` as Parquet (in `groups` row groups) or CSV by the key's suffix; upload it."""
-    local = tmp_path / key.replace("/", "_")
-    if key.endswith(".parquet"):
-        data.write_parquet(local, row_group_size=max(data.height // groups, 1))
-    else:
-        data.write_csv(local)
-    server.client().upload_file(str(local), BUCKET, key)
-    return f"s3://{BUCKET}/{key}"
-
-
-def config(
-    tmp_path: Path,
-    url: str,
-    pg_schema: str,
-    database_url: str,
-    *,
-    endpoint: str | None,
-    table: str = "remote",
-    if_exists: str = "replace",
-    name: str = "remote",
-    **storage: Any,
-) -> Path:
-    """A one-source config reading `url`, with credentials in storage_options (the secret too)."""
-    options: dict[str, Any] = {"retries": 1, "timeout_s": 5, **storage}
-    if endpoint:
-        options |= {
-            "endpoint_url": endpoint,
-            "region": "us-east-1",
-            "access_key_id": KEY_ID,
-            "secret_access_key": SECRET,
-        }
-    path = tmp_path / f"{name}.yml"
-    path.write_text(
-        json.dumps(
-            {
-                "database": {
-                    "url": database_url,
-                    "schema": pg_schema,
-                    "metadata_schema": pg_schema,
-                },
-                "sources": {
-                    name: {
-                        "input_path": url,
-                        "table_name": table,
-                        "if_table_exists": if_exists,
-                        "storage_options": options,
-                    }
-                },
-            }
-        )
-    )
-    return path
-
-
-def table_rows(database_url: str, schema: str, table: str = "remote") -> pl.DataFrame:
-    """The loaded table without the lineage columns, ordered by id."""
-    with psycopg.connect(database_url) as conn:
-        cursor = conn.execute(
-            sql.SQL("select id, amount, note, day from {} order by id").format(
-                sql.Identifier(schema, table)
-            )
-        )
-        names = [c.name for c in cursor.description or ()]
-        return pl.DataFrame(cursor.fetchall(), schema=names, orient="row")
-
-
-def text_of(database_url: str, schema: str) -> str:
-    """Everything the ledger holds, as one string."""
-    with psycopg.connect(database_url) as conn:
-        runs = conn.execute(sql.SQL("select r::text from {}.runs r").format(sql.Identifier(schema)))
-        files = conn.execute(
-            sql.SQL("select f::text from {}.files f").format(sql.Identifier(schema))
-        )
-        return "\n".join(str(r[0]) for r in [*runs.fetchall(), *files.fetchall()])
-
-
-def same_values(loaded: pl.DataFrame, source: pl.DataFrame) -> None:
-    assert loaded.height == source.height
-    assert loaded["id"].to_list() == source["id"].to_list()
-    assert [float(x) for x in loaded["amount"]] == source["amount"].to_list()
-    assert loaded["note"].to_list() == source["note"].to_list()
-    # CSV dates stay text unless schema_config.date_format says otherwise
-    assert [str(d) for d in loaded["day"]] == [str(d) for d in source["day"]]
-    assert loaded["note"].null_count() == source["note"].null_count()
 
 
 @pytest.mark.parametrize("key", ["exports/orders.parquet", "exports/orders.csv"])
@@ -335,59 +225,6 @@ def test_dropped_connection_mid_read_leaves_the_target(
     same_values(table_rows(database_url, pg_schema), old)
 
 
-@pytest.mark.parametrize("name", ["orders.parquet", "orders.csv"])
-def test_http_file_loads_by_range_requests(
-    tmp_path: Path, pg_schema: str, database_url: str, name: str
-) -> None:
-    """An http:// file loads as its source, fetched only by byte ranges."""
-    data = frame(2_000)
-    served = tmp_path / "www"
-    served.mkdir()
-    if name.endswith(".parquet"):
-        data.write_parquet(served / name, row_group_size=700)
-    else:
-        data.write_csv(served / name)
-    with http_server(served) as web:
-        url = f"{web.url}/{name}"
-        cfg = config(tmp_path, url, pg_schema, database_url, endpoint=None)
-        report = run_source(load_config(cfg), progress=False)
-        assert report.rows_loaded == 2_000 and report.file == url
-        assert web.ranges and all(r.startswith("bytes=") for r in web.ranges)
-    same_values(table_rows(database_url, pg_schema), data)
-
-
-def test_http_missing_file_is_one_line(tmp_path: Path, pg_schema: str, database_url: str) -> None:
-    """A 404 names the URL without its query string (a presigned URL's signature)."""
-    (tmp_path / "www").mkdir()
-    with http_server(tmp_path / "www") as web:
-        url = f"{web.url}/gone.csv?X-Amz-Signature={SECRET}"
-        cfg = config(tmp_path, url, pg_schema, database_url, endpoint=None)
-        with pytest.raises(RemoteSourceError) as caught:
-            run_source(load_config(cfg), progress=False)
-    assert str(caught.value).splitlines()[0] == (
-        f"cannot read {web.url}/gone.csv?…: no such file (HTTP 404)"
-    )
-
-
-def test_parquet_profile_reads_a_fraction_of_a_remote_file(tmp_path: Path) -> None:
-    """Profiling a remote Parquet file fetches its footer and a few pages, not the file."""
-    data = pl.DataFrame({"id": range(400_000), "text": [f"row {i} " * 4 for i in range(400_000)]})
-    data.write_parquet(tmp_path / "big.parquet", row_group_size=10_000)  # 40 groups
-    size = (tmp_path / "big.parquet").stat().st_size
-    with http_server(tmp_path) as web:
-        found = remote.list_files(f"{web.url}/big.parquet", StorageOptions())
-        from ingest.config import CsvOptions
-        from ingest.stages.profile import profile_file
-
-        profile = profile_file(found[0], "parquet", 200, CsvOptions())
-        fetched = sum(
-            int(end) - int(start) + 1
-            for start, end in (r.removeprefix("bytes=").split("-") for r in web.ranges)
-        )
-    assert profile.rows == 400_000 and profile.file_bytes == size
-    assert fetched < size / 4, (fetched, size)  # 5 sampled groups of 40, and the footer
-
-
 def test_fingerprint_comes_from_metadata() -> None:
     """The same ETag and size are the same content; a changed ETag is not."""
     options = StorageOptions()
@@ -399,12 +236,6 @@ def test_fingerprint_comes_from_metadata() -> None:
     assert remote.RemoteFile("https://h/f.csv", 10, None, None, options).fingerprint.startswith(
         "meta:"
     )
-
-
-def test_display_url_drops_secrets() -> None:
-    """A URL is shown without a password or a query string."""
-    shown = remote.display_url("https://user:pw@example.com:8443/a/b.csv?sig=secret")
-    assert shown == "https://example.com:8443/a/b.csv?…"
 
 
 @pytest.mark.parametrize(
@@ -420,26 +251,3 @@ def test_display_url_drops_secrets() -> None:
 def test_glob_matches_keys_segment_by_segment(key: str, pattern: str, matched: bool) -> None:
     """`*` stops at `/` as in a local glob; `**` crosses folders."""
     assert remote.matches(key, pattern) is matched
-
-
-@pytest.mark.parametrize(("failures", "loads"), [(2, True), (3, False)])
-def test_http_retries_a_bounded_number_of_times(
-    tmp_path: Path, pg_schema: str, database_url: str, failures: int, loads: bool
-) -> None:
-    """With retries: 2, two 503s in a row are ridden out; a third fails naming the attempts."""
-    data = frame(300)
-    (tmp_path / "www").mkdir()
-    data.write_csv(tmp_path / "www" / "orders.csv")
-    with http_server(tmp_path / "www") as web:
-        url = f"{web.url}/orders.csv"
-        cfg = load_config(config(tmp_path, url, pg_schema, database_url, endpoint=None, retries=2))
-        web.fail_next(failures)
-        if loads:
-            assert run_source(cfg, progress=False).rows_loaded == 300
-            same_values(table_rows(database_url, pg_schema), data)
-            return
-        with pytest.raises(RemoteSourceError) as caught:
-            run_source(cfg, progress=False)
-    assert str(caught.value).splitlines()[0] == (
-        f"cannot read {url}: the connection failed after 3 attempts (HTTP 503 Service Unavailable)"
-    )
