@@ -124,7 +124,7 @@ def run_command(
     raise typer.Exit(execute(options, command))
 
 
-@app.command("ingest")
+@app.command("ingest", epilog=EXIT_CODES)
 def ingest_(
     ctx: typer.Context,
     config: Config = None,
@@ -154,7 +154,7 @@ def ingest_(
          project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("plan")
+@app.command("plan", epilog=EXIT_CODES)
 def plan_(
     ctx: typer.Context,
     config: Config = None,
@@ -171,7 +171,7 @@ def plan_(
          project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("build")
+@app.command("build", epilog=EXIT_CODES)
 def build_(
     ctx: typer.Context,
     config: Config = None,
@@ -185,7 +185,7 @@ def build_(
          project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("drift")
+@app.command("drift", epilog=EXIT_CODES)
 def drift_(
     ctx: typer.Context,
     config: Config = None,
@@ -200,7 +200,7 @@ def drift_(
          verbose=verbose, project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("runs")
+@app.command("runs", epilog=EXIT_CODES)
 def runs_(
     ctx: typer.Context,
     config: Config = None,
@@ -215,7 +215,7 @@ def runs_(
          verbose=verbose, project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("query")
+@app.command("query", epilog=EXIT_CODES)
 def query_(
     ctx: typer.Context,
     sql: Annotated[str, typer.Argument(help="SQL to run on the DuckDB marts.")],
@@ -233,7 +233,7 @@ def query_(
          verbose=verbose, project_dir=project_dir)  # fmt: skip
 
 
-@app.command("doctor")
+@app.command("doctor", epilog=EXIT_CODES)
 def doctor_(
     ctx: typer.Context,
     config: Config = None,
@@ -247,35 +247,50 @@ def doctor_(
          project_dir=project_dir, config=config)  # fmt: skip
 
 
-@app.command("version")
+@app.command("version", epilog=EXIT_CODES)
 def version_(ctx: typer.Context, json_out: Json = False) -> None:
     """Print pgloadkit's version and those of the tools it runs on."""
     run_command(ctx, server.version, json_out=json_out)
 
 
-@db_app.command("up")
+@db_app.command("up", epilog=EXIT_CODES)
 def db_up(
-    ctx: typer.Context, json_out: Json = False, quiet: Quiet = False, project_dir: ProjectDir = None
+    ctx: typer.Context,
+    config: Config = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    project_dir: ProjectDir = None,
 ) -> None:
     """Start the embedded PostgreSQL (data under the project's .pipeline/postgres)."""
-    run_command(ctx, server.db_up, json_out=json_out, quiet=quiet, project_dir=project_dir)
+    run_command(ctx, server.db_up, json_out=json_out, quiet=quiet, project_dir=project_dir,
+                config=config)  # fmt: skip
 
 
-@db_app.command("down")
+@db_app.command("down", epilog=EXIT_CODES)
 def db_down(
-    ctx: typer.Context, json_out: Json = False, quiet: Quiet = False, project_dir: ProjectDir = None
+    ctx: typer.Context,
+    config: Config = None,
+    json_out: Json = False,
+    quiet: Quiet = False,
+    project_dir: ProjectDir = None,
 ) -> None:
     """Stop the embedded PostgreSQL."""
-    run_command(ctx, server.db_down, json_out=json_out, quiet=quiet, project_dir=project_dir)
+    run_command(ctx, server.db_down, json_out=json_out, quiet=quiet, project_dir=project_dir,
+                config=config)  # fmt: skip
 
 
-@db_app.command("status")
-def db_status(ctx: typer.Context, json_out: Json = False, project_dir: ProjectDir = None) -> None:
+@db_app.command("status", epilog=EXIT_CODES)
+def db_status(
+    ctx: typer.Context,
+    config: Config = None,
+    json_out: Json = False,
+    project_dir: ProjectDir = None,
+) -> None:
     """Say whether the embedded PostgreSQL runs, and where."""
-    run_command(ctx, server.db_status, json_out=json_out, project_dir=project_dir)
+    run_command(ctx, server.db_status, json_out=json_out, project_dir=project_dir, config=config)
 
 
-@db_app.command("url")
+@db_app.command("url", epilog=EXIT_CODES)
 def db_url(
     ctx: typer.Context,
     config: Config = None,
