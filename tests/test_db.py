@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from ingest.errors import DatabaseUnavailable
@@ -68,3 +71,23 @@ def test_the_retry_is_announced_once_with_host_and_time(caplog: pytest.LogCaptur
         "cannot connect to PostgreSQL at 127.0.0.1:1/db: Connection"
     )
     assert "pw-xyz" not in str(caught.value)
+
+
+def test_a_server_that_never_answers_is_named_within_seconds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A port that takes the connection and says nothing: the retry note comes after the
+    first, short attempt (2 s), not after libpq's whole 10 s timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # never accepted: the kernel completes the handshake, nobody speaks
+        port = silent.getsockname()[1]
+        started = time.time()
+        with caplog.at_level("WARNING", logger="ingest"), pytest.raises(DatabaseUnavailable):
+            connect(f"postgresql://u@127.0.0.1:{port}/db", retry_seconds=8)
+        ended = time.time()
+    assert len(caplog.records) == 1
+    said = caplog.records[0]
+    assert said.getMessage().startswith(f"connecting to PostgreSQL at 127.0.0.1:{port}/db: ")
+    assert said.created - started < 5
+    assert ended - said.created > 3

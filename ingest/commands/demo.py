@@ -40,7 +40,7 @@ def demo(s: Session, rows: int = 1_000_000) -> int:
     s.note(report.summary())
     started = time.monotonic()
     settings = dbt.settings_from_config(config, url, memory_limit=s.memory_limit(None))
-    steps = dbt.build(settings)
+    steps = dbt.build(settings, log=s.detail)
     timed(s, "dbt build (PostgreSQL staging, DuckDB marts)", started)
     for step in steps:
         s.note(f"  dbt {step.command} --target {step.target}: {step.seconds:.1f} s")

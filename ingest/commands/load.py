@@ -129,7 +129,7 @@ def build(s: Session) -> int:
     url = ingest.resolve_url(config.database.url, s.note)
     settings = dbt.settings_from_config(config, url, memory_limit=s.memory_limit(None))
     steps = []
-    for step in dbt.build(settings):
+    for step in dbt.build(settings, log=s.detail):
         steps.append(asdict(step))
         s.err.print(
             f"[green]✓[/green] dbt {step.command} --target {step.target} "

@@ -15,6 +15,10 @@ from ingest.errors import DatabaseUnavailable, ServerFault, ServerGone
 
 CONNECT_RETRY_SECONDS = 15.0
 CONNECT_RETRY_ENV = "PIPELINE_CONNECT_RETRY"
+# libpq's connect_timeout per attempt: the first is short (2 s is libpq's least), so a host that
+# drops packets is named within seconds rather than after a silent 10 s; later attempts wait more.
+FIRST_CONNECT_TIMEOUT = 2
+CONNECT_TIMEOUT = 10
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
 # How long the ledger waits for a server that dropped the run's connection to take a new one.
 RECONNECT_SECONDS = 5.0
@@ -88,10 +92,11 @@ def connect(
     deadline = time.monotonic() + retry_seconds
     delay = 0.2
     where = describe(url)
+    timeout = FIRST_CONNECT_TIMEOUT
     while True:
         try:
             return psycopg.connect(
-                url, autocommit=autocommit, connect_timeout=10, application_name="pgloadkit"
+                url, autocommit=autocommit, connect_timeout=timeout, application_name="pgloadkit"
             )
         except psycopg.OperationalError as exc:
             reason, fix, final = connect_failure(str(exc))
@@ -105,6 +110,9 @@ def connect(
                 )  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+            timeout = int(
+                min(CONNECT_TIMEOUT, max(FIRST_CONNECT_TIMEOUT, deadline - time.monotonic()))
+            )
         except psycopg.ProgrammingError as exc:
             raise DatabaseUnavailable(
                 "(database URL)", f"not a valid URL: {_scrub(str(exc), url)}", FIX_URL
