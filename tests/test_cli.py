@@ -135,10 +135,16 @@ def test_ingest_plan_runs_json_on_a_real_database(
     assert (report["status"], report["rows_loaded"], report["table"]) == (
         "success", 3, f"{pg_schema}.t",
     )  # fmt: skip
+    quiet = pgloadkit("ingest", "-c", str(cfg), "-q")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == ""
+    assert quiet.stderr.startswith(f"success: 3 of 3 rows from {data} into {pg_schema}.t")
+    assert "refreshed dbt sources" not in quiet.stderr  # -q: the log is silent
     plan = one_object(pgloadkit("plan", "-c", str(cfg), "--json"))
     assert (plan["status"], plan["rows"], plan["strategy"]) == ("ok", 3, "eager")
     runs = one_object(pgloadkit("--json", "runs", "-c", str(cfg), "-n", "5"))
-    assert [(r["run_id"], r["rows_loaded"]) for r in runs["runs"]] == [(report["run_id"], 3)]
+    assert [r["rows_loaded"] for r in runs["runs"]] == [3, 3]
+    assert runs["runs"][1]["run_id"] == report["run_id"]
 
 
 def test_a_failed_load_is_one_line_and_one_json_object(

@@ -47,7 +47,7 @@ def ingest_source(
         console=s.err,
         progress=s.progress,
     )
-    s.result(report.to_dict(), lambda: s.note(report.summary()))
+    s.result(report.to_dict(), lambda: s.outcome(report.summary()))
     return EXIT_OK
 
 
@@ -98,7 +98,7 @@ def drift(s: Session, source: str | None = None) -> int:
             for line in changes or ["no drift: it matches the last loaded schema"]:
                 s.out.print(f"{path.name}: {line}", markup=False, highlight=False)
         if drifted:
-            s.note(f"drift found in {len(drifted)} of {len(by_file)} file(s)")
+            s.outcome(f"drift found in {len(drifted)} of {len(by_file)} file(s)")
 
     s.result(data, human)
     return EXIT_DRIFT if drifted else EXIT_OK

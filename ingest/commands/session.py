@@ -95,6 +95,10 @@ class Session:
         """A line for people on stderr (not under -q)."""
         self.err.print(text, markup=False, highlight=False)
 
+    def outcome(self, text: str) -> None:
+        """A result for people on stderr, shown even under -q (which silences the log)."""
+        Console(stderr=True, soft_wrap=True).print(text, markup=False, highlight=False)
+
     def detail(self, text: str) -> None:
         """A line only -v shows."""
         if self.options.verbose:
