@@ -10,11 +10,16 @@ import subprocess
 import sys
 import time
 import tomllib
+import types
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+import typer
+
+from ingest import cli
+from ingest.commands.session import EXIT_OK, Session
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "pgloadkit"
@@ -256,3 +261,26 @@ def test_ctrl_c_while_connecting_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["error: interrupted"]
     assert json.loads(out)["exit_code"] == 130
+
+
+def test_a_command_module_registers_through_the_hook(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A module named in EXTENSIONS adds its command (as the report will) with the same session."""
+
+    def report(s: Session) -> int:
+        s.result({"report": "written"}, lambda: print("written"))
+        return EXIT_OK
+
+    def register(app: typer.Typer) -> None:
+        @app.command("fake-report")
+        def fake_report(ctx: typer.Context, json_out: cli.Json = False) -> None:
+            """A stand-in for `report`."""
+            cli.run_command(ctx, report, json_out=json_out)
+
+    module = types.ModuleType("fake_report_module")
+    module.register = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_report_module", module)
+    monkeypatch.setattr(cli, "EXTENSIONS", ("fake_report_module",))
+    assert cli.main(["fake-report", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"status": "ok", "report": "written"}
