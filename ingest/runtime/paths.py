@@ -30,7 +30,7 @@ def find_project_root(start: Path) -> Path | None:
 
 def checkout_root() -> Path | None:
     """The checkout this package runs from, when it is one (an editable install)."""
-    here = Path(__file__).resolve().parent.parent.parent
+    here = Path(__file__).resolve().parents[2]  # ingest/runtime/paths.py
     return here if (here / "dbt_project").is_dir() else None
 
 
