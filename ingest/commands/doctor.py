@@ -7,12 +7,11 @@ Each check is a line: what was looked at, what was found, and for a problem, the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ingest.commands.server import masked, server_facts, versions
-from ingest.commands.session import EXIT_FAILED, EXIT_OK, Session
+from ingest.commands.session import EXIT_FAILED, EXIT_OK, MEMORY_ENV, Session
 from ingest.config import PipelineConfig
 from ingest.errors import IngestError
 from ingest.pg import embedded
@@ -84,10 +83,8 @@ def _config(s: Session) -> tuple[PipelineConfig | None, list[Check]]:
 def _choice(config: PipelineConfig | None) -> tuple[str, str | None]:
     """Which database commands would use, in `resolve_url`'s order, without starting one."""
     configured = config.database.url if config is not None else None
-    if configured is not None and configured.get_secret_value():
-        return f"database.url in {config.path if config else 'the config'}", (
-            configured.get_secret_value()
-        )
+    if config is not None and configured is not None and configured.get_secret_value():
+        return f"database.url in {config.path}", configured.get_secret_value()
     if os.environ.get("DATABASE_URL"):
         return "DATABASE_URL", os.environ["DATABASE_URL"]
     if any(os.environ.get(name) for name in PG_VARIABLES):
@@ -192,11 +189,10 @@ def _load_extension(version: str) -> Check:
 
 def _memory(s: Session, config: PipelineConfig | None) -> Check:
     margin = config.os_configuration.os_margin if config is not None else DEFAULT_OS_MARGIN
-    limit: Callable[[str | None], int | None] = s.memory_limit
     try:
-        forced = limit(None)
-    except IngestError as exc:
-        return Check("memory", False, str(exc), "set PIPELINE_MEMORY_LIMIT to e.g. 400MB")
+        forced = s.memory_limit(None)
+    except IngestError as exc:  # PIPELINE_MEMORY_LIMIT does not parse
+        return Check("memory", False, str(exc), f"set {MEMORY_ENV} to e.g. 400MB, or unset it")
     available = available_memory()
     budget = memory_budget(available, margin, forced)
     why = (

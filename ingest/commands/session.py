@@ -82,14 +82,14 @@ class Session:
 
     def memory_limit(self, text: str | None) -> int | None:
         """`--memory-limit` (or PIPELINE_MEMORY_LIMIT) in bytes; None for the default budget."""
+        named = "--memory-limit" if text else MEMORY_ENV
         text = text or os.environ.get(MEMORY_ENV)
         if not text:
             return None
         try:
             return parse_size(text)
         except ValueError as exc:
-            fix = "fix: write it as 400MB or 2GiB"
-            raise UsageError(f"--memory-limit {text!r}: {exc}; {fix}") from None
+            raise UsageError(f"{named}: {exc}") from None
 
     def note(self, text: str) -> None:
         """A line for people on stderr (not under -q)."""
