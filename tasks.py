@@ -17,7 +17,9 @@ from ingest.commands import demo as demo_command
 from ingest.commands import doctor as doctor_command
 from ingest.commands import load, server
 from ingest.commands.session import Command, Options, execute
+from ingest.runtime.memory import lean_imports
 
+lean_imports()  # this program keeps pandas out of its loads; the library leaves its host alone
 ROOT = Path(__file__).resolve().parent
 CONFIG_HELP = "YAML or TOML config file (default: the project's config.yml)"
 
@@ -108,6 +110,28 @@ def runs(c: Context, config: str | None = None, limit: int = 20) -> None:
 
 
 @task(
+    name="report",
+    help={
+        "run_id": "the run (or the start of its id, as `invoke runs` shows it)",
+        "latest": "the latest run (the default when no run id is given)",
+        "out": "the HTML file to write (default: .pipeline/reports/run-<id>.html)",
+        "config": "config file naming the database",
+    },
+)
+def report_(
+    c: Context,
+    run_id: str | None = None,
+    latest: bool = False,
+    out: str | None = None,
+    config: str | None = None,
+) -> None:
+    """Write a run's report as one HTML page (rows/s, memory, phases, rejects, drift)."""
+    from ingest.commands.report import report
+
+    _run(partial(report, run_id=run_id, latest=latest, out=out), config=config)
+
+
+@task(
     name="drift",
     help={"config": CONFIG_HELP, "source": "which source, when the config has several"},
 )
@@ -187,4 +211,6 @@ def db_url(c: Context, show_password: bool = False) -> None:
 
 
 db = Collection("db", db_up, db_down, db_status, db_url)
-ns = Collection(ingest_, plan_, build, query, demo, runs, drift_, doctor, bench, test, lint, db)
+ns = Collection(
+    ingest_, plan_, build, query, demo, runs, report_, drift_, doctor, bench, test, lint, db
+)

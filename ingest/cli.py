@@ -26,6 +26,7 @@ from ingest.commands.session import (
     Options,
     execute,
 )
+from ingest.runtime.memory import lean_imports
 
 EXIT_CODES = (
     "Exit codes: 0 ok; 1 expected failure (bad input, refused load, unreachable server, a "
@@ -304,16 +305,20 @@ def db_url(
 
 
 # Commands kept in modules of their own register here: each module has `register(app)`, which
-# adds its commands with `@app.command()` and runs them through `run_command` like the ones above.
-# The HTML run report (`pgloadkit report RUN_ID | --latest`) is meant to be the first.
-EXTENSIONS: tuple[str, ...] = ()
+# adds its commands with `@app.command()` and runs them through `run_command` like the ones
+# above.
+EXTENSIONS: tuple[str, ...] = ("ingest.commands.report",)
 
 
 def _register_extensions() -> None:
+    """Import each extension module once and let it add its commands."""
     import importlib
 
+    known = {info.name for info in app.registered_commands}
     for name in EXTENSIONS:
-        importlib.import_module(name).register(app)
+        module = importlib.import_module(name)
+        if getattr(module, "COMMAND", None) not in known:
+            module.register(app)
 
 
 def _usage_error(exc: typer.TyperException, args: list[str]) -> int:
@@ -335,6 +340,7 @@ def _usage_error(exc: typer.TyperException, args: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the console script; return its exit code (usage errors too, never raising)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    lean_imports()  # a program of this project: pandas stays out of its loads
     _register_extensions()
     try:
         code = app(args=args, prog_name="pgloadkit", standalone_mode=False)

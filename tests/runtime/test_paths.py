@@ -17,7 +17,7 @@ from ingest.pg import embedded
 from ingest.runtime.paths import find_project_root, state_dir
 from tests.test_cli import pgloadkit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # What a user's shell would not have set: each test chooses its project itself.
 UNSET = ("PIPELINE_HOME", "PIPELINE_PROJECT_DIR", "DATABASE_URL", "PGHOST", "PGHOSTADDR")
 

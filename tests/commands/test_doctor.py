@@ -11,7 +11,7 @@ import pytest
 from ingest.pg import embedded
 from tests.test_cli import UNREACHABLE, one_object, pgloadkit
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
