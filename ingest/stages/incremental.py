@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ingest.config import SourceConfig
 from ingest.errors import ConfigError
 from ingest.stages import encode
+
+if TYPE_CHECKING:
+    from ingest.stages.remote import Location
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Kept:
 
 
 def plan_cursor(
-    config_path: Path, source: SourceConfig, output: dict[str, pl.DataType], file: Path
+    config_path: Path, source: SourceConfig, output: dict[str, pl.DataType], file: Location
 ) -> Cursor | None:
     """The source's cursor, or None without `incremental`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -13,6 +14,9 @@ from ingest.config_merge import MergeConfig
 from ingest.errors import ConfigError
 from ingest.stages.unique import SeenValues
 from ingest.state.quarantine import quarantine_table, row_kind
+
+if TYPE_CHECKING:
+    from ingest.stages.remote import Location
 
 # Each staged row's line (CSV) or row index (Parquet), kept to name a duplicate's losers. A
 # name no file column is likely to have; `plan_merge` refuses a file that has it.
@@ -72,7 +76,7 @@ def plan_merge(
     output: dict[str, pl.DataType],
     *,
     lineage: tuple[str, str],
-    file: Path,
+    file: Location,
     fmt: str,
     schema: str,
     run_id: str,
