@@ -19,6 +19,7 @@ from typing import Final
 from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
+from ingest.dbt.profile import plain_url, write_profile
 from ingest.errors import ConfigError, DbtFailed
 from ingest.runtime.memory import available_memory
 from ingest.runtime.paths import project_root, state_dir
@@ -194,11 +195,6 @@ def project_dir() -> Path:
     return Path(configured) if configured else project_root() / "dbt_project"
 
 
-def profiles_dir() -> Path:
-    """The folder holding `profiles.yml`."""
-    return project_root() / "profiles"
-
-
 def extension_dir(home: Path) -> Path:
     """Where DuckDB extensions live for this project's state folder."""
     return home / "duckdb_extensions"
@@ -216,7 +212,8 @@ def prepare_duckdb_extensions(directory: Path) -> Path:
     # Imported here: a load refreshes dbt sources through this module, and DuckDB's library
     # would add ~27 MB to the loading process's RSS for nothing.
     import duckdb
-    import duckdb_extensions
+
+    from ingest.dbt.duckdb_plugin import install_postgres
 
     directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, str | bool | int | float | list[str]] = {
@@ -224,11 +221,7 @@ def prepare_duckdb_extensions(directory: Path) -> Path:
         "autoinstall_known_extensions": False,
     }
     with duckdb.connect(":memory:", config=config) as con:
-        row = con.execute(
-            "select installed from duckdb_extensions() where extension_name = 'postgres_scanner'"
-        ).fetchone()
-        if not (row and row[0]):
-            duckdb_extensions.import_extension("postgres", con=con)
+        install_postgres(con)
     return directory
 
 
@@ -253,7 +246,7 @@ def pg_env(database_url: str) -> dict[str, str]:
 
 
 def dbt_env(settings: DbtSettings) -> dict[str, str]:
-    """The environment variables `profiles/profiles.yml` reads, for both targets.
+    """The environment variables the generated `profiles.yml` reads, for both targets.
 
     Args:
         settings: The run's settings.
@@ -264,11 +257,10 @@ def dbt_env(settings: DbtSettings) -> dict[str, str]:
     """
     return {
         **pg_env(settings.database_url),
-        "DBT_PROFILES_DIR": str(profiles_dir()),
+        "DATABASE_URL": plain_url(settings.database_url, with_password=True),
         "DBT_PG_SCHEMA": settings.staging_schema,
         "DBT_THREADS": str(settings.threads),
         "DUCKDB_PATH": str(settings.duckdb_path),
-        "DUCKDB_EXTENSION_DIR": str(extension_dir(settings.home)),
         "DUCKDB_THREADS": str(settings.threads),
         "DUCKDB_MEMORY_LIMIT": settings.memory_limit,
         # No network: no usage stats, no version check.
@@ -300,7 +292,7 @@ def dbt_command(args: Sequence[str], target: str, settings: DbtSettings) -> list
         str(dbt_executable()),
         *args,
         "--project-dir", str(settings.project_dir or project_dir()),
-        "--profiles-dir", str(profiles_dir()),
+        "--profiles-dir", str(settings.project_dir or project_dir()),
         "--target", target,
         "--target-path", str(state / f"target-{label}"),
         "--log-path", str(state / f"logs-{label}"),
@@ -330,8 +322,8 @@ def run_dbt(
             then `hint`.
     """
     command = dbt_command(args, target, settings)
+    write_profile(settings.project_dir or project_dir(), settings.database_url, settings.home)
     if target == "duckdb":
-        prepare_duckdb_extensions(extension_dir(settings.home))
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dbt_env(settings)}
     log(f"dbt {' '.join(args)} --target {target}")
