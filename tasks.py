@@ -174,15 +174,21 @@ def plan_(
         out.print(f"{key:>14}: {shown}", highlight=False)
 
 
-@task(help={"config": "config file whose database and naming settings dbt uses"})
-def build(c: Context, config: str = "config.yml") -> None:
+@task(
+    help={
+        "config": "config file whose database and naming settings dbt uses",
+        "select": "dbt node selection for every step, e.g. 'source:employees+' (default: all)",
+    }
+)
+def build(c: Context, config: str = "config.yml", select: str | None = None) -> None:
     """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
     with _errors():
         settings = ingest.load_config(config)
         url = ingest.resolve_url(settings.database.url, err.print)
         from ingest.dbt import runner as dbt
 
-        for step in dbt.build(_dbt_settings(settings, url)):
+        chosen = select.split() if select else ()
+        for step in dbt.build(_dbt_settings(settings, url), select=chosen):
             err.print(
                 f"[green]✓[/green] dbt {step.command} --target {step.target} "
                 f"[dim]({step.seconds:.1f} s)[/dim]"

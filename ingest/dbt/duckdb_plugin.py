@@ -52,7 +52,9 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, database_url: str, alias: st
         raise ValueError(f"DATABASE_URL is not a PostgreSQL URL ({type(exc).__name__})") from None
     params = {k: str(v) for k, v in parsed.items() if v is not None}
     password = params.get("password") or os.environ.get("PGPASSWORD", "")
-    parts = [f"{key} {_literal(params[name])}" for name, key in _SECRET_KEYS.items() if name in params]
+    parts = [
+        f"{key} {_literal(params[name])}" for name, key in _SECRET_KEYS.items() if name in params
+    ]
     if password:
         parts.append(f"PASSWORD {_literal(password)}")
     install_postgres(con)
@@ -62,7 +64,7 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, database_url: str, alias: st
     con.execute(f"attach if not exists '' as {quoted} (type postgres, secret {SECRET}, read_only)")
 
 
-class Plugin(BasePlugin):  # type: ignore[misc]  # dbt-duckdb ships no type hints
+class Plugin(BasePlugin):
     """Attach PostgreSQL for the marts; config: `database_url` and `alias`."""
 
     def initialize(self, plugin_config: dict[str, Any]) -> None:

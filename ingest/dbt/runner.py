@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
 from ingest.dbt.profile import plain_url, write_profile
+from ingest.dbt.project import PROJECT_ENV, exclusion_note, staging_project, unreachable
 from ingest.errors import ConfigError, DbtFailed
 from ingest.runtime.memory import available_memory
 from ingest.runtime.paths import project_root, state_dir
@@ -28,7 +29,6 @@ from ingest.stages.plan import memory_budget
 Log = Callable[[str], None]
 
 TARGETS: Final = ("pg", "duckdb")
-PROJECT_ENV: Final = "PIPELINE_DBT_PROJECT"
 COLUMN_NAMINGS: Final = ("lower", "upper", "capitalize")
 TAIL_LINES: Final = 40
 MIB: Final = 1 << 20
@@ -186,6 +186,7 @@ def settings_from_config(
         column_naming=naming,
         threads=threads,
         memory_limit=duckdb_limit,
+        project_dir=staging_project(config),
     )
 
 
@@ -350,27 +351,59 @@ def run_dbt(
 
 
 def run_steps(
-    steps: Sequence[DbtStep], settings: DbtSettings, *, log: Log = _stderr
+    steps: Sequence[DbtStep],
+    settings: DbtSettings,
+    *,
+    log: Log = _stderr,
+    extra: Callable[[DbtStep], Sequence[str]] = lambda _step: (),
 ) -> list[StepResult]:
-    """Run `steps` in order, stopping at the first failure; return each step's timing."""
+    """Run `steps` in order, stopping at the first failure; return each step's timing.
+
+    `extra(step)` is called just before each step runs and its words are added to the step's.
+    """
     results: list[StepResult] = []
     for step in steps:
         started = time.perf_counter()
-        run_dbt(step.args, step.target, settings, log=log, hint=step.hint)
+        run_dbt((*step.args, *extra(step)), step.target, settings, log=log, hint=step.hint)
         seconds = time.perf_counter() - started
         log(f"dbt {step.command} --target {step.target}: ok in {seconds:.1f}s")
         results.append(StepResult(step.command, step.target, seconds))
     return results
 
 
-def build(settings: DbtSettings, *, log: Log = _stderr) -> list[StepResult]:
+def selection(step: DbtStep, settings: DbtSettings, select: Sequence[str], log: Log) -> list[str]:
+    """`--select` as given, and `--exclude` for each source whose table is not in the database.
+
+    Run before each step: the DuckDB step's sources are staging views the PostgreSQL step builds.
+    """
+    values = {"raw_schema": settings.raw_schema, "DBT_PG_SCHEMA": settings.staging_schema}
+    missing = unreachable(
+        settings.project_dir or project_dir(),
+        settings.database_url,
+        values,
+        database=None if step.target == "pg" else "pg",
+    )
+    for source, tables in missing.items():
+        log(exclusion_note(source, tables, step.target))
+    excluded = [table.selector for tables in missing.values() for table in tables]
+    return [
+        *(["--select", *select] if select else []),
+        *(["--exclude", *excluded] if excluded else []),
+    ]
+
+
+def build(
+    settings: DbtSettings, *, select: Sequence[str] = (), log: Log = _stderr
+) -> list[StepResult]:
     """Check source freshness, build staging in PostgreSQL, then the marts in DuckDB.
 
-    Stops at the first step that fails; `build_steps` says when freshness fails.
+    Stops at the first step that fails; `build_steps` says when freshness fails. A source whose
+    table is not in the database is left out of every step, with one line naming it.
 
     Args:
         settings: Connections, paths and project vars.
-        log: Receives one line per step start and finish.
+        select: dbt node selectors passed to every step as `--select` (empty: everything).
+        log: Receives one line per step start and finish, and per source left out.
 
     Returns:
         One result per step, in order.
@@ -378,4 +411,6 @@ def build(settings: DbtSettings, *, log: Log = _stderr) -> list[StepResult]:
     Raises:
         DbtFailed: A step failed; later steps did not run.
     """
-    return run_steps(build_steps(), settings, log=log)
+    return run_steps(
+        build_steps(), settings, log=log, extra=lambda step: selection(step, settings, select, log)
+    )
