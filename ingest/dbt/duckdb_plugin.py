@@ -17,23 +17,11 @@ import duckdb
 from dbt.adapters.duckdb.plugins import BasePlugin
 from psycopg.conninfo import conninfo_to_dict
 
+from ingest.dbt.extensions import install_postgres
+
 SECRET = "pipeline_pg"
 # libpq keyword -> DuckDB postgres secret key.
 _SECRET_KEYS = {"host": "HOST", "port": "PORT", "dbname": "DATABASE", "user": "USER"}
-
-
-def install_postgres(con: duckdb.DuckDBPyConnection) -> None:
-    """Install DuckDB's postgres extension from its wheel into `con`'s extension folder; offline.
-
-    Idempotent: an extension already installed there (any earlier run) is kept.
-    """
-    import duckdb_extensions
-
-    row = con.execute(
-        "select installed from duckdb_extensions() where extension_name = 'postgres_scanner'"
-    ).fetchone()
-    if not (row and row[0]):
-        duckdb_extensions.import_extension("postgres", con=con)
 
 
 def _literal(value: str) -> str:

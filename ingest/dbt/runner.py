@@ -214,7 +214,7 @@ def prepare_duckdb_extensions(directory: Path) -> Path:
     # would add ~27 MB to the loading process's RSS for nothing.
     import duckdb
 
-    from ingest.dbt.duckdb_plugin import install_postgres
+    from ingest.dbt.extensions import install_postgres
 
     directory.mkdir(parents=True, exist_ok=True)
     config: dict[str, str | bool | int | float | list[str]] = {
