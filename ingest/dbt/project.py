@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -124,3 +124,24 @@ def exclusion_note(source: str, tables: list[DeclaredTable], target: str) -> str
         f"not building source {source} on {target}: {names} is not in this database "
         f"(load it with invoke ingest, or delete its folder under models/)"
     )
+
+
+def selection(
+    target: str,
+    project_dir: Path,
+    url: str,
+    values: Mapping[str, str],
+    select: Sequence[str],
+    log: Callable[[str], None],
+) -> list[str]:
+    """`--select` as given, and `--exclude` for each source whose table is not in the database.
+
+    Called just before each step: the DuckDB target's sources are the staging views that the
+    PostgreSQL step builds, so they are looked up only once that step has run.
+    """
+    missing = unreachable(project_dir, url, values, database=None if target == "pg" else "pg")
+    for source, tables in missing.items():
+        log(exclusion_note(source, tables, target))
+    excluded = [table.selector for tables in missing.values() for table in tables]
+    chosen = ["--select", *select] if select else []
+    return [*chosen, *(["--exclude", *excluded] if excluded else [])]

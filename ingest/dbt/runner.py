@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
 from ingest.dbt.profile import plain_url, write_profile
-from ingest.dbt.project import PROJECT_ENV, exclusion_note, staging_project, unreachable
+from ingest.dbt.project import PROJECT_ENV, selection, staging_project
 from ingest.errors import ConfigError, DbtFailed
 from ingest.runtime.memory import available_memory
 from ingest.runtime.paths import project_root, state_dir
@@ -371,27 +371,6 @@ def run_steps(
     return results
 
 
-def selection(step: DbtStep, settings: DbtSettings, select: Sequence[str], log: Log) -> list[str]:
-    """`--select` as given, and `--exclude` for each source whose table is not in the database.
-
-    Run before each step: the DuckDB step's sources are staging views the PostgreSQL step builds.
-    """
-    values = {"raw_schema": settings.raw_schema, "DBT_PG_SCHEMA": settings.staging_schema}
-    missing = unreachable(
-        settings.project_dir or project_dir(),
-        settings.database_url,
-        values,
-        database=None if step.target == "pg" else "pg",
-    )
-    for source, tables in missing.items():
-        log(exclusion_note(source, tables, step.target))
-    excluded = [table.selector for tables in missing.values() for table in tables]
-    return [
-        *(["--select", *select] if select else []),
-        *(["--exclude", *excluded] if excluded else []),
-    ]
-
-
 def build(
     settings: DbtSettings, *, select: Sequence[str] = (), log: Log = _stderr
 ) -> list[StepResult]:
@@ -411,6 +390,10 @@ def build(
     Raises:
         DbtFailed: A step failed; later steps did not run.
     """
-    return run_steps(
-        build_steps(), settings, log=log, extra=lambda step: selection(step, settings, select, log)
-    )
+    values = {"raw_schema": settings.raw_schema, "DBT_PG_SCHEMA": settings.staging_schema}
+    folder = settings.project_dir or project_dir()
+
+    def words(step: DbtStep) -> list[str]:  # just before each step: see `selection`
+        return selection(step.target, folder, settings.database_url, values, select, log)
+
+    return run_steps(build_steps(), settings, log=log, extra=words)
