@@ -28,7 +28,7 @@ from ingest.pg import embedded
 from ingest.state.drift import ColumnSpec
 from tests.conftest import dbt_project_copy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-Pa55"
 ROWS = 300
 Conn = psycopg.Connection[tuple[object, ...]]
