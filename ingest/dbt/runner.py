@@ -19,6 +19,8 @@ from typing import Final
 from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
+from ingest.dbt.extensions import extension_dir as extension_dir  # re-exported
+from ingest.dbt.extensions import prepare_duckdb_extensions as prepare_duckdb_extensions
 from ingest.dbt.profile import plain_url, write_profile
 from ingest.dbt.project import PROJECT_ENV, selection, staging_project
 from ingest.errors import ConfigError, DbtFailed
@@ -196,36 +198,6 @@ def project_dir() -> Path:
     return Path(configured) if configured else project_root() / "dbt_project"
 
 
-def extension_dir(home: Path) -> Path:
-    """Where DuckDB extensions live for this project's state folder."""
-    return home / "duckdb_extensions"
-
-
-def prepare_duckdb_extensions(directory: Path) -> Path:
-    """Install DuckDB's postgres extension from its wheel into `directory`, offline; idempotent.
-
-    Args:
-        directory: The DuckDB `extension_directory` to fill.
-
-    Returns:
-        The directory, ready to pass as `extension_directory`.
-    """
-    # Imported here: a load refreshes dbt sources through this module, and DuckDB's library
-    # would add ~27 MB to the loading process's RSS for nothing.
-    import duckdb
-
-    from ingest.dbt.extensions import install_postgres
-
-    directory.mkdir(parents=True, exist_ok=True)
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "extension_directory": str(directory),
-        "autoinstall_known_extensions": False,
-    }
-    with duckdb.connect(":memory:", config=config) as con:
-        install_postgres(con)
-    return directory
-
-
 def pg_env(database_url: str) -> dict[str, str]:
     """The libpq environment variables for `database_url`; host, port, user and database always."""
     try:
@@ -372,17 +344,21 @@ def run_steps(
 
 
 def build(
-    settings: DbtSettings, *, select: Sequence[str] = (), log: Log = _stderr
+    settings: DbtSettings,
+    *,
+    select: Sequence[str] = (),
+    log: Log = _stderr,
+    note: Log | None = None,
 ) -> list[StepResult]:
     """Check source freshness, build staging in PostgreSQL, then the marts in DuckDB.
 
-    Stops at the first step that fails; `build_steps` says when freshness fails. A source whose
-    table is not in the database is left out of every step, with one line naming it.
+    Stops at the first failing step (`build_steps`). A source whose table is missing is left out.
 
     Args:
         settings: Connections, paths and project vars.
         select: dbt node selectors passed to every step as `--select` (empty: everything).
-        log: Receives one line per step start and finish, and per source left out.
+        log: Receives one line per step start and finish.
+        note: Receives one line per source left out (default: `log`).
 
     Returns:
         One result per step, in order.
@@ -394,6 +370,6 @@ def build(
     folder = settings.project_dir or project_dir()
 
     def words(step: DbtStep) -> list[str]:  # just before each step: see `selection`
-        return selection(step.target, folder, settings.database_url, values, select, log)
+        return selection(step.target, folder, settings.database_url, values, select, note or log)
 
     return run_steps(build_steps(), settings, log=log, extra=words)
