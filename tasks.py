@@ -159,6 +159,7 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "strategies": "comma-separated ingest strategies to time (default: all four)",
         "repeat": "run each command this many times and keep the median",
         "csv": "also time the CSV input",
+        "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
     }
 )
 def bench(
@@ -168,13 +169,20 @@ def bench(
     strategies: str = "auto,eager,lazy,streaming",
     repeat: int = 1,
     csv: bool = True,
+    s3: bool = True,
 ) -> None:
     """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
 
     _run(
         partial(
-            bench_command, scale=scale, rows=rows, strategies=strategies, repeat=repeat, csv=csv
+            bench_command,
+            scale=scale,
+            rows=rows,
+            strategies=strategies,
+            repeat=repeat,
+            csv=csv,
+            s3=s3,
         )
     )
 

@@ -16,6 +16,7 @@ def bench(
     strategies: str = "auto,eager,lazy,streaming",
     repeat: int = 1,
     csv: bool = True,
+    s3: bool = True,
 ) -> int:
     """Time ingest against psql \\copy and DuckDB; exit 1 if one of the commands failed."""
     url = resolve_url(None, s.note)
@@ -28,6 +29,7 @@ def bench(
             include_csv=csv,
             repeat=repeat,
             log=s.note,
+            s3=s3,
         )
     except ValueError as exc:  # a wrong --scale, --repeat or strategy name
         raise UsageError(str(exc)) from None
