@@ -161,17 +161,28 @@ def plan_(
         "batch_bytes": p.batch_bytes,
         "workers": p.workers or "auto: 2, or 1 to append to a table or with wal_level=minimal",
         "reason": p.reason,
+        "peak_bytes": p.peak_bytes,
+        "costs": {
+            c.strategy: {"peak_bytes": c.peak_bytes, "fits": c.fits, "faster": c.faster}
+            for c in p.costs
+        },
     }
     if json:
         print(jsonlib.dumps(facts))
         return
     for key, value in facts.items():
+        if key == "costs":
+            continue
         shown = (
             ingest.format_size(value)
             if key.endswith("_bytes") and isinstance(value, int)
             else value
         )
         out.print(f"{key:>14}: {shown}", highlight=False)
+    for cost in p.costs:  # what each strategy would take, so the choice can be checked
+        note = ("fits" if cost.fits else "over its bound") + (", faster" if cost.faster else "")
+        size = ingest.format_size(cost.peak_bytes)
+        out.print(f"{cost.strategy:>14}: ~{size} peak ({note})", highlight=False)
 
 
 @task(help={"config": "config file whose database and naming settings dbt uses"})
