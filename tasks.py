@@ -286,6 +286,7 @@ def drift_(c: Context, config: str = "config.yml", source: str | None = None) ->
         "strategies": "comma-separated ingest strategies to time (default: all four)",
         "repeat": "run each command this many times and keep the median",
         "csv": "also time the CSV input",
+        "embedded": "also load into the embedded server (wal_level=minimal)",
     }
 )
 def bench(
@@ -295,8 +296,9 @@ def bench(
     strategies: str = "auto,eager,lazy,streaming",
     repeat: int = 1,
     csv: bool = True,
+    embedded: bool = True,
 ) -> None:
-    """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
+    """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.run import bench_dir, run_bench
 
     with _errors():
@@ -309,9 +311,12 @@ def bench(
             include_csv=csv,
             repeat=repeat,
             log=err.print,
+            embedded_server=embedded,
         )
     path = report.write(bench_dir())
     out.print(report.table())
+    for line in report.checks:
+        out.print(line, highlight=False)
     err.print(f"saved {path}")
     failed = [r.tool + "/" + r.strategy for r in report.rows if not r.ok]
     if failed:
