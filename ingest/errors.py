@@ -119,21 +119,6 @@ class UnsupportedColumnType(IngestError):
         )
 
 
-class CastError(IngestError):
-    """A column's values do not fit the type the config asks for."""
-
-    def __init__(self, path: Path | str, column: str, target: str, examples: Sequence[str]) -> None:
-        self.path = Path(path)
-        self.column = column
-        self.target = target
-        self.examples = list(examples)
-        shown = ", ".join(repr(e) for e in self.examples[:5])
-        super().__init__(
-            f"{self.path}: column {column!r} cannot be cast to {target} (e.g. {shown}); "
-            f"fix the data or change schema_config.data_type[{column!r}]"
-        )
-
-
 class ValidationFailed(IngestError):
     """Rows broke the validation checks and the load was refused."""
 
@@ -383,4 +368,16 @@ class CommitUnknown(IngestError):
             f"asking it afterwards whether the commit went through failed ({check})\n"
             f"  fix: when the server is back, look for {marker}; running again is safe "
             "(a file whose commit went through is skipped, unless --force)"
+        )
+
+
+class RunNotFound(IngestError):
+    """No run in the ledger has the id a report asks for, or the ledger has no run yet."""
+
+    def __init__(self, run_id: str | None, schema: str) -> None:
+        self.run_id = run_id
+        self.schema = schema
+        what = f"no run (or more than one) has an id starting {run_id!r}" if run_id else "no run"
+        super().__init__(
+            f"{what} in {schema}.runs\n  fix: pass a run id that `invoke runs` shows, or --latest"
         )

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.executors.local import FAILPOINT_ENV
+from ingest.pg.copy import FAILPOINT_ENV
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent

@@ -591,7 +591,7 @@ def test_a_glob_loads_only_new_files(
         )
 
 
-def test_a_budget_below_the_base_still_loads_and_says_so(
+def test_a_budget_below_the_base_still_loads(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
     """Under a limit the process already exceeds, the load streams and loads every row; it does

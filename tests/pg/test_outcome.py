@@ -21,12 +21,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ingest import load_config, run_source
 from ingest.demo import employees
 from ingest.errors import ServerFault, ServerGone
-from ingest.executors.local import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
+from ingest.pg.copy import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.pg.db import is_server_condition, server_fault
 from ingest.state.refusal import StreamLog, refusal
 
 Conn = psycopg.Connection[tuple[object, ...]]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OLD_ROWS, NEW_ROWS = 1_000, 3_000
 SECRET = "pw-Zq81"
 
