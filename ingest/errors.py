@@ -159,14 +159,13 @@ class SchemaMismatch(IngestError):
 class DatabaseUnavailable(IngestError):
     """The database cannot be reached; the message names host and port, not the password."""
 
-    def __init__(self, where: str, reason: str) -> None:
+    def __init__(self, where: str, reason: str, fix: str = "") -> None:
         self.where = where
         self.reason = reason
-        super().__init__(
-            f"cannot connect to PostgreSQL at {where}: {reason}\n"
-            "  fix: check DATABASE_URL (or database.url), or unset it to use the embedded server "
-            "(`invoke db.up`)"
+        self.fix = fix or (
+            "check DATABASE_URL (or database.url), or unset it to use the embedded server"
         )
+        super().__init__(f"cannot connect to PostgreSQL at {where}: {reason}; fix: {self.fix}")
 
 
 class EmbeddedServerError(IngestError):
@@ -381,3 +380,7 @@ class RunNotFound(IngestError):
         super().__init__(
             f"{what} in {schema}.runs\n  fix: pass a run id that `invoke runs` shows, or --latest"
         )
+
+
+class UsageError(IngestError):
+    """A command was called with an option or argument it cannot use (exit code 2)."""

@@ -19,9 +19,9 @@ from ingest import RunReport, load_config, run_source, write_run_report
 from ingest.demo import employees
 from ingest.errors import BadRowsOverLimit, RunNotFound
 from ingest.state import runlog
-from tests.pngread import read_png
+from tests.runtime.pngread import read_png
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
 BAD_LINES = (7, 102, 2_002, 300_002)  # CSV lines (the header is line 1) whose Age is "forty"
 
