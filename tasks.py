@@ -78,10 +78,16 @@ def plan_(
     _run(partial(load.plan, source=source, memory_limit=memory_limit), json=json, config=config)
 
 
-@task(help={"config": "config file whose database and naming settings dbt uses"})
-def build(c: Context, config: str | None = None) -> None:
+@task(
+    help={
+        "config": "config file whose database and naming settings dbt uses",
+        "select": "dbt node selection for every step, e.g. 'source:employees+' (default: all)",
+    }
+)
+def build(c: Context, config: str | None = None, select: str | None = None) -> None:
     """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
-    _run(load.build, config=config)
+    chosen = tuple(select.split()) if select else ()
+    _run(partial(load.build, select=chosen), config=config)
 
 
 @task(
@@ -155,6 +161,7 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "csv": "also time the CSV input",
         "merge": "time the merge strategies against a full replace instead (bench/merge.py)",
         "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
+        "embedded": "also load into the embedded server (wal_level=minimal)",
     }
 )
 def bench(
@@ -166,8 +173,9 @@ def bench(
     csv: bool = True,
     merge: bool = False,
     s3: bool = True,
+    embedded: bool = True,
 ) -> None:
-    """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
+    """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
 
     _run(
@@ -180,6 +188,7 @@ def bench(
             csv=csv,
             s3=s3,
             merge=merge,
+            embedded=embedded,
         )
     )
 

@@ -17,9 +17,10 @@ def bench(
     repeat: int = 1,
     csv: bool = True,
     s3: bool = True,
+    embedded: bool = True,
     merge: bool = False,
 ) -> int:
-    """Time ingest against psql \\copy and DuckDB; exit 1 if one of the commands failed.
+    """Time ingest against psql \\copy and its peers; exit 1 if one of the commands failed.
 
     With `merge`, time the merge strategies against a full replace instead (bench/merge.py);
     exit 1 if a merged table differs from the expected one.
@@ -39,11 +40,14 @@ def bench(
             repeat=repeat,
             log=s.note,
             s3=s3,
+            embedded_server=embedded,
         )
     except ValueError as exc:  # a wrong --scale, --repeat or strategy name
         raise UsageError(str(exc)) from None
     path = report.write(bench_dir())
     s.out.print(report.table())
+    for line in report.checks:  # the memory and speed targets, judged on this run's rows
+        s.out.print(line, highlight=False, markup=False)
     s.note(f"saved {path}")
     failed = [r.tool + "/" + r.strategy for r in report.rows if not r.ok]
     if failed:

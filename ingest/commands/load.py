@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -71,13 +72,26 @@ def plan(s: Session, source: str | None = None, memory_limit: str | None = None)
         "batch_bytes": p.batch_bytes,
         "workers": p.workers or "auto: 2, or 1 to append to a table or with wal_level=minimal",
         "reason": p.reason,
+        "peak_bytes": p.peak_bytes,
+        "costs": {
+            c.strategy: {"peak_bytes": c.peak_bytes, "fits": c.fits, "faster": c.faster}
+            for c in p.costs
+        },
     }
 
     def human() -> None:
         for key, value in facts.items():
+            if key == "costs":
+                continue
             sized = key.endswith("_bytes") and isinstance(value, int)
             shown = ingest.format_size(value) if sized else value
             s.out.print(f"{key:>14}: {shown}", highlight=False, markup=False)
+        for cost in p.costs:  # what each strategy would take, so the choice can be checked
+            note = ("fits" if cost.fits else "over its bound") + (", faster" if cost.faster else "")
+            size = ingest.format_size(cost.peak_bytes)
+            s.out.print(
+                f"{cost.strategy:>14}: ~{size} peak ({note})", highlight=False, markup=False
+            )
 
     s.result(facts, human)
     return EXIT_OK
@@ -121,15 +135,19 @@ def runs(s: Session, limit: int = 20) -> int:
     return EXIT_OK
 
 
-def build(s: Session) -> int:
-    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
+def build(s: Session, select: Sequence[str] = ()) -> int:
+    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts).
+
+    `select` is a dbt selection passed to every step; a source whose table is missing is left
+    out with a note naming it.
+    """
     from ingest.dbt import runner as dbt
 
     config = s.load_config()
     url = ingest.resolve_url(config.database.url, s.note)
     settings = dbt.settings_from_config(config, url, memory_limit=s.memory_limit(None))
     steps = []
-    for step in dbt.build(settings, log=s.detail):
+    for step in dbt.build(settings, select=select, log=s.detail, note=s.note):
         steps.append(asdict(step))
         s.err.print(
             f"[green]✓[/green] dbt {step.command} --target {step.target} "
