@@ -167,8 +167,8 @@ SOURCE = "sources:\n  a:\n    input_path: x.csv\n"
         (SOURCE + "    bogus: 1\n", "sources.a.bogus: unknown key (check its spelling)"),
         (
             SOURCE + "    if_table_exists: sometimes\n",
-            "sources.a.if_table_exists: Input should be 'fail', 'append' or 'replace', "
-            "not 'sometimes'",
+            "sources.a.if_table_exists: Input should be 'fail', 'append', 'replace' or"
+            " 'merge', not 'sometimes'",
         ),
         ("sources:\n  a:\n    table_name: t\n", "sources.a.input_path: required, but missing"),
         (
