@@ -24,6 +24,7 @@ from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
 from ingest.runtime.memory import without_modules
 from ingest.stages.cast import CastPlan
+from ingest.stages.server_limits import printable, refused_values
 from ingest.stages.unique import SeenValues
 
 with without_modules("pandas"):  # see without_modules: pandera would load pandas for nothing
@@ -188,11 +189,10 @@ def _with_raw(rejects: pl.DataFrame, batch: pl.DataFrame, columns: list[str]) ->
     """Attach the whole source row, JSON-encoded, to each reject."""
     if rejects.height == 0:
         return _empty_rejects()
-    raw = (
-        batch.with_columns(pl.col(ROW).cast(pl.Int64))
-        .filter(pl.col(ROW).is_in(rejects[ROW].unique().implode()))
-        .select(ROW, raw=pl.struct(columns).struct.json_encode())
+    rows = batch.with_columns(pl.col(ROW).cast(pl.Int64)).filter(
+        pl.col(ROW).is_in(rejects[ROW].unique().implode())
     )
+    raw = printable(rows).select(ROW, raw=pl.struct(columns).struct.json_encode())
     out = rejects.join(raw, on=ROW, how="left", maintain_order="left")
     return out.select(pl.col(name).cast(dtype) for name, dtype in REJECTS_SCHEMA.items())
 
@@ -445,7 +445,8 @@ def split_batch(
     checked = {"cast": rows} | {f"{c}.not_null": rows for c, v in checks.items() if not v.nullable}
     # unique is not left to Pandera: it must hold across batches (SeenValues).
     cheap, lookup = _schema(output, checks, CHEAP_RULES, nulls=True, unique=False)
-    found = [_pandera_rejects(source, cheap, lookup, cast)]
+    # Values the server would refuse mid-COPY, aborting it: rejected here like any bad value.
+    found = [_pandera_rejects(source, cheap, lookup, cast), refused_values(cast, ROW)]
     checked |= {f"{c}.{r}": rows for c, r in _rule_names(lookup)}
 
     costly, lookup = _schema(output, checks, SAMPLED_RULES, nulls=False, unique=False, only=True)
