@@ -25,6 +25,7 @@ from ingest.pg.target import (
     default_workers,
     table_exists,
 )
+from ingest.runtime.hooks import reached
 from ingest.runtime.memory import (
     RssWatch,
     available_memory,
@@ -174,6 +175,7 @@ def _run_file(
             f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
         )
+        reached("profiled")
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
         check_column_names(profile.path, list(profile.schema), lineage)
         casts = cast.plan_casts(

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +14,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from launch import command
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest import load_config, run_source
 from ingest.demo import employees
 from ingest.errors import ServerFault, ServerGone
-from ingest.executors.local import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.pg.db import is_server_condition, server_fault
 from ingest.state.refusal import StreamLog, refusal
 
@@ -56,12 +55,10 @@ def run_held(
     config: Path, point: str, resume: Path, act: object, env: dict[str, str] | None = None
 ) -> Finished:
     """Run a load that stops at failpoint `point`, call `act()` there, then let the run go on."""
-    environ = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
-    environ |= {FAILPOINT_ENV: point, FAILPOINT_RESUME_ENV: str(resume), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "ingest", "--config", str(config), "--json"],
+        command(config, point, resume),
         cwd=ROOT,
-        env=environ,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,11 +8,8 @@ columns match the target's COPYs straight into the target in that transaction.
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +34,7 @@ from ingest.pg.target import (
     table_exists,
     type_mismatches,
 )
+from ingest.runtime.hooks import reached
 from ingest.stages import encode
 from ingest.state.refusal import StreamLog, refusal
 
@@ -47,9 +45,6 @@ MIN_PIECE_BYTES = 1 << 20
 # Threads encoding for a single connection, and encoded pieces waiting for it.
 ENCODERS = 2
 ENCODED_AHEAD = 2 * ENCODERS
-FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
-# With this set to a path, a failpoint waits for that file to appear, then lets the run go on.
-FAILPOINT_RESUME_ENV = "PGLOADKIT_FAILPOINT_RESUME"
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 
@@ -196,7 +191,7 @@ class Loader:
             )
             if not self.one_transaction:
                 conn.execute(self._create)
-        failpoint("staged")
+        reached("staged")
 
     def _prepare_direct(self, conn: Conn) -> None:
         """Append straight into the target if its columns take the encoded types as they are.
@@ -272,7 +267,7 @@ class Loader:
                             data = encode.encode(piece)
                             log.add(rows, piece.height, item.line_offset)
                             copy.write(data)
-                            failpoint("copying")
+                            reached("copying")
                             with self._lock:
                                 self.progress.rows += piece.height
                                 self.progress.bytes += len(data)
@@ -342,7 +337,7 @@ class Loader:
                     assert isinstance(data, _Encoded)
                     log.add(data.rows, data.count, data.line_offset)
                     copy.write(data.data)
-                    failpoint("copying")
+                    reached("copying")
                     with self._lock:  # counted as sent, not as encoded
                         self.progress.rows += data.count
                         self.progress.bytes += len(data.data)
@@ -511,7 +506,7 @@ class Loader:
         lock now, so nothing is committed.
         """
         self._control.execute("select 1")
-        failpoint("swapping")
+        reached("swapping")
         outcome.commit(
             conn,
             self._control,
@@ -533,23 +528,6 @@ class Loader:
                 f"could not drop staging table {self.staging.display}: {exc}; "
                 "the next run removes it"
             )
-
-
-def failpoint(name: str) -> None:
-    """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment.
-
-    With PGLOADKIT_FAILPOINT_RESUME=path the run goes on once that file exists, so a test can
-    act on the server (end a backend, stop it) at that moment and watch what the run does.
-    """
-    if os.environ.get(FAILPOINT_ENV) != name:
-        return
-    print(f"failpoint {name} reached", file=sys.stderr, flush=True)
-    resume = os.environ.get(FAILPOINT_RESUME_ENV)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if resume and os.path.exists(resume):
-            return
-        time.sleep(0.05)
 
 
 class _Cancelled(Exception):
