@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,8 +48,28 @@ def _errors(report_json: bool = False) -> Iterator[None]:
         if isinstance(exc, ValueError):
             raise Exit(f"error: {exc}", code=2) from None
         raise
+    except _Terminated:  # the run has said what it left behind, as for Ctrl-C
+        raise Exit("terminated", code=128 + signal.SIGTERM) from None
     except KeyboardInterrupt:  # the run has said what it left behind
         raise Exit("interrupted", code=130) from None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so the run stops the same orderly way."""
+
+
+@contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """While a load runs, SIGTERM (a service manager's stop) does what Ctrl-C does."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _timed(label: str, step: Callable[[], T]) -> T:
@@ -105,7 +126,7 @@ def ingest_(
     force: bool = False,
 ) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically."""
-    with _errors(report_json=json):
+    with _errors(report_json=json), _terminate_like_ctrl_c():
         settings = ingest.load_config(config)
         report = ingest.run_source(
             settings,
