@@ -134,7 +134,7 @@ def load_batches(
                     seed=number,
                     seen=seen,
                     source=profile.path,
-                )
+                ).with_rejects(chunk.rejects)
                 counts.read += chunk.frame.height
                 counts.blank_lines += chunk.skipped
                 depth.update(out.checked_rows)

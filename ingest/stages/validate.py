@@ -15,7 +15,7 @@ are not sent to it again unless a row rule applies.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -60,6 +60,13 @@ class BatchOutcome:
     def bad_rows(self) -> int:
         """Rows rejected, each counted once however many checks it failed."""
         return self.rejects[ROW].n_unique() if self.rejects.height else 0
+
+    def with_rejects(self, rejects: pl.DataFrame | None) -> BatchOutcome:
+        """This outcome with rows set aside before it (e.g. ragged CSV rows) among its rejects."""
+        if rejects is None or rejects.height == 0:
+            return self
+        both = pl.concat([self.rejects, rejects.select(self.rejects.columns)])
+        return replace(self, rejects=both.sort(ROW, maintain_order=True))
 
 
 def _type_label(dtype: pl.DataType) -> str:
