@@ -175,7 +175,6 @@ def _run_file(
             f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
         )
-        reached("profiled")
         lineage = (config.database.loaded_at_column, config.database.run_id_column)
         check_column_names(profile.path, list(profile.schema), lineage)
         casts = cast.plan_casts(
@@ -294,6 +293,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             )
 
     try:
+        reached("profiled")  # under the lock, the run in the ledger, nothing read yet
         appending = job.target.if_exists == "append" and table_exists(control, job.target)
         if appending and not env.force:
             previous = ledger.loaded_file(control, job.meta, job.target.display, facts.fingerprint)
@@ -362,7 +362,10 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             log(f"interrupted after the commit: {job.target.display} holds this run's rows")
             finish("success", None)
         else:
-            log(f"interrupted: nothing was changed in {job.target.display}; run marked killed")
+            log(
+                f"interrupted: nothing was changed in {job.target.display}; run marked killed;"
+                " run again to load it"
+            )
             finish("killed", "interrupted")
         raise
     except IngestError as exc:
