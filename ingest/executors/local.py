@@ -19,7 +19,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import IngestError, TargetExists
+from ingest.errors import DatabaseUnavailable, IngestError, ServerGone, TargetExists
 from ingest.pg import outcome
 from ingest.pg.db import connect, server_fault
 from ingest.pg.swap import replace_table
@@ -386,6 +386,12 @@ class Loader:
     def _raise_worker_error(self) -> None:
         if self._errors:
             error = self._errors[0]
+            if isinstance(error, DatabaseUnavailable):  # the run was connected: the server left
+                raise ServerGone(
+                    error.where,
+                    f"cannot connect again: {error.reason}",
+                    outcome=f"{self.target.display} was not changed",
+                ) from error
             if isinstance(error, IngestError):
                 raise error
             fault = server_fault(error, self.url, f"{self.target.display} was not changed")
