@@ -17,7 +17,7 @@ import pytest
 
 from ingest.pg import embedded
 
-PROJECT = Path(embedded.__file__).resolve().parent.parent
+PROJECT = Path(embedded.__file__).resolve().parents[2]  # ingest/pg/embedded.py
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ def state_dir() -> Path:
 
 def project_root() -> Path:
     """The folder holding `dbt_project/` and `profiles/` (the checkout this package runs from)."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # ingest/runtime/paths.py
     if (here / "dbt_project").is_dir():
         return here
     return Path.cwd().resolve()
