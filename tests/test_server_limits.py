@@ -184,3 +184,40 @@ def test_without_room_a_nul_byte_fails_naming_file_line_and_column(
     assert "Traceback" not in message
     exists = pg_conn.execute("select to_regclass(%s)", (f"{pg_schema}.t",)).fetchone()
     assert exists == (None,)
+
+
+def test_columns_the_reader_saw_no_nul_in_are_not_searched() -> None:
+    """`nul_free` names text columns to skip; dates are still checked in them."""
+    frame = pl.DataFrame({"r": [0], "s": ["a\x00"], "d": _dates([LAST_DAY + 1])})
+    assert refused_values(frame, "r", nul_free={"s", "d"})["column"].to_list() == ["d"]
+
+
+def test_the_reader_says_which_columns_hold_no_nul(tmp_path: Path) -> None:
+    """A CSV chunk without NUL clears every column; a Parquet dictionary without one, its own."""
+    from ingest.config import CsvOptions
+    from ingest.stages import read
+    from ingest.stages.plan import make_plan
+    from ingest.stages.profile import profile_file
+
+    clean, dirty = tmp_path / "clean.csv", tmp_path / "dirty.csv"
+    clean.write_bytes(b"id,v\n1,a\n")
+    dirty.write_bytes(b"id,v\n1,a\x00\n")
+    data = tmp_path / "d.parquet"
+    n = 10_000  # enough rows for the pages to hold only codes (read.dictionary_columns)
+    table = pa.table(
+        {
+            "id": list(range(n)),
+            "ok": ["a", "b"] * (n // 2),
+            "bad": ["a\x00", "b"] * (n // 2),
+            "plain": [f"value {i}" for i in range(n)],
+        }
+    )
+    pq.write_table(table, data, use_dictionary=["ok", "bad"])
+    found = {}
+    for path, fmt in ((clean, "csv"), (dirty, "csv"), (data, "parquet")):
+        profile = profile_file(path, fmt, 1000, CsvOptions())
+        plan = make_plan(profile, 1 << 30, base_bytes=0, workers=1, forced="eager")
+        schema = dict(profile.schema)
+        chunks = list(read.batches(path, fmt, CsvOptions(), schema, plan))
+        found[path.name] = set().union(*(c.nul_free for c in chunks))
+    assert found == {"clean.csv": {"id", "v"}, "dirty.csv": set(), "d.parquet": {"ok"}}

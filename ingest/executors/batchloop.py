@@ -134,6 +134,7 @@ def load_batches(
                     seed=number,
                     seen=seen,
                     source=profile.path,
+                    nul_free=chunk.nul_free,
                 ).with_rejects(chunk.rejects)
                 counts.read += chunk.frame.height
                 counts.blank_lines += chunk.skipped

@@ -42,6 +42,9 @@ class Chunk:
     # Rows set aside before parsing (ragged rows under csv.ragged_rows: quarantine), as rejects
     # in validate.REJECTS_SCHEMA's columns, `__row` being the line.
     rejects: pl.DataFrame | None = None
+    # Columns known to hold no NUL byte, so the check for one (server_limits) can skip them:
+    # every column of a CSV chunk without one, a Parquet dictionary column whose entries lack it.
+    nul_free: frozenset[str] = frozenset()
 
 
 def _count(buf: bytes, byte: bytes, end: int) -> int:
@@ -372,7 +375,8 @@ def read_chunks(
         else:  # polars and the quote parity disagree on where records end: a stray quote
             raise locate_problem(path, buf, line, options, width)
         first = int(rows[0]) if rows.size else line
-        yield Chunk(_numbered_as(frame, rows), first, first, as_text, skipped, aside)
+        clean = frozenset(names) if b"\x00" not in buf else frozenset()  # memchr: ~1 ms per 8 MB
+        yield Chunk(_numbered_as(frame, rows), first, first, as_text, skipped, aside, clean)
 
 
 def _numbered_as(frame: pl.DataFrame, rows: NDArray[np.int64]) -> pl.DataFrame:

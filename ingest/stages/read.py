@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
@@ -68,10 +69,12 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
                     plan.batch_rows, row_groups=[group], use_threads=threads
                 )
             for piece in pieces:
+                clean = _nul_free_dictionaries(piece) if coded else frozenset()
                 frame = pl.from_arrow(polars_readable(_decoded(piece) if coded else piece))
                 assert isinstance(frame, pl.DataFrame)
                 for part in frame.iter_slices(plan.batch_rows):
-                    yield Chunk(csvread.numbered(part, offset), offset, offset, False)
+                    numbered = csvread.numbered(part, offset)
+                    yield Chunk(numbered, offset, offset, False, nul_free=clean)
                     offset += part.height
         except (OSError, pa.ArrowException) as exc:
             raise DamagedParquet(path, group, meta.num_row_groups, exc) from None
@@ -112,6 +115,24 @@ def _codes_only(chunk: pq.ColumnChunkMetaData) -> bool:
     dictionary: int = chunk.data_page_offset - chunk.dictionary_page_offset
     data: int = chunk.total_uncompressed_size - dictionary
     return bool(data <= 2 * chunk.num_values + 4096)
+
+
+def _nul_free_dictionaries(piece: pa.RecordBatch | pa.Table) -> frozenset[str]:
+    """The dictionary columns of `piece` none of whose entries holds a NUL byte.
+
+    Looking at the few entries spares checking every value of the column for one (measured on
+    6M rows of two such columns: 0.18 s of CPU, 8% of the load's).
+    """
+    clean = []
+    for name, column in zip(piece.schema.names, piece.columns, strict=True):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        if chunks and all(
+            isinstance(c, pa.DictionaryArray)
+            and not pc.any(pc.match_substring(c.dictionary, "\x00")).as_py()
+            for c in chunks
+        ):
+            clean.append(name)
+    return frozenset(clean)
 
 
 def _decoded(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:

@@ -8,6 +8,8 @@ outside PostgreSQL's range (polars' reach further). Those rows become rejects li
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import polars as pl
 
 NUL_RULE = "nul_byte"
@@ -55,12 +57,13 @@ def _problems(name: str, dtype: pl.DataType) -> tuple[pl.Expr, str, str] | None:
     )
 
 
-def refused_values(frame: pl.DataFrame, row: str) -> pl.DataFrame:
+def refused_values(frame: pl.DataFrame, row: str, nul_free: Collection[str] = ()) -> pl.DataFrame:
     """One reject (`row`, column, rule, reason) per value the server would refuse.
 
     Args:
         frame: cast rows with their file row index in column `row`.
         row: that column's name.
+        nul_free: text columns known to hold no NUL byte (the reader saw none): not searched.
 
     Returns:
         The rejects, in row order within each column; empty in the usual case, which costs one
@@ -69,7 +72,9 @@ def refused_values(frame: pl.DataFrame, row: str) -> pl.DataFrame:
     tests = {
         name: found
         for name, dtype in frame.schema.items()
-        if name != row and (found := _problems(name, dtype)) is not None
+        if name != row
+        and not (name in nul_free and isinstance(dtype, _TEXT))
+        and (found := _problems(name, dtype)) is not None
     }
     empty = pl.DataFrame(
         schema={row: pl.Int64, "column": pl.String, "rule": pl.String, "reason": pl.String}

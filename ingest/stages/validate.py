@@ -14,7 +14,7 @@ are not sent to it again unless a row rule applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -428,6 +428,7 @@ def split_batch(
     *,
     seen: SeenValues | None = None,
     source: Path | str = "",
+    nul_free: Collection[str] = (),
 ) -> BatchOutcome:
     """Cast and check one batch; keep the rows that pass everything, reject the others.
 
@@ -440,6 +441,7 @@ def split_batch(
         seed: the sample's seed (use the batch number, so a rerun samples the same rows).
         seen: the run's unique-value state; without it, unique holds within the batch only.
         source: the file, for error messages.
+        nul_free: text columns the reader saw no NUL byte in (see `server_limits`).
 
     Returns:
         Good rows (cast, without `__row`), rejects, and the rows each check ran on.
@@ -453,7 +455,7 @@ def split_batch(
     # unique is not left to Pandera: it must hold across batches (SeenValues).
     cheap, lookup = _schema(output, checks, CHEAP_RULES, nulls=True, unique=False)
     # Values the server would refuse mid-COPY, aborting it: rejected here like any bad value.
-    found = [_pandera_rejects(source, cheap, lookup, cast), refused_values(cast, ROW)]
+    found = [_pandera_rejects(source, cheap, lookup, cast), refused_values(cast, ROW, nul_free)]
     checked |= {f"{c}.{r}": rows for c, r in _rule_names(lookup)}
 
     costly, lookup = _schema(output, checks, SAMPLED_RULES, nulls=False, unique=False, only=True)
