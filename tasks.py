@@ -20,11 +20,13 @@ from rich.table import Table
 
 import ingest
 from ingest.pg import embedded
+from ingest.runtime.memory import lean_imports
 from ingest.runtime.paths import state_dir
 
 if TYPE_CHECKING:  # dbt and DuckDB load only for the tasks that use them
     from ingest.dbt.runner import DbtSettings
 
+lean_imports()  # this program keeps pandas out of its loads; the library leaves its host alone
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
 out = Console() if sys.stdout.isatty() else Console(width=200)

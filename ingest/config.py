@@ -19,6 +19,9 @@ from ingest.stages.types import type_and_format
 Naming = Literal["lower", "upper", "capitalize"]
 IfExists = Literal["fail", "append", "replace"]
 Strategy = Literal["auto", "eager", "lazy", "streaming"]
+# The lineage columns every loaded row carries, unless the config names them otherwise.
+LOADED_AT = "_loaded_at"
+RUN_ID = "_run_id"
 FileFormat = Literal["auto", "csv", "parquet"]
 OnDrift = Literal["fail", "warn", "evolve"]
 
@@ -162,8 +165,8 @@ class DatabaseConfig(_Model):
     metadata_schema: str = Field(
         "_pipeline", min_length=1, max_length=63, description="Schema of the run ledger."
     )
-    loaded_at_column: str = Field("_loaded_at", description="Lineage column: load time.")
-    run_id_column: str = Field("_run_id", description="Lineage column: run id.")
+    loaded_at_column: str = Field(LOADED_AT, description="Lineage column: load time.")
+    run_id_column: str = Field(RUN_ID, description="Lineage column: run id.")
 
 
 class PipelineConfig(_Model):
@@ -219,8 +222,8 @@ class _LegacyDatabase(_Model):
     schema_: str = Field("raw", alias="schema", min_length=1, max_length=63)
     workers: int | None = Field(None, ge=1, le=16)
     metadata_schema: str = Field("_pipeline", min_length=1, max_length=63)
-    loaded_at_column: str = "_loaded_at"
-    run_id_column: str = "_run_id"
+    loaded_at_column: str = LOADED_AT
+    run_id_column: str = RUN_ID
 
 
 class _LegacyFile(_Model):

@@ -119,21 +119,6 @@ class UnsupportedColumnType(IngestError):
         )
 
 
-class CastError(IngestError):
-    """A column's values do not fit the type the config asks for."""
-
-    def __init__(self, path: Path | str, column: str, target: str, examples: Sequence[str]) -> None:
-        self.path = Path(path)
-        self.column = column
-        self.target = target
-        self.examples = list(examples)
-        shown = ", ".join(repr(e) for e in self.examples[:5])
-        super().__init__(
-            f"{self.path}: column {column!r} cannot be cast to {target} (e.g. {shown}); "
-            f"fix the data or change schema_config.data_type[{column!r}]"
-        )
-
-
 class ValidationFailed(IngestError):
     """Rows broke the validation checks and the load was refused."""
 

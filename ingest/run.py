@@ -13,16 +13,17 @@ from rich.console import Console
 
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
-from ingest.executors.batchloop import Counts, Job, Log, Session, load_batches
-from ingest.executors.local import append_types
-from ingest.pg.db import connect, ensure_live, resolve_url, server_fault
+from ingest.executors import local
+from ingest.executors.local import Counts, Log, Session
+from ingest.executors.task import Job
+from ingest.pg.copy import append_types
+from ingest.pg.db import Conn, connect, ensure_live, resolve_url, server_fault
+from ingest.pg.facts import read_facts
 from ingest.pg.locks import table_lock
 from ingest.pg.target import (
-    Conn,
     Target,
     check_column_names,
     check_column_types,
-    default_workers,
     table_exists,
 )
 from ingest.runtime.hooks import reached
@@ -35,10 +36,15 @@ from ingest.runtime.memory import (
     reset_peak_rss,
 )
 from ingest.runtime.report import RunReport, mb
-from ingest.stages import cast
-from ingest.stages.plan import Plan, make_plan, memory_budget
+from ingest.runtime.secrets import scrub
+from ingest.stages import cast, partition
+from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
 from ingest.state import drift, ledger, quarantine, schema_history
+
+# The local executor reads a CSV file as one partition: cutting it would mean reading it once more
+# for its record ends, and tasks in one process gain nothing from the cut.
+LOCAL_CSV_BYTES = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -202,10 +208,18 @@ def _run_file(
         check_column_types(profile.path, job.output)
         url = resolve_url(config.database.url, log)
         with connect(url, autocommit=True) as control:
-            if plan.workers is None:
-                types = append_types(job.output, job.lineage)
-                plan = replace(plan, workers=default_workers(control, job.target, types))
-                job = replace(job, plan=plan)
+            facts = read_facts(control, job.target)
+            plan = make_plan(
+                profile,
+                plan.budget_bytes,
+                base_bytes=plan.base_bytes,
+                workers=config.database.workers,
+                forced=strategy or source.strategy,
+                connections=copy_connections(
+                    facts, job.target.if_exists, append_types(job.output, job.lineage)
+                ),
+            )
+            job = replace(job, plan=plan)
             ledger.ensure_ledger(control, job.meta)
             killed = ledger.mark_stale_runs(control, job.meta)
             if killed:
@@ -286,7 +300,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                 if conn is not control:
                     conn.close()
         except (psycopg.Error, IngestError) as exc:
-            reason = ledger.scrub(str(exc).splitlines()[0], [url])
+            reason = scrub(str(exc).splitlines()[0], [url])
             log(
                 f"could not record in {job.meta}.runs that run {job.run_id} ended {status}"
                 f" ({reason}); the next run marks it killed"
@@ -351,7 +365,13 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             return ledger.committed(conn, job.meta, job.run_id)
 
         before = evolve if appending and statements else None
-        load_batches(job, env, counts, on_commit, before, committed)
+        parts = partition.plan_partitions(
+            [job.profile.path],
+            job.profile.format,
+            job.source.csv.has_header,
+            csv_bytes=LOCAL_CSV_BYTES,
+        )
+        local.load(job, env, parts, counts, local.Hooks(on_commit, before, committed))
     except KeyboardInterrupt:
         # Ctrl-C may land as the commit is sent: say what the database holds.
         try:
@@ -414,7 +434,7 @@ def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log:
             if conn is not control:
                 conn.close()
     except (psycopg.Error, IngestError) as exc:
-        note = f"dbt sources not refreshed: {ledger.scrub(str(exc).splitlines()[0], [url])}"
+        note = f"dbt sources not refreshed: {scrub(str(exc).splitlines()[0], [url])}"
         log(note)
         counts.notes.append(note)
         return

@@ -33,6 +33,7 @@ from ingest.errors import (
     UnsupportedColumnType,
 )
 from ingest.pg.target import check_column_names, check_column_types
+from ingest.stages.partition import whole_file
 from ingest.stages.plan import Plan
 from ingest.stages.profile import detect_format, profile_file
 from ingest.stages.read import batches
@@ -438,7 +439,8 @@ def test_a_damaged_row_group_is_named_by_the_reader(tmp_path: Path) -> None:
     plan = Plan("lazy", 0, 0, 0.0, 10_000, 0, 1, False, "test")
     schema = dict(pl.read_parquet_schema(tmp_path / "bad.parquet"))
     with pytest.raises(DamagedParquet) as info:
-        for _ in batches(tmp_path / "bad.parquet", "parquet", CsvOptions(), schema, plan):
+        part = whole_file(tmp_path / "bad.parquet", "parquet", True)
+        for _ in batches(part, CsvOptions(), schema, plan):
             pass
     assert info.value.row_group == 1
     assert str(tmp_path / "bad.parquet") in str(info.value) and "row group 1 (of 4" in str(

@@ -9,13 +9,18 @@ import polars as pl
 import pytest
 
 from ingest.config import SchemaConfig
-from ingest.errors import CastError, ConfigError
-from ingest.stages.cast import cast_error, cast_expressions, plan_casts
+from ingest.errors import ConfigError
+from ingest.stages.cast import cast_with_rejects, plan_casts
+from ingest.stages.csvread import ROW
 
 
 def apply(frame: pl.DataFrame, config: SchemaConfig) -> pl.DataFrame:
+    """Cast as a load does (`cast_with_rejects`), refusing any reject."""
     plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame, fmt="parquet")
-    return frame.select(cast_expressions(plan, dict(frame.schema)))
+    numbered = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW))
+    cast, rejects = cast_with_rejects(numbered, plan, dict(frame.schema))
+    assert rejects.height == 0, rejects
+    return cast.drop(ROW)
 
 
 def test_declared_types_are_applied() -> None:
@@ -68,17 +73,16 @@ def test_cast_of_a_missing_column_names_it() -> None:
         )
 
 
-def test_a_failed_cast_names_column_and_value() -> None:
-    """A value that does not fit becomes a CastError naming the file, column and value."""
-    frame = pl.DataFrame({"age": ["1", "abc"]})
+def test_a_failed_cast_is_a_reject_naming_row_column_and_value() -> None:
+    """A value that does not fit becomes null and a reject naming its row, column and value."""
+    frame = pl.DataFrame({"age": ["1", "abc", None]})
     config = SchemaConfig(data_type={"age": "int64"})
     plan = plan_casts(Path("c.yml"), dict(frame.schema), config, frame, fmt="parquet")
-    with pytest.raises(pl.exceptions.InvalidOperationError) as info:
-        frame.select(cast_expressions(plan, dict(frame.schema)))
-    error = cast_error(Path("data.csv"), info.value, plan)
-    assert isinstance(error, CastError)
-    assert error.column == "age"
-    assert "abc" in str(error) and "data.csv" in str(error)
+    numbered = frame.with_columns(pl.Series(ROW, [10, 11, 12]))
+    cast, rejects = cast_with_rejects(numbered, plan, dict(frame.schema))
+    assert cast["age"].to_list() == [1, None, None]
+    assert rejects.select(ROW, "column").rows() == [(11, "age")]
+    assert "abc" in rejects["raw"][0]
 
 
 def test_offsets_in_text_become_instants() -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
-from ingest.stages.csvread import ROW, byte_chunks, read_chunks
+from ingest.stages.csvread import ROW, pieces, read_chunks
+from ingest.stages.rejects import REJECTS_SCHEMA
 
 
 def test_chunks_never_split_a_quoted_newline(tmp_path: Path) -> None:
@@ -19,16 +20,16 @@ def test_chunks_never_split_a_quoted_newline(tmp_path: Path) -> None:
     rows = [f'{i},"line one\nline ""two"" {i}"\n' for i in range(200)]
     path.write_text("id,text\n" + "".join(rows))
     for size in (7, 50, 333, 10_000):
-        pieces = [buf for buf, _ in byte_chunks(path, size)]
-        assert b"".join(pieces).decode() == "".join(rows)
-        assert all(p.count(b'"') % 2 == 0 for p in pieces)
+        found = [p.data for p in pieces(path, size, b'"', True)]
+        assert b"".join(found).decode() == "".join(rows)
+        assert all(p.count(b'"') % 2 == 0 for p in found)
 
 
 def test_line_numbers_follow_the_file(tmp_path: Path) -> None:
     """Each chunk knows the 1-based line it starts on (the header is line 1)."""
     path = tmp_path / "n.csv"
     path.write_text("a\n" + "".join(f"{i}\n" for i in range(100)))
-    starts = [(line, buf.count(b"\n")) for buf, line in byte_chunks(path, 40)]
+    starts = [(p.line, p.data.count(b"\n")) for p in pieces(path, 40, b'"', True)]
     assert starts[0][0] == 2
     for (line, count), (next_line, _) in itertools.pairwise(starts):
         assert next_line == line + count
@@ -114,6 +115,7 @@ def test_ragged_rows_are_set_aside_by_line_when_asked(
     assert frame.schema["id"] == pl.Int64  # the good rows keep their types
     assert rejects.select(ROW, "reason", "raw").rows() == aside
     assert set(rejects["rule"]) == {"ragged_row"} and set(rejects["column"]) == {""}
+    assert rejects.schema == REJECTS_SCHEMA  # what the batch's own rejects are
 
 
 def test_ragged_rows_in_a_late_chunk_are_set_aside_there(tmp_path: Path) -> None:

@@ -610,8 +610,26 @@ def test_mixed_frame_in_several_pieces_round_trips(
     assert [list(row) for row in got] == [list(row) for row in df.rows()]
 
 
+def test_importing_ingest_leaves_the_host_process_alone() -> None:
+    """The library installs no import hook and does not load pandera until a check needs it."""
+    code = """
+import sys
+hooks = list(sys.meta_path)
+import ingest, ingest.run
+from ingest.stages import validate
+assert sys.meta_path == hooks, sys.meta_path
+assert "pandera" not in sys.modules
+import pandas, pandera.polars  # a host that uses pandas still gets it, with pandera
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
 def test_a_load_never_imports_pandas(tmp_path: Path) -> None:
-    """pandas, installed here for the dev data sets, stays out of a load: ~45 MB of RSS.
+    """pandas, installed here for the dev data sets, stays out of a load run from this
+    project's entry points (tasks.py calls `lean_imports`): ~45 MB of RSS.
 
     pandera imports it when installed, and so do some pyarrow calls (e.g. `pa.scalar`).
     """
@@ -631,9 +649,10 @@ from ingest.stages.cast import CastPlan
 from ingest.config import CsvOptions, ValidationConfig
 from ingest.stages.plan import make_plan
 from ingest.stages.profile import profile_file
+from ingest.stages.partition import whole_file
 profile = profile_file(Path({str(data)!r}), "parquet", 100, CsvOptions())
 plan = make_plan(profile, 1 << 30, base_bytes=0, forced="streaming")
-chunks = read.batches(profile.path, "parquet", CsvOptions(), profile.schema, plan)
+chunks = read.batches(whole_file(profile.path, "parquet", True), CsvOptions(), profile.schema, plan)
 for i, chunk in enumerate(chunks):
     out = validate.split_batch(
         chunk.frame, CastPlan({{}}, {{}}, None), profile.schema, ValidationConfig(), seed=i

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from rich.console import Console
 
+from ingest.runtime.secrets import scrub
 from ingest.state import ledger
 
 Conn = psycopg.Connection[Any]
@@ -295,7 +296,7 @@ def test_describe_file_records_size_and_mtime(tmp_path: Path) -> None:
 )
 def test_scrub_removes_passwords(text: str, secrets: list[str | None], expected: str) -> None:
     """scrub hides given secrets, URL-encoded ones, URL passwords and `password=` values."""
-    assert ledger.scrub(text, secrets) == expected
+    assert scrub(text, secrets) == expected
 
 
 def test_config_hash_ignores_secrets_and_key_order() -> None:

@@ -12,6 +12,8 @@ from ingest.stages.plan import (
     FIXED_OVERHEAD,
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
+    ServerFacts,
+    copy_connections,
     estimate_eager_bytes,
     make_plan,
     memory_budget,
@@ -98,3 +100,25 @@ def test_eager_estimate_holds_the_whole_frame() -> None:
     grown = estimate_eager_bytes(large, 0) - estimate_eager_bytes(small, 0)
     assert grown == pytest.approx(large.frame_bytes - small.frame_bytes, rel=0.01)
     assert estimate_eager_bytes(small, 100 * MB) - estimate_eager_bytes(small, 0) == 100 * MB
+
+
+def test_copy_connections_come_from_the_server_facts_alone() -> None:
+    """Two COPY connections, one where one writes less: a pure choice over plain values."""
+    types = {"id": "bigint", "_loaded_at": "timestamp with time zone", "_run_id": "uuid"}
+    wanted = {"id": "bigint", "_loaded_at": "timestamptz", "_run_id": "uuid"}
+    replica, minimal = ServerFacts(150020, "replica"), ServerFacts(180001, "minimal")
+    assert copy_connections(replica, "replace", wanted) == 2
+    assert copy_connections(minimal, "replace", wanted) == 1
+    matching = ServerFacts(150020, "replica", types)
+    assert copy_connections(matching, "append", wanted) == 1  # straight into the table
+    assert copy_connections(matching, "replace", wanted) == 2
+    other = ServerFacts(150020, "replica", types | {"id": "integer"})
+    assert copy_connections(other, "append", wanted) == 2  # staged, then inserted with casts
+    assert copy_connections(ServerFacts(150020, "replica"), "append", wanted) == 2  # no table
+
+
+def test_the_plan_takes_the_connections_unless_the_config_sets_them() -> None:
+    small = profile(rows=1_000, row_bytes=10.0)
+    assert make_plan(small, 1 << 30, base_bytes=0, connections=1).workers == 1
+    assert make_plan(small, 1 << 30, base_bytes=0, workers=3, connections=1).workers == 3
+    assert make_plan(small, 1 << 30, base_bytes=0).workers is None

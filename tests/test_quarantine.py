@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.stages.validate import REJECTS_SCHEMA
+from ingest.stages.rejects import REJECTS_SCHEMA
 from ingest.state.quarantine import format_examples, quarantine_table, write_rejects
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -13,6 +13,7 @@ import pytest
 from ingest.config import CsvOptions
 from ingest.stages import read
 from ingest.stages.csvread import ROW
+from ingest.stages.partition import whole_file
 from ingest.stages.plan import make_plan
 from ingest.stages.profile import profile_file
 
@@ -41,7 +42,7 @@ def _loaded(path: Path, strategy: str, batch_rows: int | None = None) -> pl.Data
     plan = make_plan(profile, 1 << 30, base_bytes=0, forced=strategy)
     if batch_rows is not None:
         plan = replace(plan, batch_rows=batch_rows)
-    chunks = read.batches(path, "parquet", CsvOptions(), profile.schema, plan)
+    chunks = read.batches(whole_file(path, "parquet", True), CsvOptions(), profile.schema, plan)
     return pl.concat([chunk.frame for chunk in chunks])
 
 

@@ -196,6 +196,7 @@ def test_the_reader_says_which_columns_hold_no_nul(tmp_path: Path) -> None:
     """A CSV chunk without NUL clears every column; a Parquet dictionary without one, its own."""
     from ingest.config import CsvOptions
     from ingest.stages import read
+    from ingest.stages.partition import whole_file
     from ingest.stages.plan import make_plan
     from ingest.stages.profile import profile_file
 
@@ -218,6 +219,7 @@ def test_the_reader_says_which_columns_hold_no_nul(tmp_path: Path) -> None:
         profile = profile_file(path, fmt, 1000, CsvOptions())
         plan = make_plan(profile, 1 << 30, base_bytes=0, workers=1, forced="eager")
         schema = dict(profile.schema)
-        chunks = list(read.batches(path, fmt, CsvOptions(), schema, plan))
+        part = whole_file(path, fmt, has_header=True)
+        chunks = list(read.batches(part, CsvOptions(), schema, plan))
         found[path.name] = set().union(*(c.nul_free for c in chunks))
     assert found == {"clean.csv": {"id", "v"}, "dirty.csv": set(), "d.parquet": {"ok"}}

@@ -6,8 +6,9 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.pg.target import Target, column_types, type_mismatches
+from ingest.pg.target import Target, column_types
 from ingest.stages import encode
+from ingest.stages.types import type_mismatches
 
 Conn = psycopg.Connection[tuple[object, ...]]
 # One dtype of each kind the encoder writes, as the loader creates its columns.

@@ -13,17 +13,11 @@ import polars as pl
 import pytest
 
 from ingest.config import ColumnChecks, ValidationConfig
-from ingest.stages.cast import CastPlan
-from ingest.stages.csvread import numbered
+from ingest.stages.cast import CastPlan, cast_with_rejects
+from ingest.stages.csvread import ROW, numbered
+from ingest.stages.rejects import REJECTS_SCHEMA
 from ingest.stages.unique import SeenValues
-from ingest.stages.validate import (
-    REJECTS_SCHEMA,
-    ROW,
-    build_checks_schema,
-    cast_with_rejects,
-    over_limit,
-    split_batch,
-)
+from ingest.stages.validate import build_checks_schema, over_limit, split_batch
 
 NO_CASTS = CastPlan(types={}, date_formats={}, round_floats=None)
 
@@ -307,7 +301,6 @@ def test_over_limit_arithmetic(
 
 def test_text_with_an_offset_casts_to_a_naive_timestamp() -> None:
     """`data_type: timestamp` on "...Z" text gives the UTC wall time, not a bad row."""
-    from ingest.stages.validate import cast_with_rejects
 
     batch = pl.DataFrame({"t": ["2013-01-01T06:00:00Z", "2013-01-01T07:00:00Z"], ROW: [0, 1]})
     plan = CastPlan(types={"t": pl.Datetime("us")}, date_formats={}, round_floats=None)

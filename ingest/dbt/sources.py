@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ingest.config import ColumnChecks
+from ingest.config import LOADED_AT, RUN_ID, ColumnChecks
 from ingest.dbt.schema_yaml import (
     NAMINGS,
     Quoted,
@@ -264,8 +264,8 @@ def write_sources(
     checks: Mapping[str, Mapping[str, ColumnChecks]],
     *,
     descriptions: Mapping[str, str] | None = None,
-    loaded_at: str = "_loaded_at",
-    run_id: str = "_run_id",
+    loaded_at: str = LOADED_AT,
+    run_id: str = RUN_ID,
     column_naming: str = "lower",
     warn_after_hours: int | None = 24,
     error_after_hours: int | None = 48,

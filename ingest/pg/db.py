@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
 from ingest.errors import DatabaseUnavailable, ServerFault, ServerGone
+from ingest.runtime.secrets import scrub, url_password
 
 CONNECT_RETRY_SECONDS = 15.0
 CONNECT_RETRY_ENV = "PIPELINE_CONNECT_RETRY"
@@ -97,11 +98,7 @@ def connect(
 
 def _scrub(text: str, url: str) -> str:
     """Remove the password from any text that might quote the URL."""
-    try:
-        password = conninfo_to_dict(url).get("password")
-    except psycopg.ProgrammingError:
-        password = None
-    return text.replace(str(password), "***") if password else text
+    return scrub(text, [url_password(url)])
 
 
 def is_server_condition(exc: BaseException) -> bool:

@@ -17,8 +17,8 @@ from typing import Any, LiteralString
 import psycopg
 
 from ingest.errors import IngestError, TableBusy
+from ingest.pg.db import Conn
 
-Conn = psycopg.Connection[Any]
 LOCK_TIMEOUT_ENV = "PIPELINE_LOCK_TIMEOUT"
 DEFAULT_WAIT_SECONDS = 600.0
 LOG_EVERY_SECONDS = 30.0

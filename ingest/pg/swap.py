@@ -9,9 +9,8 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors import ConstraintBroken
-from ingest.pg.target import Target
-
-Conn = psycopg.Connection[tuple[object, ...]]
+from ingest.pg.db import Conn
+from ingest.pg.target import Target, table_oid
 
 _DEPENDENT_VIEWS = """
 with recursive deps(oid, depth) as (
@@ -34,17 +33,6 @@ join pg_catalog.pg_namespace n on n.oid = c.relnamespace
 group by n.nspname, c.relname, c.relkind, c.oid
 order by max(deps.depth)
 """
-
-
-def table_oid(conn: Conn, target: Target) -> int | None:
-    """The table's OID, or None when it does not exist."""
-    row = conn.execute(
-        "select c.oid from pg_catalog.pg_class c"
-        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
-        " where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
-        (target.schema, target.table),
-    ).fetchone()
-    return int(str(row[0])) if row else None
 
 
 # Keys and checks first, then indexes, then foreign keys: the new table's own ones (to a

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import psycopg
 from psycopg import sql
 
 from ingest.errors import (
@@ -18,9 +17,8 @@ from ingest.errors import (
     TooManyColumns,
     UnsupportedColumnType,
 )
+from ingest.pg.db import Conn
 from ingest.stages import encode
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 
 @dataclass(frozen=True)
@@ -63,13 +61,20 @@ def leftovers(conn: Conn, target: Target) -> list[Target]:
     return [Target(target.schema, str(r[0]), "replace") for r in rows]
 
 
-def table_exists(conn: Conn, target: Target) -> bool:
-    """Whether the target table exists."""
+def table_oid(conn: Conn, target: Target) -> int | None:
+    """The table's OID, or None when it does not exist."""
     row = conn.execute(
-        "select 1 from pg_catalog.pg_tables where schemaname = %s and tablename = %s",
+        "select c.oid from pg_catalog.pg_class c"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
         (target.schema, target.table),
     ).fetchone()
-    return row is not None
+    return int(str(row[0])) if row else None
+
+
+def table_exists(conn: Conn, target: Target) -> bool:
+    """Whether the target table exists (a plain or partitioned table)."""
+    return table_oid(conn, target) is not None
 
 
 _RELATION = """
@@ -217,36 +222,6 @@ def check_column_types(path: Path, schema: dict[str, pl.DataType]) -> None:
             raise UnsupportedColumnType(path, name, str(dtype)) from None
 
 
-def default_workers(conn: Conn, target: Target, append_types: dict[str, str]) -> int:
-    """COPY connections when the config names none: two, unless one writes less.
-
-    - An append into an existing table that has the load's column types (`append_types`, as
-      `type_mismatches` compares them) takes one: it COPYs straight into the table and writes
-      each row once, where several connections stage the rows and insert them again. Lineitem
-      SF1 appended to itself: 12 s against 22 to 25 s on PostgreSQL 18, 23 to 26 s against 41
-      to 43 s on 15. An append that must stage anyway keeps two.
-    - With `wal_level=minimal`, one connection that creates the table in its own transaction
-      skips the WAL: 92 s against 102 s for 244M rows on the embedded PostgreSQL 18.
-    - Otherwise two connections share the server's work. Up to PostgreSQL 15 a table grows a
-      page at a time under a lock the two wait on, yet two still came out ahead on lineitem
-      SF1 in each of three sessions and on 244M rows in two of three (see the README).
-    """
-    if target.if_exists == "append":
-        types = column_types(conn, target)
-        if types and not type_mismatches(types, append_types):
-            return 1
-    row = conn.execute("show wal_level").fetchone()
-    return 1 if row is not None and row[0] == "minimal" else 2
-
-
-# pg_type's names as pg_catalog.format_type spells them; the others are spelled alike.
-_FORMATTED = {
-    "timestamp": "timestamp without time zone",
-    "timestamptz": "timestamp with time zone",
-    "time": "time without time zone",
-}
-
-
 def column_types(conn: Conn, target: Target) -> dict[str, str]:
     """The target's columns and their types as `format_type` spells them (empty if no table)."""
     rows = conn.execute(
@@ -258,17 +233,3 @@ def column_types(conn: Conn, target: Target) -> dict[str, str]:
         (target.schema, target.table),
     ).fetchall()
     return {str(name): str(kind) for name, kind in rows}
-
-
-def type_mismatches(table: dict[str, str], wanted: dict[str, str]) -> list[str]:
-    """The `wanted` columns (name: pg_type name) that `table` lacks or has with another type.
-
-    Binary COPY sends each value in its type's own format, so it can fill a column only of the
-    very type it encoded; anything else needs the staging table and an INSERT's casts.
-    """
-    found = []
-    for name, kind in wanted.items():
-        have, want = table.get(name), _FORMATTED.get(kind, kind)
-        if have != want:
-            found.append(f"{name!r} is {have or 'missing'} in the table, {want} in this load")
-    return found

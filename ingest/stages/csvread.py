@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -40,7 +41,7 @@ class Chunk:
     as_text: bool
     skipped: int = 0  # empty lines left out of this chunk
     # Rows set aside before parsing (ragged rows under csv.ragged_rows: quarantine), as rejects
-    # in validate.REJECTS_SCHEMA's columns, `__row` being the line.
+    # in rejects.REJECTS_SCHEMA's columns, `__row` being the line.
     rejects: pl.DataFrame | None = None
     # Columns known to hold no NUL byte, so the check for one (server_limits) can skip them:
     # every column of a CSV chunk without one, a Parquet dictionary column whose entries lack it.
@@ -70,28 +71,46 @@ def record_end(buf: bytes, quote: bytes) -> int:
     return 0
 
 
-def byte_chunks(
-    path: Path, chunk_bytes: int, quote: bytes = b'"', has_header: bool = True
-) -> Iterator[tuple[bytes, int]]:
-    """Record-aligned pieces of the file after its header, with the 1-based line each starts on.
+# Bytes read at a time when only record ends are wanted (partitioning a file).
+SCAN_BYTES = 8 << 20
+
+
+class Piece(NamedTuple):
+    """A record-aligned piece of a CSV file, as read."""
+
+    data: bytes  # ends with a newline (one is added to a file's last line without)
+    line: int  # the 1-based line it starts on
+    newlines: int
+    maybe_blank: bool  # whether it may hold an empty line
+    offset: int  # where it starts in the file
+    length: int  # how many of the file's bytes it holds
+
+
+def pieces(
+    path: Path,
+    chunk_bytes: int,
+    quote: bytes,
+    has_header: bool,
+    span: tuple[int, int, int] | None = None,
+) -> Iterator[Piece]:
+    """Record-aligned pieces of the file's records, or of `span` (start, stop, first line).
 
     Each piece is read once and cut at its last record end; the file position then steps back
-    to that end, so no partial record is carried over and copied again.
+    to that end, so no partial record is carried over and copied again. A span must start and
+    stop on record boundaries, as partitions do.
     """
-    for data, line, _, _ in _pieces(path, chunk_bytes, quote, has_header):
-        yield data, line
-
-
-def _pieces(
-    path: Path, chunk_bytes: int, quote: bytes, has_header: bool
-) -> Iterator[tuple[bytes, int, int, bool]]:
-    """`byte_chunks`, with each piece's newline count and whether it may hold an empty line."""
     with path.open("rb") as fh:
-        line = 1
-        if has_header and fh.readline():
-            line = 2
+        if span is None:
+            line = 1
+            if has_header and fh.readline():
+                line = 2
+            stop = path.stat().st_size
+        else:
+            start, stop, line = span
+            fh.seek(start)
         size = chunk_bytes
-        while data := fh.read(size):
+        while (left := stop - fh.tell()) > 0 and (data := fh.read(min(size, left))):
+            offset = fh.tell() - len(data)
             end = len(data) if len(data) < size else record_end(data, quote)
             if end == 0:  # one record longer than the chunk: read a bigger piece
                 fh.seek(-len(data), 1)
@@ -100,10 +119,11 @@ def _pieces(
             if end < len(data):
                 fh.seek(end - len(data), 1)
                 data = data[:end]
+            length = len(data)
             if not data.endswith(b"\n"):
                 data += b"\n"
             newlines, blank = _newlines(data)
-            yield data, line, newlines, blank
+            yield Piece(data, line, newlines, blank, offset, length)
             line += newlines
             size = chunk_bytes
 
@@ -323,8 +343,11 @@ def read_chunks(
     schema: dict[str, pl.DataType],
     options: CsvOptions,
     chunk_bytes: int,
+    span: tuple[int, int, int] | None = None,
 ) -> Iterator[Chunk]:
-    """Parse the file chunk by chunk; a chunk that fails with `schema` is parsed again as text.
+    """Parse the file (or the `span` of it a partition holds) chunk by chunk.
+
+    A chunk that fails with `schema` is parsed again as text.
 
     Each row's locator (the `ROW` column) is the 1-based line its record starts on, exact
     across quoted fields that span lines. Empty lines are skipped (each chunk counts them in
@@ -338,7 +361,9 @@ def read_chunks(
     """
     text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
     width, keep_aside = len(names), options.ragged_rows == "quarantine"
-    for buf, line, newlines, maybe_blank in _pieces(path, chunk_bytes, b'"', options.has_header):
+    for buf, line, newlines, maybe_blank, _, _ in pieces(
+        path, chunk_bytes, b'"', options.has_header, span
+    ):
         found, skipped, aside = None, 0, None
         if maybe_blank:
             found = records(buf, line, options.separator)

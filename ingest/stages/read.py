@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -17,6 +16,7 @@ from ingest.config import CsvOptions
 from ingest.errors import DamagedParquet
 from ingest.stages import csvread
 from ingest.stages.csvread import Chunk
+from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan
 from ingest.stages.types import polars_readable
 
@@ -28,25 +28,27 @@ _END = object()
 
 
 def batches(
-    path: Path, fmt: str, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
+    part: Partition, csv: CsvOptions, schema: dict[str, pl.DataType], plan: Plan
 ) -> Iterator[Chunk]:
-    """Batches of about `plan.batch_rows` rows in file order, each with a `__row` column.
+    """A partition's rows in batches of about `plan.batch_rows`, in file order, each numbered.
 
     Parquet is read row group by row group, CSV in record-aligned byte chunks. eager reads on a
     background thread ahead of the load, without bound, so reading overlaps the COPY; lazy and
     streaming read only when the load asks, decoding on one thread, so memory stays bounded.
     """
-    if fmt == "parquet":
-        source = _parquet(path, plan)
+    if part.format == "parquet":
+        source = _parquet(part, plan)
     else:
-        source = csvread.read_chunks(path, list(schema), schema, csv, plan.chunk_bytes)
+        span = (part.start, part.stop, part.first)
+        source = csvread.read_chunks(part.path, list(schema), schema, csv, plan.chunk_bytes, span)
     ahead = READ_AHEAD[plan.strategy]
     return source if ahead < 0 else _read_ahead(source, ahead)
 
 
-def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
+def _parquet(part: Partition, plan: Plan) -> Iterator[Chunk]:
     # pyarrow reads only what is asked for (polars' streaming engine decodes ahead of a slow
     # consumer without bound); no pre-buffering, and a 1 MiB read buffer instead of whole chunks.
+    path = part.path
     source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     coded = dictionary_columns(source.metadata, source.schema_arrow)
     if coded:
@@ -56,8 +58,8 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
     # eager may decode a row group of up to 4 batches at once; the others one batch's worth.
     group_limit = plan.batch_rows * (4 if plan.strategy == "eager" else 1)
     meta = source.metadata
-    offset = 0
-    for group in range(meta.num_row_groups):
+    offset = part.first
+    for group in range(part.start, part.stop):
         try:
             if meta.row_group(group).num_rows <= group_limit:
                 # A whole row group decodes at half the CPU of iter_batches' small reads.
@@ -72,10 +74,10 @@ def _parquet(path: Path, plan: Plan) -> Iterator[Chunk]:
                 clean = _nul_free_dictionaries(piece) if coded else frozenset()
                 frame = pl.from_arrow(polars_readable(_decoded(piece) if coded else piece))
                 assert isinstance(frame, pl.DataFrame)
-                for part in frame.iter_slices(plan.batch_rows):
-                    numbered = csvread.numbered(part, offset)
+                for piece_rows in frame.iter_slices(plan.batch_rows):
+                    numbered = csvread.numbered(piece_rows, offset)
                     yield Chunk(numbered, offset, offset, False, nul_free=clean)
-                    offset += part.height
+                    offset += piece_rows.height
         except (OSError, pa.ArrowException) as exc:
             raise DamagedParquet(path, group, meta.num_row_groups, exc) from None
 

@@ -101,3 +101,25 @@ def polars_readable(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Tab
     if isinstance(piece, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(columns, names=piece.schema.names)
     return pa.Table.from_arrays(columns, names=piece.schema.names)
+
+
+# pg_type's names as pg_catalog.format_type spells them; the others are spelled alike.
+_FORMATTED = {
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+    "time": "time without time zone",
+}
+
+
+def type_mismatches(table: dict[str, str], wanted: dict[str, str]) -> list[str]:
+    """The `wanted` columns (name: pg_type name) that `table` lacks or has with another type.
+
+    Binary COPY sends each value in its type's own format, so it can fill a column only of the
+    very type it encoded; anything else needs the staging table and an INSERT's casts.
+    """
+    found = []
+    for name, kind in wanted.items():
+        have, want = table.get(name), _FORMATTED.get(kind, kind)
+        if have != want:
+            found.append(f"{name!r} is {have or 'missing'} in the table, {want} in this load")
+    return found

@@ -17,30 +17,30 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from ingest.config import ColumnChecks, ValidationConfig
 from ingest.errors import ValidationFailed
-from ingest.runtime.memory import without_modules
-from ingest.stages.cast import CastPlan
-from ingest.stages.server_limits import printable, refused_values
+from ingest.stages.cast import CastPlan, cast_failures
+from ingest.stages.csvread import ROW
+from ingest.stages.rejects import NO_RAW, empty_rejects, quoted, with_raw
+from ingest.stages.server_limits import refused_values
 from ingest.stages.unique import SeenValues
 
-with without_modules("pandas"):  # see without_modules: pandera would load pandas for nothing
-    import pandera.errors
+if TYPE_CHECKING:  # pandera loads on the first check (see `ingest.runtime.memory.lean_imports`)
     import pandera.polars as pa
 
-# The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
-# (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
-ROW = "\0row"
-REJECTS_SCHEMA: dict[str, pl.DataType] = {
-    ROW: pl.Int64(),
-    "column": pl.String(),
-    "rule": pl.String(),
-    "reason": pl.String(),
-    "raw": pl.String(),
-}
+
+def _pandera() -> ModuleType:
+    """pandera's polars API, imported on first use: a load without checks never needs it."""
+    import pandera.polars
+
+    return pandera.polars
+
+
 CHEAP_RULES = frozenset({"ge", "gt", "le", "lt", "isin", "notin", "str_length"})
 SAMPLED_RULES = frozenset({"str_matches"})
 # Each bound rule and the operator that states its failure: ge 0 fails as "-3 < 0".
@@ -69,161 +69,6 @@ class BatchOutcome:
         return replace(self, rejects=both.sort(ROW, maintain_order=True))
 
 
-def _type_label(dtype: pl.DataType) -> str:
-    if isinstance(dtype, pl.Decimal):
-        return f"decimal({dtype.precision},{dtype.scale})"
-    if isinstance(dtype, pl.Datetime):
-        return f"datetime[{dtype.time_zone}]" if dtype.time_zone else "datetime"
-    return str(dtype).lower()
-
-
-def _parse(col: pl.Expr, source: pl.DataType, target: pl.DataType, fmt: str | None) -> pl.Expr:
-    """`col` converted to `target`, null where a value does not convert."""
-    if source == pl.String():
-        # polars 2 does not cast text to temporal or boolean types; parse it instead.
-        if isinstance(target, pl.Datetime):
-            zone = target.time_zone
-            parsed = col.str.to_datetime(fmt, time_unit="us", time_zone=zone, strict=False)
-            if zone is None and fmt is None:
-                # polars gives null for text with an offset ("...Z") when no zone is asked for:
-                # read such text as UTC instants, kept as naive UTC like the rest.
-                utc = col.str.to_datetime(None, time_unit="us", time_zone="UTC", strict=False)
-                parsed = pl.coalesce(parsed, utc.dt.replace_time_zone(None))
-            return parsed
-        if target == pl.Date():
-            return col.str.to_date(fmt, strict=False)
-        if target == pl.Time():
-            return col.str.to_time(fmt, strict=False)
-        if target == pl.Boolean():  # as polars' CSV reader: true/false in any case
-            words = {"true": True, "false": False}
-            return col.str.to_lowercase().replace_strict(words, default=None, return_dtype=target)
-    if source.is_float() and target.is_integer():
-        # A cast would truncate 1.5 to 1: only whole numbers convert, the rest are bad values.
-        return pl.when(col == col.floor()).then(col.cast(target, strict=False))
-    return col.cast(target, strict=False)
-
-
-def _lenient_casts(
-    plan: CastPlan, schema: dict[str, pl.DataType], actual: dict[str, pl.DataType]
-) -> tuple[list[pl.Expr], dict[str, str]]:
-    """`cast.cast_expressions` with strict=False, and a label for each column that can fail.
-
-    A column goes from its `actual` type to the plan's type, else to its `schema` type: so a
-    batch re-read as text is parsed back to the types the file was profiled with.
-    """
-    exprs, labels = [], {}
-    for name, dtype in schema.items():
-        col, target, fmt = pl.col(name), plan.types.get(name, dtype), plan.date_formats.get(name)
-        if target != actual[name] or fmt is not None:
-            col = _parse(col, actual[name], target, fmt)
-            labels[name] = f"{_type_label(target)} ({fmt})" if fmt else _type_label(target)
-        if plan.round_floats is not None and target in (pl.Float32(), pl.Float64()):
-            col = col.round(plan.round_floats)
-        exprs.append(col.alias(name))
-    return exprs, labels
-
-
-def _unchanged(
-    plan: CastPlan, schema: dict[str, pl.DataType], actual: dict[str, pl.DataType]
-) -> bool:
-    """Whether `_lenient_casts` would leave every column as it is."""
-    floats = (pl.Float32(), pl.Float64())
-    return all(
-        plan.types.get(name, dtype) == actual[name]
-        and plan.date_formats.get(name) is None
-        and (plan.round_floats is None or actual[name] not in floats)
-        for name, dtype in schema.items()
-    )
-
-
-_EMPTY_REJECTS = pl.DataFrame(schema=REJECTS_SCHEMA)
-
-
-def _empty_rejects() -> pl.DataFrame:
-    return _EMPTY_REJECTS  # frames are immutable: one empty frame serves every batch
-
-
-_NO_FOUND = _EMPTY_REJECTS.drop("raw")
-
-
-def _cast_failures(
-    batch: pl.DataFrame, plan: CastPlan, schema: dict[str, pl.DataType]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The cast frame (with `__row`) and its failed cells, without `raw`."""
-    if ROW not in batch.columns:
-        raise ValueError(f"the batch has no {ROW!r} column; add it with with_row_index({ROW!r})")
-    actual = dict(batch.schema)
-    if _unchanged(plan, schema, actual) and actual[ROW] == pl.Int64():
-        # The usual batch: nothing to cast. Frames built from their columns skip the query
-        # engine's ~0.1 ms a call, which thousands of small batches would pay.
-        return pl.DataFrame([batch[ROW], *(batch[name] for name in schema)]), _NO_FOUND
-    exprs, labels = _lenient_casts(plan, schema, actual)
-    cast = batch.select(pl.col(ROW).cast(pl.Int64), *exprs)
-    if not labels:
-        return cast, _NO_FOUND
-    both = pl.concat(
-        [
-            batch.select(list(labels)),
-            cast.select(ROW, *[pl.col(c).alias(f"{c}\0out") for c in labels]),
-        ],
-        how="horizontal",
-    )
-    parts = [
-        both.lazy()
-        .filter(pl.col(c).is_not_null() & pl.col(f"{c}\0out").is_null())
-        .select(
-            ROW,
-            column=pl.lit(c),
-            rule=pl.lit("cast"),
-            reason=_quoted(pl.col(c), f"is not {label}"),
-        )
-        for c, label in labels.items()
-    ]
-    return cast, pl.concat(pl.collect_all(parts))
-
-
-def _quoted(value: pl.Expr, after: str) -> pl.Expr:
-    """`'value' after`, as text, for a reject's reason.
-
-    Not `pl.format`: in polars 2.1 it panics (`binview ... i < self.len()`) on a column whose
-    first chunk is empty, which a filter of a multi-chunk batch (a CSV batch joined from two
-    reads) yields whenever none of the first read's rows is bad. `concat_str` takes any chunks.
-    """
-    return pl.concat_str(pl.lit("'"), value.cast(pl.String), pl.lit(f"' {after}"))
-
-
-def _with_raw(rejects: pl.DataFrame, batch: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-    """Attach the whole source row, JSON-encoded, to each reject."""
-    if rejects.height == 0:
-        return _empty_rejects()
-    rows = batch.with_columns(pl.col(ROW).cast(pl.Int64)).filter(
-        pl.col(ROW).is_in(rejects[ROW].unique().implode())
-    )
-    raw = printable(rows).select(ROW, raw=pl.struct(columns).struct.json_encode())
-    out = rejects.join(raw, on=ROW, how="left", maintain_order="left")
-    return out.select(pl.col(name).cast(dtype) for name, dtype in REJECTS_SCHEMA.items())
-
-
-def cast_with_rejects(
-    batch: pl.DataFrame, plan: CastPlan, schema: dict[str, pl.DataType]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Cast a batch leniently: a value that fails becomes null and a reject record.
-
-    Args:
-        batch: the rows as read, with `__row`.
-        plan: the casts to apply.
-        schema: the profiled read schema (column to type, without `__row`); a column the plan
-            does not cast but whose batch type differs (a chunk re-read as text) is parsed to it.
-
-    Returns:
-        The cast frame with every row (and `__row`), and one reject per failed cell (in row
-        order), where the input was not null and the output is; a null input stays null and is
-        not a reject.
-    """
-    cast, rejects = _cast_failures(batch, plan, schema)
-    return cast, _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
-
-
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
@@ -235,25 +80,26 @@ def _shown(values: Sequence[str | int | float]) -> str:
 
 def _rules(checks: ColumnChecks, dtype: pl.DataType) -> list[tuple[str, pa.Check, str, str]]:
     """A column's checks in a fixed order: rule, Pandera check, reason before and after value."""
+    check = _pandera().Check
     out: list[tuple[str, pa.Check, str, str]] = []
     for rule, op in _BOUNDS:
         bound = getattr(checks, rule)
         if bound is not None:
-            out.append((rule, getattr(pa.Check, rule)(bound), "", f" {op} {_number(bound)}"))
+            out.append((rule, getattr(check, rule)(bound), "", f" {op} {_number(bound)}"))
     text = dtype == pl.String()
     if checks.isin is not None:
         allowed: list[str | int | float] = [str(v) for v in checks.isin] if text else checks.isin
-        out.append(("isin", pa.Check.isin(allowed), "'", f"' is not one of {_shown(allowed)}"))
+        out.append(("isin", check.isin(allowed), "'", f"' is not one of {_shown(allowed)}"))
     if checks.notin is not None:
         banned: list[str | int | float] = [str(v) for v in checks.notin] if text else checks.notin
-        out.append(("notin", pa.Check.notin(banned), "'", f"' is one of {_shown(banned)}"))
+        out.append(("notin", check.notin(banned), "'", f"' is one of {_shown(banned)}"))
     low, high = checks.str_length or (None, None)
     if low is not None or high is not None:
         span = f"{low or 0}..{high if high is not None else ''}"
-        out.append(("str_length", pa.Check.str_length(low, high), "'", f"' length not in {span}"))
+        out.append(("str_length", check.str_length(low, high), "'", f"' length not in {span}"))
     if checks.str_matches is not None:
         regex = checks.str_matches
-        out.append(("str_matches", pa.Check.str_matches(regex), "'", f"' does not match {regex!r}"))
+        out.append(("str_matches", check.str_matches(regex), "'", f"' does not match {regex!r}"))
     return out
 
 
@@ -310,7 +156,7 @@ def _build_schema(
             continue
         for number, (rule, _check, before, after) in enumerate(picked):
             lookup.append((name, number, rule, before, after))
-        specs[name] = pa.Column(
+        specs[name] = _pandera().Column(
             None if isinstance(dtype, (pl.Map, pl.Float16)) else dtype,  # pandera lacks them
             checks=[r[1] for r in picked],
             nullable=chosen.nullable or not nulls,
@@ -327,7 +173,7 @@ def _build_schema(
         },
         orient="row",
     )
-    return pa.DataFrameSchema(specs, strict=not only, ordered=not only), table
+    return _pandera().DataFrameSchema(specs, strict=not only, ordered=not only), table
 
 
 def build_checks_schema(
@@ -356,19 +202,21 @@ def _pandera_rejects(
     types, so once Pandera has passed a frame schema, later batches with the same one pass
     without another call (~2 ms a batch, ~18 CPU-s over a 244M-row load).
     """
+    import pandera.errors
+
     types_only = lookup.height == 0 and all(
         c.nullable and not c.unique for c in schema.columns.values()
     )
     key = (id(schema), tuple(frame.schema.items()))
     if types_only and _TYPES_PASSED.get(key) is schema:
-        return _NO_FOUND
+        return NO_RAW
     try:
         schema.validate(frame.drop(ROW), lazy=True)
         if types_only:
             if len(_TYPES_PASSED) >= _SCHEMAS_KEPT:
                 _TYPES_PASSED.pop(next(iter(_TYPES_PASSED)))
             _TYPES_PASSED[key] = schema
-        return _NO_FOUND
+        return NO_RAW
     except pandera.errors.SchemaErrors as exc:
         cases: pl.DataFrame = exc.failure_cases
     whole = cases.filter(pl.col("index").is_null())
@@ -407,7 +255,7 @@ def _unique_rejects(frame: pl.DataFrame, columns: list[str], seen: SeenValues) -
                 ROW,
                 column=pl.lit(name),
                 rule=pl.lit("unique"),
-                reason=_quoted(pl.col(name), "repeats an earlier row"),
+                reason=quoted(pl.col(name), "repeats an earlier row"),
             )
         )
         fresh[name] = pl.DataFrame({ROW: values[ROW], "h": hashes}).filter(~repeat)
@@ -449,7 +297,7 @@ def split_batch(
     Raises:
         ValidationFailed: a column has the wrong type after casting (a bug, not a bad row).
     """
-    cast, failed = _cast_failures(batch, plan, schema)
+    cast, failed = cast_failures(batch, plan, schema)
     output, checks, rows = plan.output_schema(schema), validation.checks, cast.height
     checked = {"cast": rows} | {f"{c}.not_null": rows for c, v in checks.items() if not v.nullable}
     # unique is not left to Pandera: it must hold across batches (SeenValues).
@@ -481,8 +329,8 @@ def split_batch(
 
     if not rejects.height:  # the usual case: no copy of the batch
         columns = cast.get_columns()
-        return BatchOutcome(pl.DataFrame(columns[1:]), columns[0], _empty_rejects(), checked)
-    rejects = _with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
+        return BatchOutcome(pl.DataFrame(columns[1:]), columns[0], empty_rejects(), checked)
+    rejects = with_raw(rejects.sort(ROW, maintain_order=True), batch, list(schema))
     good = cast.filter(~pl.col(ROW).is_in(rejects[ROW].implode()))
     return BatchOutcome(good.drop(ROW), good[ROW], rejects, checked)
 

@@ -12,14 +12,12 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, LiteralString
-from urllib.parse import quote
 
-import psycopg
 import yaml
 from psycopg import sql
 from psycopg.rows import class_row
@@ -27,7 +25,9 @@ from pydantic import BaseModel
 from rich.table import Table
 from rich.text import Text
 
-Conn = psycopg.Connection[Any]
+from ingest.pg.db import Conn
+from ingest.runtime.secrets import scrub
+
 RunStatus = Literal["running", "success", "failed", "killed", "skipped"]
 STATUSES: tuple[str, ...] = ("running", "success", "failed", "killed", "skipped")
 
@@ -55,8 +55,6 @@ SAMPLES = 64
 WHOLE_FILE_LIMIT = 2 * EDGE + SAMPLES * BLOCK
 
 _SECRET_KEY = re.compile(r"(^|_)(url|dsn|conninfo|password|passwd|secret|token)($|_)", re.I)
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
-_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s,;)]+)", re.I)
 
 
 def ensure_ledger(conn: Conn, schema: str) -> None:
@@ -111,14 +109,6 @@ def _without_secrets(value: Any) -> Any:
     if isinstance(value, str):
         return scrub(value, ())
     return value
-
-
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace each secret (plain or URL-encoded) and any URL or `password=` password by `***`."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _KV_PASSWORD.sub(r"\1***", text)
 
 
 def sample_ranges(size: int) -> list[tuple[int, int]]:

@@ -9,7 +9,7 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.stages.validate import ROW
+from ingest.stages.csvread import ROW
 
 SUFFIX = "__rejected"
 _MAX_IDENTIFIER = 63  # bytes: PostgreSQL's NAMEDATALEN - 1

@@ -13,9 +13,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ingest.errors import IngestError
+from ingest.pg.db import Conn
 from ingest.state.drift import ColumnSpec, Drift, diff, fingerprint
-
-Conn = psycopg.Connection[tuple[object, ...]]
 
 _LOCK_KEY = 0x70676C6B  # advisory lock class of this module ("pglk"); second key: 0 or a source
 

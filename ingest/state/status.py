@@ -1,4 +1,7 @@
-"""Read-only questions about the database: recent runs, and drift a file would bring."""
+"""Questions about the database: recent runs, and drift a file would bring.
+
+Listing runs first marks those whose process died as killed: the one write here.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,7 @@ from rich.table import Table
 
 from ingest.config import PipelineConfig, SourceConfig
 from ingest.errors import SourceFileError
-from ingest.pg.db import connect, resolve_url
-from ingest.pg.target import Conn
+from ingest.pg.db import Conn, connect, resolve_url
 from ingest.run import explain
 from ingest.stages import cast
 from ingest.state import drift, ledger, schema_history

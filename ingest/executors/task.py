@@ -1,0 +1,177 @@
+"""The task of one partition: read, cast and check its rows, quarantine the bad, stage the good.
+
+A task never touches the target table: it sends rows to the run's staging table and returns a
+small `PartitionResult`. The run-wide parts it needs (the values a `unique` check has seen, the
+bad rows counted so far) come in a `Tally`, which the local executor shares between the tasks
+it runs in its own process; the commit adds the results up once more before it commits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from ingest.config import PipelineConfig, SourceConfig
+from ingest.errors import BadRowsOverLimit
+from ingest.pg.commit import PartitionResult
+from ingest.pg.db import Conn
+from ingest.pg.target import Target
+from ingest.stages import cast, read, validate
+from ingest.stages.partition import Partition
+from ingest.stages.plan import Plan
+from ingest.stages.profile import FileProfile
+from ingest.stages.unique import SeenValues
+from ingest.state import quarantine
+
+# Bad rows shown in a failure's message, over the whole run.
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything the load of one source needs, resolved before any row moves; picklable."""
+
+    config: PipelineConfig
+    source: SourceConfig
+    profile: FileProfile
+    plan: Plan
+    casts: cast.CastPlan
+    output: dict[str, pl.DataType]
+    target: Target
+    run_id: str
+
+    @property
+    def lineage(self) -> tuple[str, str]:
+        return (self.config.database.loaded_at_column, self.config.database.run_id_column)
+
+    @property
+    def meta(self) -> str:
+        return self.config.database.metadata_schema
+
+    @property
+    def quarantine(self) -> Target:
+        """The table the source's bad rows go to."""
+        schema, table = quarantine.quarantine_table(
+            self.config.database.schema_, self.source.table_name
+        )
+        return Target(schema, table, "append")
+
+
+@dataclass
+class Tally:
+    """What the tasks of one run have counted together, so a limit stops the run at once."""
+
+    expected_rows: int
+    seen: SeenValues
+    rows_read: int = 0
+    rejected: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_job(cls, job: Job) -> Tally:
+        rows = job.profile.rows
+        return cls(rows, SeenValues(expected_rows=int(rows * 1.1)))
+
+    def over(self, job: Job, final: bool) -> BadRowsOverLimit | None:
+        """The error to stop with, when the bad rows pass the limit.
+
+        The count limit is exact at any point; the fraction uses the profile's estimate of the
+        rows until the last partition is read (`final`).
+        """
+        total = self.rows_read if final else max(self.expected_rows, self.rows_read)
+        limit = validate.over_limit(self.rejected, total, job.source.validation_data)
+        if limit is None:
+            return None
+        path = job.profile.path
+        return BadRowsOverLimit(path, self.rejected, limit, self.examples, job.quarantine.display)
+
+
+Send = Callable[[pl.DataFrame, np.ndarray, int], None]
+
+
+def run_partition(
+    job: Job,
+    part: Partition,
+    tally: Tally,
+    send: Send,
+    rejects_to: Conn,
+    after_batch: Callable[[], None] = lambda: None,
+) -> PartitionResult:
+    """Load one partition's rows into the staging table through `send`.
+
+    Args:
+        job: the load.
+        part: which rows.
+        tally: the run's shared counts and `unique` values.
+        send: stages a batch of good rows (their file row indexes, and the line offset).
+        rejects_to: the connection bad rows are written over (committed at once).
+        after_batch: called after each batch (progress, memory).
+
+    Raises:
+        BadRowsOverLimit: the run's bad rows passed the limit; nothing is committed.
+    """
+    started = time.monotonic()
+    profile, validation = job.profile, job.source.validation_data
+    schema = job.casts.read_schema(profile.schema)
+    read_rows = sent = rejected = blank = 0
+    depth: Counter[str] = Counter()
+    examples: list[str] = []
+    for number, chunk in enumerate(read.batches(part, job.source.csv, schema, job.plan)):
+        out = validate.split_batch(
+            chunk.frame,
+            job.casts,
+            schema,
+            validation,
+            seed=part.index * 100_003 + number,  # a rerun samples the same rows
+            seen=tally.seen,
+            source=profile.path,
+            nul_free=chunk.nul_free,
+        ).with_rejects(chunk.rejects)
+        read_rows += chunk.frame.height
+        tally.rows_read += chunk.frame.height
+        blank += chunk.skipped
+        depth.update(out.checked_rows)
+        offset = chunk.first_line - chunk.first_row
+        if out.bad_rows:
+            _quarantine(job, rejects_to, out.rejects, offset)
+            found = quarantine.format_examples(
+                out.rejects, profile.format, EXAMPLES, line_offset=offset
+            )
+            examples += found[: EXAMPLES - len(examples)]
+            tally.examples += found[: EXAMPLES - len(tally.examples)]
+            rejected += out.bad_rows
+            tally.rejected += out.bad_rows
+            over = tally.over(job, final=False)
+            if over is not None:
+                raise over
+        send(out.good, out.rows.to_numpy(), offset)
+        sent += out.good.height
+        after_batch()
+    return PartitionResult(
+        key=part.key,
+        rows_read=read_rows,
+        rows_sent=sent,
+        rows_rejected=rejected,
+        blank_lines=blank,
+        examples=tuple(examples),
+        checked=tuple(sorted(depth.items())),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _quarantine(job: Job, conn: Conn, rejects: pl.DataFrame, line_offset: int) -> None:
+    quarantine.write_rejects(
+        conn,
+        job.config.database.schema_,
+        job.source.table_name,
+        job.run_id,
+        str(job.profile.path),
+        job.profile.format,
+        rejects,
+        line_offset=line_offset,
+    )
