@@ -273,6 +273,38 @@ def runs(c: Context, config: str = "config.yml", limit: int = 20) -> None:
 
 
 @task(
+    name="report",
+    help={
+        "run_id": "the run (or the start of its id, as `invoke runs` shows it)",
+        "latest": "the latest run (the default when no run id is given)",
+        "out": "the HTML file to write (default: .pipeline/reports/run-<id>.html)",
+        "config": "config file naming the database",
+    },
+)
+def report_(
+    c: Context,
+    run_id: str | None = None,
+    latest: bool = False,
+    out: str | None = None,
+    config: str = "config.yml",
+) -> None:
+    """Write a run's report as one HTML page (rows/s, memory, phases, rejects, drift)."""
+    from pathlib import Path
+
+    if run_id and latest:
+        raise Exit("error: give a run id or --latest, not both", code=2)
+    with _errors():
+        settings = ingest.load_config(config)
+        url = ingest.resolve_url(settings.database.url, err.print)
+        path = ingest.write_run_report(
+            url, settings.database.metadata_schema, run_id, Path(out) if out else None
+        )
+    written = path.resolve()
+    print(written)
+    err.print(f"open it in a browser: {written.as_uri()}", highlight=False)
+
+
+@task(
     name="drift",
     help={
         "config": "YAML or TOML config file (default: config.yml)",
@@ -367,4 +399,4 @@ def db_status(c: Context) -> None:
 
 
 db = Collection("db", db_up, db_down, db_status)
-ns = Collection(ingest_, plan_, build, query, demo, runs, drift_, bench, test, lint, db)
+ns = Collection(ingest_, plan_, build, query, demo, runs, report_, drift_, bench, test, lint, db)

@@ -7,6 +7,7 @@ from ingest.pg.db import describe, resolve_url
 from ingest.run import Explained, explain, run_source
 from ingest.runtime.memory import format_size, parse_size
 from ingest.runtime.report import RunReport
+from ingest.runtime.report_html import write_run_report
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
 from ingest.state.status import drift_changes, recent_runs_table
@@ -29,4 +30,5 @@ __all__ = [
     "resolve_url",
     "run_source",
     "write_demo",
+    "write_run_report",
 ]

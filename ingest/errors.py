@@ -369,3 +369,15 @@ class CommitUnknown(IngestError):
             f"  fix: when the server is back, look for {marker}; running again is safe "
             "(a file whose commit went through is skipped, unless --force)"
         )
+
+
+class RunNotFound(IngestError):
+    """No run in the ledger has the id a report asks for, or the ledger has no run yet."""
+
+    def __init__(self, run_id: str | None, schema: str) -> None:
+        self.run_id = run_id
+        self.schema = schema
+        what = f"no run (or more than one) has an id starting {run_id!r}" if run_id else "no run"
+        super().__init__(
+            f"{what} in {schema}.runs\n  fix: pass a run id that `invoke runs` shows, or --latest"
+        )

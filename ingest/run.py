@@ -15,11 +15,12 @@ from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
 from ingest.executors import local
 from ingest.executors.local import Counts, Log, Session
+from ingest.executors.runrecord import keep_timeline
 from ingest.executors.task import Job
-from ingest.pg.copy import append_types
 from ingest.pg.db import Conn, connect, ensure_live, resolve_url, server_fault
 from ingest.pg.facts import read_facts
 from ingest.pg.locks import table_lock
+from ingest.pg.staging import append_types
 from ingest.pg.target import (
     Target,
     check_column_names,
@@ -37,6 +38,7 @@ from ingest.runtime.memory import (
 )
 from ingest.runtime.report import RunReport, mb
 from ingest.runtime.secrets import scrub
+from ingest.runtime.timeline import Timeline, phase
 from ingest.stages import cast, partition
 from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
@@ -63,6 +65,7 @@ def explain(
     memory_limit: int | None = None,
     strategy: str | None = None,
     path: Path | None = None,
+    timeline: Timeline | None = None,
 ) -> Explained:
     """Profile a source's file (the first match of a glob) and plan its load, without loading.
 
@@ -81,15 +84,17 @@ def explain(
             )
         path = files[0]
     fmt = detect_format(path, source.format)
-    profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
-    budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
-    plan = make_plan(
-        profile,
-        budget,
-        base_bytes=current_rss(),
-        workers=config.database.workers,
-        forced=strategy or source.strategy,
-    )
+    with phase(timeline, "profile"):
+        profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
+    with phase(timeline, "plan"):
+        budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
+        plan = make_plan(
+            profile,
+            budget,
+            base_bytes=current_rss(),
+            workers=config.database.workers,
+            forced=strategy or source.strategy,
+        )
     return Explained(source, profile, plan)
 
 
@@ -172,9 +177,14 @@ def _run_file(
     started = time.monotonic()
     prefer_jemalloc()
     reset_peak_rss()
-    with RssWatch() as watch:
+    with RssWatch() as watch, Timeline(watch) as timeline:
         explained = explain(
-            config, source.name, memory_limit=memory_limit, strategy=strategy, path=path
+            config,
+            source.name,
+            memory_limit=memory_limit,
+            strategy=strategy,
+            path=path,
+            timeline=timeline,
         )
         profile, plan = explained.profile, explained.plan
         log(
@@ -225,7 +235,9 @@ def _run_file(
             if killed:
                 log(f"marked {killed} earlier run(s) that did not finish as killed")
             with table_lock(control, job.target.schema, job.target.table, log=log):
-                session = Session(url, control, watch, console, log, started, progress, force)
+                session = Session(
+                    url, control, watch, console, log, started, progress, force, timeline
+                )
                 counts, status = _run_locked(job, session)
             if status == "success":
                 _refresh_dbt_sources(job, control, url, counts, log)
@@ -296,6 +308,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
                     error=error,
                     secrets=[url],
                 )
+                keep_timeline(conn, job, counts, env)
             finally:
                 if conn is not control:
                     conn.close()
@@ -337,7 +350,8 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             schema=job.target.schema,
             path=job.profile.path,
         )
-        counts.notes.extend(found.changes())
+        counts.drift = found.changes()
+        counts.notes.extend(counts.drift)
         if appending and not statements:  # warn, or a history that differs from the table
             _refuse_new_columns(control, job, [c.name for c in columns])
 

@@ -21,8 +21,10 @@ from ingest.executors.task import Job, Tally, run_partition
 from ingest.pg import commit
 from ingest.pg.copy import MIN_PIECE_BYTES, StagingCopy
 from ingest.pg.db import Conn
+from ingest.runtime.easing import EasingNotes
 from ingest.runtime.memory import RssWatch
 from ingest.runtime.progress import LoadProgress
+from ingest.runtime.timeline import LoadPhases, Timeline
 from ingest.stages.partition import Partition
 from ingest.stages.profile import FileProfile
 from ingest.state.refusal import RowRefused
@@ -41,10 +43,11 @@ class Counts:
     loaded: int = 0
     rejected: int = 0
     blank_lines: int = 0
-    eased_to: int = 0
     drained_at: int = 0
     depth: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    easing: EasingNotes | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Session:
     started: float
     progress: bool
     force: bool
+    timeline: Timeline | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
     )
     results: list[commit.PartitionResult] = []
     progress = LoadProgress(env.console, job.profile.rows, job.plan.budget_bytes, env.progress)
+    phases = LoadPhases(env.timeline, lambda: copy.progress.rows)
     try:
-        with _frozen_heap(), copy, progress as shown:
+        with _frozen_heap(), copy, progress as shown, phases:
 
             def after_batch() -> None:
                 shown.update(copy.progress.rows, copy.progress.bytes, env.watch.latest)
@@ -106,6 +111,7 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
                 raise over
             _notes(job, env, counts)
             staged = copy.close()
+            phases.copied()
             commit.check_results([p.key for p in parts], results, staged.rows)
             spec = commit.Commit(
                 env.url,
@@ -121,6 +127,8 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
             counts.loaded = commit.commit(staged, spec)
     except RowRefused as exc:
         raise _located(exc, job.profile, job.target.display) from exc
+    finally:
+        _sum_up_easing(counts, env.log)
 
 
 def _add(counts: Counts, result: commit.PartitionResult) -> None:
@@ -141,6 +149,16 @@ def _notes(job: Job, env: Session, counts: Counts) -> None:
         note = f"{counts.rejected:,} bad row(s) kept in {job.quarantine.display}"
         env.log(note)
         counts.notes.append(note)
+
+
+def _sum_up_easing(counts: Counts, log: Log) -> None:
+    """One line for all of a run's easing, kept in its notes (and said, if it eased twice)."""
+    easing = counts.easing
+    summary = easing.summary() if easing is not None else None
+    if easing is not None and summary is not None:
+        if easing.easings > 1:  # a single easing was said as it happened
+            log(summary)
+        counts.notes.append(summary)
 
 
 def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
@@ -171,7 +189,7 @@ def _frozen_heap() -> Iterator[None]:
 
 
 def _ease(job: Job, env: Session, counts: Counts, copy: StagingCopy) -> None:
-    """Memory nears the budget: trade speed for memory, and say so once per step.
+    """Memory nears the budget: trade speed for memory, and say so (`EasingNotes` rations it).
 
     Past 85% of the budget the pieces shrink. Past 95% the queue also drains before the next
     batch is read, but only when RSS has set a new high since the last drain: allocators keep
@@ -185,12 +203,7 @@ def _ease(job: Job, env: Session, counts: Counts, copy: StagingCopy) -> None:
     piece = copy.ease(drain)
     if drain:
         counts.drained_at = rss
-    note = (
-        f"memory reached {rss / 1e6:,.0f} MB of the {budget / 1e6:,.0f} MB budget: "
-        f"encoding in {piece / 1e6:.0f} MB pieces" + (", draining the queue" if drain else "")
-    )
-    if piece != counts.eased_to or drain:
+    counts.easing = counts.easing or EasingNotes(budget)
+    note = counts.easing.eased(rss, piece, drain)
+    if note is not None:
         env.log(note)
-    counts.eased_to = piece
-    counts.notes = [n for n in counts.notes if not n.startswith("memory")]
-    counts.notes.append(note)

@@ -19,19 +19,15 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import DatabaseUnavailable, IngestError, ServerGone, TargetExists
+from ingest.errors import DatabaseUnavailable, IngestError, ServerGone
+from ingest.pg import staging
 from ingest.pg.db import Conn, connect, server_fault
 from ingest.pg.target import (
     Target,
-    check_target,
-    column_types,
-    leftovers,
     staging_prefix,
-    table_exists,
 )
 from ingest.runtime.hooks import reached
 from ingest.stages import encode
-from ingest.stages.types import type_mismatches
 from ingest.state.refusal import StreamLog, refusal
 
 _DONE = object()
@@ -62,13 +58,6 @@ class _Encoded:
     rows: np.ndarray | None
     count: int
     line_offset: int
-
-
-def append_types(columns: dict[str, pl.DataType], lineage: tuple[str, str]) -> dict[str, str]:
-    """The column types (as `pg_type` names them) a table must have to take a direct append."""
-    loaded_at, run_id = lineage
-    wanted = {name: encode.pg_type(dtype) for name, dtype in columns.items()}
-    return wanted | {loaded_at: "timestamptz", run_id: "uuid"}
 
 
 @dataclass(frozen=True)
@@ -181,63 +170,23 @@ class StagingCopy:
         The caller holds the table's lock, so any staging table of this target is a leftover.
         """
         conn = self._control
-        if self.target.if_exists == "fail" and table_exists(conn, self.target):
-            raise TargetExists(self.target.display)
-        check_target(conn, self.target, [*self.columns, *self.lineage])
-        conn.execute(
-            sql.SQL("create schema if not exists {}").format(sql.Identifier(self.target.schema))
-        )
-        for leftover in leftovers(conn, self.target):
-            self.log(f"dropping {leftover.display}, left by a run that did not finish")
-            conn.execute(sql.SQL("drop table if exists {}").format(leftover.ident()))
+        staging.prepare_target(conn, self.target, [*self.columns, *self.lineage], self.log)
         if self.one_transaction and self.into_target and self.target.if_exists == "append":
-            self._prepare_direct(conn)
-        if not self.direct:
-            # The lineage columns are added after the COPY, in the commit's transaction: a
-            # column added with a constant default is stored once in the catalogue, not in every
-            # row (PostgreSQL's fast default), so the server neither evaluates defaults per row
-            # nor writes 24 more bytes a row (measured on the 5-column table: 12-20% less server
-            # CPU, a 25% smaller table).
-            defs = [
-                sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(encode.pg_type(dtype)))
-                for name, dtype in self.columns.items()
-            ]
-            self._create = sql.SQL("create table {} ({})").format(
-                self.staging.ident(), sql.SQL(", ").join(defs)
+            self._lead = staging.direct_stamp(
+                conn,
+                self.target,
+                self.columns,
+                self.lineage,
+                self.started_at,
+                self.run_id,
+                self.log,
             )
+            self.direct = self._lead is not None
+        if not self.direct:
+            self._create = staging.create_sql(self.staging, self.columns)
             if not self.one_transaction:
                 conn.execute(self._create)
         reached("staged")
-
-    def _prepare_direct(self, conn: Conn) -> None:
-        """Append straight into the target if its columns take the encoded types as they are.
-
-        An existing table's rows must carry the lineage values themselves: they are encoded
-        once and lead every row.
-        """
-        loaded_at, run_id = self.lineage
-        wanted = append_types(self.columns, self.lineage)
-        types = column_types(conn, self.target)
-        if not types:
-            return  # no table yet: the staged rows become it
-        if any(name not in types for name in self.lineage):
-            return  # a table made elsewhere: the commit adds the lineage columns, then inserts
-        mismatches = type_mismatches(types, wanted)
-        if mismatches:
-            self.log(
-                f"appending to {self.target.display} through a staging table, since binary COPY"
-                f" cannot cast ({'; '.join(mismatches[:3])}); a schema_config.data_type giving"
-                " the table's types appends directly, writing each row once"
-            )
-            return
-        self.direct = True
-        stamps = pl.DataFrame(
-            [
-                pl.Series(loaded_at, [self.started_at], pl.Datetime("us", "UTC")),
-                pl.Series(run_id, [bytes.fromhex(self.run_id)], pl.Binary),
-            ]
-        )
-        self._lead = encode.stamp(stamps)
 
     def send(
         self, batch: pl.DataFrame, rows: np.ndarray | None = None, line_offset: int = 0

@@ -368,7 +368,7 @@ def _short(lines: list[str], width: int = 60) -> str:
 def runs_table(rows: Sequence[RunRow]) -> Table:
     """The runs as a rich table for `invoke runs`."""
     table = Table(title="runs")
-    for name in ("status", "source", "target", "rows", "rejected", "time", "memory"):
+    for name in ("run", "status", "source", "target", "rows", "rejected", "time", "memory"):
         table.add_column(
             name, justify="right" if name in ("rows", "rejected", "time", "memory") else "left"
         )
@@ -377,6 +377,7 @@ def runs_table(rows: Sequence[RunRow]) -> Table:
     for r in rows:
         error = (r.error or "").strip().splitlines()
         table.add_row(
+            Text(r.run_id[:8]),  # `invoke report` takes this prefix
             Text(r.status, style=_STYLE.get(r.status, "dim")),
             Text(r.source or ""),
             Text(r.target or ""),

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from faultkit import ROOT, Finished, fill, home, last_run, small_disk, terminate, write_config
 from launch import command
 from psycopg import sql
-from test_faults import fill, home, small_disk
-from test_outcome import ROOT, Finished, last_run, terminate, write_config
 
 from ingest import load_config, run_source
 from ingest.demo import employees

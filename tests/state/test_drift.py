@@ -45,7 +45,7 @@ C = ColumnSpec
 BASE = [C("id", "integer"), C("Email", "text"), C("Age", "integer")]
 HOSTILE = ['a"b; drop table x; --', "Robert'); DROP TABLE students;--", "with space", "Ünï €"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

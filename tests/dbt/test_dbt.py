@@ -34,7 +34,7 @@ from ingest.dbt.runner import (
 from ingest.errors import ConfigError, DbtFailed, QueryFailed, SourceFileError
 from tests.conftest import dbt_project_copy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 DEPARTMENTS = (
     "Engineering",
@@ -209,7 +209,7 @@ def test_duckdb_resources_fit_the_budget(
 
 def test_settings_from_config_take_schema_naming_and_budget(tmp_path: Path) -> None:
     """It builds settings from the config's raw schema and naming, and the given memory limit."""
-    config = load_config(Path(__file__).parents[1] / "config.yml")
+    config = load_config(Path(__file__).parents[2] / "config.yml")
 
     settings = settings_from_config(
         config, "postgresql://u@h/d", memory_limit=2 << 30, home=tmp_path

@@ -17,7 +17,7 @@ from ingest.pg import locks
 from ingest.pg.locks import table_lock
 
 Conn = psycopg.Connection[Any]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Takes the lock, says so, holds it `hold` s, releases it, then stays connected `after` s.
 HOLDER = """

@@ -20,7 +20,7 @@ from ingest.runtime.secrets import scrub
 from ingest.state import ledger
 
 Conn = psycopg.Connection[Any]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 RUN_THEN_SLEEP = """
 import sys, time, psycopg
