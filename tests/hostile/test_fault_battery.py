@@ -25,7 +25,7 @@ from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.pg import embedded
+from ingest.pg import db, embedded
 
 pytestmark = pytest.mark.faults
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -241,7 +241,8 @@ def test_fault(scene: Scene, tmp_path: Path) -> None:
     config = write_config(tmp_path, new, scene.schema, scene.url, "new", fault.workers)
 
     def connect() -> Conn:
-        return psycopg.connect(scene.url, autocommit=True)
+        # With retries: a private server restarted after an immediate stop recovers first.
+        return db.connect(scene.url, autocommit=True, retry_seconds=30)
 
     # A stopped server is not waited for long (the default is 15 s of retries).
     quick = {"PIPELINE_CONNECT_RETRY": "2"} if fault.server != "shared" else {}
