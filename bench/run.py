@@ -31,8 +31,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench import data as benchdata
+from bench import remote as benchs3
+from bench.command import Command as _Command
 from bench.data import Dataset
 from bench.measure import (
     BenchReport,
@@ -74,18 +77,6 @@ def bench_dir() -> Path:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class _Command:
-    tool: str
-    input: str
-    strategy: str
-    table: str
-    argv: tuple[str, ...]
-    env: Mapping[str, str]
-    stdin: Path | None = None
-    cwd: Path | None = None
 
 
 def _target(schema: str, table: str) -> str:
@@ -275,6 +266,7 @@ def run_bench(
     log: Say = _say,
     schema: str = "bench",
     repeat: int = 1,
+    s3: bool = False,
 ) -> BenchReport:
     """Load one dataset with `psql \\copy`, DuckDB and this project's ingest; measure each.
 
@@ -288,6 +280,7 @@ def run_bench(
         log: Receives one line per step.
         schema: Schema of the benchmark's tables (created if missing; dropped if created here).
         repeat: Run each command this many times and keep the run with the median wall time.
+        s3: Also load the Parquet file from a local S3 server (moto), with ingest and DuckDB.
 
     Returns:
         The report; failed commands are rows with `ok=False` and their stderr, not exceptions.
@@ -315,7 +308,11 @@ def run_bench(
         found = conn.execute("select 1 from pg_namespace where nspname = %s", [schema]).fetchone()
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
         commands = _commands(data, database_url, schema, strategies, include_csv, work, psql)
+        stack = ExitStack()
         try:
+            if s3:
+                served = stack.enter_context(benchs3.local_s3(data.parquet, logs))
+                commands += benchs3.commands(served, commands[1], database_url, schema, work)
             for cmd in commands:
                 log(f"{cmd.tool} {cmd.input} {cmd.strategy}: loading {data.rows:,} rows")
                 tries = [_run_one(conn, cmd, data, schema, logs, postmaster) for _ in range(repeat)]
@@ -326,6 +323,7 @@ def run_bench(
                 )
                 measured.append(row)
         finally:
+            stack.close()
             for cmd in commands:
                 _drop(conn, schema, cmd.table)
             if found is None:
@@ -363,6 +361,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--no-csv", action="store_true", help="skip the ingest of the CSV")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command (median kept)")
+    parser.add_argument("--no-s3", action="store_true", help="skip the loads from local S3")
     args = parser.parse_args(argv)
     err = Console(stderr=True)
     report = run_bench(
@@ -373,6 +372,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         include_csv=not args.no_csv,
         log=err.print,
         repeat=args.repeat,
+        s3=not args.no_s3,
     )
     Console().print(report.table())
     err.print(f"results: {report.write(bench_dir())}")

@@ -6,7 +6,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 import yaml
@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from ingest.errors import ConfigError
 from ingest.stages.types import type_and_format
+
+if TYPE_CHECKING:
+    from ingest.stages.remote import Location
 
 Naming = Literal["lower", "upper", "capitalize"]
 IfExists = Literal["fail", "append", "replace"]
@@ -131,6 +134,30 @@ class CsvOptions(_Model):
     )
 
 
+class StorageOptions(_Model):
+    """How to reach an object store or web server; unset keys fall back to the AWS_* variables."""
+
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (MinIO, moto)."
+    )
+    region: str | None = Field(None, description="Bucket region; default from AWS_REGION.")
+    access_key_id: SecretStr | None = Field(None, description="Key id; prefer AWS_ACCESS_KEY_ID.")
+    secret_access_key: SecretStr | None = Field(
+        None, description="Secret key; prefer AWS_SECRET_ACCESS_KEY."
+    )
+    session_token: SecretStr | None = Field(None, description="Temporary credentials' token.")
+    anonymous: bool = Field(False, description="Public bucket: send no credentials.")
+    retries: int = Field(
+        3, ge=0, le=20, description="Network retries of a failed request, with backoff."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Seconds to wait on a connect or a read.")
+
+    def secrets(self) -> list[str]:
+        """The secret values, for scrubbing them out of any message."""
+        held = (self.access_key_id, self.secret_access_key, self.session_token)
+        return [s.get_secret_value() for s in held if s is not None]
+
+
 class SourceConfig(_Model):
     """One file (or glob) loaded into one table."""
 
@@ -144,6 +171,9 @@ class SourceConfig(_Model):
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
     validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    storage_options: StorageOptions = Field(
+        default_factory=StorageOptions, description="For s3://, gs://, az:// and http(s):// paths."
+    )
 
 
 class DatabaseConfig(_Model):
@@ -196,17 +226,31 @@ class PipelineConfig(_Model):
         given = Path(os.path.expanduser(source.input_path))
         return given if given.is_absolute() else (self.path.parent / given).resolve()
 
-    def input_files(self, source: SourceConfig) -> list[Path]:
-        """The files a source names: its one path, or every match of its glob, sorted."""
+    def input_files(self, source: SourceConfig) -> list[Location]:
+        """The files a source names: its one path, or every match of its glob, sorted.
+
+        An `s3://`, `gs://`, `az://` or `http(s)://` path lists remote objects instead.
+
+        Raises:
+            RemoteSourceError: the bucket, the object or the server cannot be reached.
+        """
+        from ingest.stages import remote  # it builds on this module's StorageOptions
+
+        if remote.is_remote(source.input_path):
+            return list(remote.list_files(source.input_path, source.storage_options))
         path = self.input_file(source)
         if not is_glob(source.input_path):
             return [path]
         anchor = Path(path.anchor)
-        return sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
+        matches = sorted(anchor.glob(str(path.relative_to(anchor))))
+        found: list[Location] = [p for p in matches if p.is_file()]
+        return found
 
 
 def is_glob(pattern: str) -> bool:
-    """Whether a path has glob characters (`*`, `?`, `[`)."""
+    """Whether a path has glob characters (`*`, `?`, `[`); a web URL never is one (`?` query)."""
+    if pattern.lower().startswith(("http://", "https://")):
+        return False
     return any(ch in pattern for ch in "*?[")
 
 
@@ -236,6 +280,7 @@ class _LegacyFile(_Model):
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    storage_options: StorageOptions = Field(default_factory=StorageOptions)
 
 
 class _SourceEntry(_Model):
@@ -249,6 +294,7 @@ class _SourceEntry(_Model):
     schema_config: SchemaConfig = Field(default_factory=SchemaConfig)
     validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    storage_options: StorageOptions = Field(default_factory=StorageOptions)
 
 
 class _MultiFile(_Model):
@@ -357,6 +403,7 @@ def load_config(path: Path | str) -> PipelineConfig:
                 schema_config=legacy.schema_config,
                 validation_data=legacy.validation_data,
                 csv=legacy.csv,
+                storage_options=legacy.storage_options,
             )
             return PipelineConfig(
                 path=path,

@@ -5,6 +5,40 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
+
+
+class Remote(Protocol):
+    """A remote object (`ingest.stages.remote.RemoteFile`): shown by its URL, never a `Path`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def display(self) -> str: ...
+
+
+# Where an input is: a local file, or a remote object. A URL string stays a string: `Path`
+# would turn `s3://bucket/key` into `s3:/bucket/key`.
+Where = Path | Remote
+Place = Path | str | Remote
+
+
+def _where(path: Place) -> Where:
+    if isinstance(path, str) and "://" in path:
+        return _Url(path)
+    return Path(path) if isinstance(path, str | Path) else path
+
+
+class _Url:
+    """A URL given where a path is expected (a glob that matched nothing, say)."""
+
+    def __init__(self, url: str) -> None:
+        self.display = url
+        self.name = url.rstrip("/").rsplit("/", 1)[-1]
+
+    def __str__(self) -> str:
+        return self.display
 
 
 class IngestError(Exception):
@@ -14,8 +48,8 @@ class IngestError(Exception):
 class ConfigError(IngestError):
     """A config file is missing, unreadable, or has a wrong or unknown key."""
 
-    def __init__(self, path: Path | str, problems: Sequence[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, problems: Sequence[str]) -> None:
+        self.path = _where(path)
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid config {self.path}:\n{lines}")
@@ -24,18 +58,28 @@ class ConfigError(IngestError):
 class SourceFileError(IngestError):
     """An input file cannot be read: missing, empty, malformed, or of an unknown format."""
 
-    def __init__(self, path: Path | str, reason: str, fix: str = "") -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, reason: str, fix: str = "") -> None:
+        self.path = _where(path)
         self.reason = reason
         self.fix = fix
         message = f"cannot read {self.path}: {reason}"
         super().__init__(f"{message}\n  fix: {fix}" if fix else message)
 
 
+class RemoteSourceError(SourceFileError):
+    """An object or web file cannot be reached or read: missing, refused, or a dropped link."""
+
+    def __init__(self, url: str, reason: str, fix: str, secrets: Sequence[str] = ()) -> None:
+        for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+            reason = reason.replace(secret, "***")
+        self.url = url
+        super().__init__(url, reason, fix)
+
+
 class DamagedParquet(SourceFileError):
     """A Parquet row group cannot be decoded: a corrupt page, a failed decompression."""
 
-    def __init__(self, path: Path | str, row_group: int, groups: int, cause: Exception) -> None:
+    def __init__(self, path: Place, row_group: int, groups: int, cause: Exception) -> None:
         self.row_group = row_group
         super().__init__(
             path,
@@ -50,9 +94,7 @@ _SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 class SeparatorMismatch(SourceFileError):
     """A CSV file is plainly separated by another character than the configured one."""
 
-    def __init__(
-        self, path: Path | str, configured: str, found: str, count: int, lines: int
-    ) -> None:
+    def __init__(self, path: Place, configured: str, found: str, count: int, lines: int) -> None:
         self.configured = configured
         self.found = found
         said = _SEPARATOR_NAMES.get(configured, repr(configured))
@@ -70,8 +112,8 @@ class SeparatorMismatch(SourceFileError):
 class BadColumnName(IngestError):
     """A column name cannot become a PostgreSQL identifier as it is."""
 
-    def __init__(self, path: Path | str, column: str, reason: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, column: str, reason: str) -> None:
+        self.path = _where(path)
         self.column = column
         self.reason = reason
         super().__init__(
@@ -84,8 +126,8 @@ class BadColumnName(IngestError):
 class TooManyColumns(IngestError):
     """A file has more columns than a PostgreSQL table can hold."""
 
-    def __init__(self, path: Path | str, columns: int, lineage: Sequence[str], limit: int) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, columns: int, lineage: Sequence[str], limit: int) -> None:
+        self.path = _where(path)
         self.columns = columns
         self.limit = limit
         added = (
@@ -103,9 +145,9 @@ class UnsupportedColumnType(IngestError):
     """A file's column has a type the loader cannot write to PostgreSQL."""
 
     def __init__(
-        self, path: Path | str, column: str, type_name: str, why: str = "", fix: str = ""
+        self, path: Place, column: str, type_name: str, why: str = "", fix: str = ""
     ) -> None:
-        self.path = Path(path)
+        self.path = _where(path)
         self.column = column
         self.type_name = type_name
         self.fix = fix or (
@@ -122,8 +164,8 @@ class UnsupportedColumnType(IngestError):
 class ValidationFailed(IngestError):
     """Rows broke the validation checks and the load was refused."""
 
-    def __init__(self, path: Path | str, failures: int, summary: str) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, failures: int, summary: str) -> None:
+        self.path = _where(path)
         self.failures = failures
         self.summary = summary
         super().__init__(
@@ -145,9 +187,9 @@ class TargetExists(IngestError):
 class SchemaMismatch(IngestError):
     """An append found columns in the file that the target table lacks."""
 
-    def __init__(self, table: str, path: Path | str, extra: Sequence[str]) -> None:
+    def __init__(self, table: str, path: Place, extra: Sequence[str]) -> None:
         self.table = table
-        self.path = Path(path)
+        self.path = _where(path)
         self.extra = list(extra)
         super().__init__(
             f"{self.path}: cannot append to {table}, which has no column(s) {self.extra}; "
@@ -159,14 +201,13 @@ class SchemaMismatch(IngestError):
 class DatabaseUnavailable(IngestError):
     """The database cannot be reached; the message names host and port, not the password."""
 
-    def __init__(self, where: str, reason: str) -> None:
+    def __init__(self, where: str, reason: str, fix: str = "") -> None:
         self.where = where
         self.reason = reason
-        super().__init__(
-            f"cannot connect to PostgreSQL at {where}: {reason}\n"
-            "  fix: check DATABASE_URL (or database.url), or unset it to use the embedded server "
-            "(`invoke db.up`)"
+        self.fix = fix or (
+            "check DATABASE_URL (or database.url), or unset it to use the embedded server"
         )
+        super().__init__(f"cannot connect to PostgreSQL at {where}: {reason}; fix: {self.fix}")
 
 
 class EmbeddedServerError(IngestError):
@@ -190,9 +231,9 @@ class BadRowsOverLimit(IngestError):
     """More rows failed parsing, casting or checks than the config tolerates."""
 
     def __init__(
-        self, path: Path | str, bad_rows: int, limit: str, examples: Sequence[str], quarantine: str
+        self, path: Place, bad_rows: int, limit: str, examples: Sequence[str], quarantine: str
     ) -> None:
-        self.path = Path(path)
+        self.path = _where(path)
         self.bad_rows = bad_rows
         self.limit = limit
         self.examples = list(examples)
@@ -213,13 +254,13 @@ class SchemaDrift(IngestError):
         source: str,
         table: str,
         changes: Sequence[str],
-        path: Path | str | None = None,
+        path: Place | None = None,
         fix: str | None = None,
     ) -> None:
         self.source = source
         self.table = table
         self.changes = list(changes)
-        self.path = Path(path) if path is not None else None
+        self.path = _where(path) if path is not None else None
         listed = "\n".join(f"  - {c}" for c in self.changes)
         where = f" in {self.path}" if self.path else ""
         file = f" {self.path.name}" if self.path else ""
@@ -248,9 +289,9 @@ class ValueRefused(IngestError):
     """PostgreSQL refused a value in the middle of the COPY (e.g. a NUL byte in text)."""
 
     def __init__(
-        self, path: Path | str, where: str, column: str | None, reason: str, table: str
+        self, path: Place, where: str, column: str | None, reason: str, table: str
     ) -> None:
-        self.path = Path(path)
+        self.path = _where(path)
         self.where = where
         self.column = column
         self.reason = reason
@@ -309,8 +350,8 @@ class ConstraintBroken(IngestError):
 class QueryFailed(IngestError):
     """DuckDB refused a query on the marts: a missing table, a column, the syntax."""
 
-    def __init__(self, path: Path | str, reason: str, marts: Sequence[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Place, reason: str, marts: Sequence[str]) -> None:
+        self.path = _where(path)
         self.reason = reason
         self.marts = list(marts)
         shown = ", ".join(self.marts) if self.marts else "none yet (run `invoke build`)"
@@ -381,3 +422,7 @@ class RunNotFound(IngestError):
         super().__init__(
             f"{what} in {schema}.runs\n  fix: pass a run id that `invoke runs` shows, or --latest"
         )
+
+
+class UsageError(IngestError):
+    """A command was called with an option or argument it cannot use (exit code 2)."""

@@ -6,7 +6,6 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import psycopg
 from rich.console import Console
@@ -42,7 +41,8 @@ from ingest.runtime.timeline import Timeline, phase
 from ingest.stages import cast, partition
 from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
 from ingest.stages.profile import FileProfile, detect_format, profile_file
-from ingest.state import drift, ledger, quarantine, schema_history
+from ingest.stages.remote import Location
+from ingest.state import drift, ledger, quarantine, schema_history, seen
 
 # The local executor reads a CSV file as one partition: cutting it would mean reading it once more
 # for its record ends, and tasks in one process gain nothing from the cut.
@@ -64,7 +64,7 @@ def explain(
     *,
     memory_limit: int | None = None,
     strategy: str | None = None,
-    path: Path | None = None,
+    path: Location | None = None,
     timeline: Timeline | None = None,
 ) -> Explained:
     """Profile a source's file (the first match of a glob) and plan its load, without loading.
@@ -153,14 +153,19 @@ def run_source(
                 "set if_table_exists: append"
             ],
         )
-    reports = [load(path) for path in files]
+    known = {} if force else seen.loaded_before(config, source, files, console)
+    table = Target(config.database.schema_, source.table_name, "append").display
+    reports = [
+        seen.skipped_report(source.name, path, table, known[path]) if path in known else load(path)
+        for path in files
+    ]
     return RunReport.combine(reports, source.input_path)
 
 
 def _run_file(
     config: PipelineConfig,
     source: SourceConfig,
-    path: Path,
+    path: Location,
     *,
     memory_limit: int | None,
     strategy: str | None,

@@ -135,10 +135,12 @@ def source_config(
     return path
 
 
-def assert_one_clear_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    """Exit 1, no traceback, one `error:` line, and the message has every fragment."""
+def assert_one_clear_error(
+    done: subprocess.CompletedProcess[str], *fragments: str, code: int = 1
+) -> None:
+    """Exit `code`, no traceback, one `error:` line, and the message has every fragment."""
     assert "Traceback" not in done.stderr, done.stderr
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == code, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
     for fragment in fragments:
@@ -322,12 +324,12 @@ def test_real_time_zones_are_accepted(tmp_path: Path, zone: str) -> None:
 
 
 def test_cli_bad_regex_is_one_clear_error(tmp_path: Path) -> None:
-    """`invoke ingest` with an invalid regex exits 1 naming the config and the key."""
+    """`invoke ingest` with an invalid regex exits 2 (a config error) naming the file and key."""
     path = tmp_path / "data.csv"
     path.write_text("a,b\n1,x\n")
     cfg = source_config(tmp_path, path, "validation_data: {checks: {b: {str_matches: '('}}}")
     done = cli("--config", str(cfg))
-    assert_one_clear_error(done, str(cfg), "checks.b.str_matches")
+    assert_one_clear_error(done, str(cfg), "checks.b.str_matches", code=2)
 
 
 def test_cli_json_prints_one_failure_object(tmp_path: Path) -> None:

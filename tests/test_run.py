@@ -494,7 +494,7 @@ def test_cli_json_reports_a_million_rows(
 
 
 def test_cli_error_is_one_clear_line(tmp_path: Path) -> None:
-    """A broken config exits non-zero with the file and key, and no traceback."""
+    """A broken config exits 2 (usage or config) with the file and key, and no traceback."""
     cfg = tmp_path / "bad.yml"
     cfg.write_text("path: {input_path: x.csv}\ndatabase: {table_name: t, if_table_exist: fail}\n")
     done = subprocess.run(
@@ -504,7 +504,7 @@ def test_cli_error_is_one_clear_line(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "database.if_table_exist: unknown key" in done.stderr
     assert str(cfg) in done.stderr
     assert "Traceback" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +16,10 @@ from ingest.runtime.secrets import scrub, url_password
 
 CONNECT_RETRY_SECONDS = 15.0
 CONNECT_RETRY_ENV = "PIPELINE_CONNECT_RETRY"
+# libpq's connect_timeout per attempt: the first is short (2 s is libpq's least), so a host that
+# drops packets is named within seconds rather than after a silent 10 s; later attempts wait more.
+FIRST_CONNECT_TIMEOUT = 2
+CONNECT_TIMEOUT = 10
 PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGSERVICE")
 # How long the ledger waits for a server that dropped the run's connection to take a new one.
 RECONNECT_SECONDS = 5.0
@@ -34,6 +39,14 @@ RESOURCES: dict[str, tuple[str, str]] = {
 _RESOURCE_FIX = "give the server more of what it lacks (see its log), then run again"
 # Admin shutdown, crash shutdown, cannot connect now: the server stopped or is starting.
 _GONE_STATES = ("57P01", "57P02", "57P03")
+FIX_SERVER = (
+    "start the server (or wait for it), check DATABASE_URL (or database.url), "
+    "or unset it to use the embedded server"
+)
+FIX_LOGIN = "check the user and password in DATABASE_URL (or database.url)"
+FIX_DATABASE = "create the database, or name an existing one in DATABASE_URL (or database.url)"
+FIX_URL = "write it as postgresql://user:password@host:port/dbname"
+_log = logging.getLogger(__name__)
 
 
 def resolve_url(configured: SecretStr | None, log: Callable[[str], None] | None = None) -> str:
@@ -68,32 +81,62 @@ def connect(
 ) -> psycopg.Connection[tuple[object, ...]]:
     """Connect, retrying with backoff for a bounded time while the server is unreachable.
 
-    The time defaults to 15 s, or `PIPELINE_CONNECT_RETRY` seconds.
+    The time defaults to 15 s, or `PIPELINE_CONNECT_RETRY` seconds. The first failed attempt
+    logs (logger `ingest.pg.db`, warning) that it is retrying, so the wait is never silent. A
+    server that answers and refuses (no such database or role, a bad password) fails at once.
 
     Raises:
-        DatabaseUnavailable: naming host and port, never the password.
+        DatabaseUnavailable: naming host and port, the reason and the fix; never the password.
     """
     if retry_seconds is None:
         retry_seconds = float(os.environ.get(CONNECT_RETRY_ENV, CONNECT_RETRY_SECONDS))
     deadline = time.monotonic() + retry_seconds
     delay = 0.2
+    where = describe(url)
+    timeout = FIRST_CONNECT_TIMEOUT
     while True:
         try:
             return psycopg.connect(
-                url, autocommit=autocommit, connect_timeout=10, application_name="pgloadkit"
+                url, autocommit=autocommit, connect_timeout=timeout, application_name="pgloadkit"
             )
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            if "password" in reason.lower() or "authentication" in reason.lower():
-                raise DatabaseUnavailable(describe(url), "authentication failed") from None
-            if time.monotonic() + delay > deadline:
-                raise DatabaseUnavailable(describe(url), _scrub(reason, url)) from None
+            reason, fix, final = connect_failure(str(exc))
+            reason = _scrub(reason, url)
+            if final or time.monotonic() + delay > deadline:
+                raise DatabaseUnavailable(where, reason, fix) from None
+            if delay == 0.2:
+                _log.warning(
+                    "connecting to PostgreSQL at %s: %s; retrying for %.0f s",
+                    where, reason, retry_seconds,
+                )  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+            timeout = int(
+                min(CONNECT_TIMEOUT, max(FIRST_CONNECT_TIMEOUT, deadline - time.monotonic()))
+            )
         except psycopg.ProgrammingError as exc:
             raise DatabaseUnavailable(
-                "(database URL)", f"not a valid URL: {_scrub(str(exc), url)}"
+                "(database URL)", f"not a valid URL: {_scrub(str(exc), url)}", FIX_URL
             ) from None
+
+
+def connect_failure(message: str) -> tuple[str, str, bool]:
+    """libpq's failure text as (reason, fix, final): one clause, what to do, and whether the
+    server answered (retrying cannot help then)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "no reason given"
+    # 'connection failed: connection to server at "h", port 5 failed: FATAL:  role "x" ...'
+    reason = first.rsplit(" failed: ", 1)[-1]
+    final = reason.startswith("FATAL:")
+    reason = " ".join(reason.removeprefix("FATAL:").split())
+    lowered = reason.lower()
+    if "password" in lowered or "authentication" in lowered:
+        return reason, FIX_LOGIN, True
+    if "role" in lowered and "does not exist" in lowered:
+        return reason, FIX_LOGIN, True
+    if "database" in lowered and "does not exist" in lowered:
+        return reason, FIX_DATABASE, True
+    return reason, FIX_SERVER, final
 
 
 def _scrub(text: str, url: str) -> str:

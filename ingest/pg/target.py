@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 from psycopg import sql
@@ -16,6 +15,7 @@ from ingest.errors import (
     RequiredColumnMissing,
     TooManyColumns,
     UnsupportedColumnType,
+    Where,
 )
 from ingest.pg.db import Conn
 from ingest.stages import encode
@@ -182,7 +182,7 @@ def add_lineage(conn: Conn, target: Target, lineage: tuple[str, str]) -> list[st
 MAX_COLUMNS = 1600  # PostgreSQL's MaxHeapAttributeNumber: columns a table can have
 
 
-def check_column_names(path: Path, names: list[str], lineage: Sequence[str] = ()) -> None:
+def check_column_names(path: Where, names: list[str], lineage: Sequence[str] = ()) -> None:
     """Refuse names PostgreSQL would truncate or reject, names used twice, and too many columns.
 
     Args:
@@ -209,7 +209,7 @@ def check_column_names(path: Path, names: list[str], lineage: Sequence[str] = ()
         seen.add(name)
 
 
-def check_column_types(path: Path, schema: dict[str, pl.DataType]) -> None:
+def check_column_types(path: Where, schema: dict[str, pl.DataType]) -> None:
     """Refuse a column whose type (after the config's casts) has no PostgreSQL encoding.
 
     Raises:

@@ -12,7 +12,6 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
+from ingest.stages.remote import Location, open_binary, size_of
 
 # The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
 # (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
@@ -87,7 +87,7 @@ class Piece(NamedTuple):
 
 
 def pieces(
-    path: Path,
+    path: Location,
     chunk_bytes: int,
     quote: bytes,
     has_header: bool,
@@ -99,12 +99,12 @@ def pieces(
     to that end, so no partial record is carried over and copied again. A span must start and
     stop on record boundaries, as partitions do.
     """
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         if span is None:
             line = 1
             if has_header and fh.readline():
                 line = 2
-            stop = path.stat().st_size
+            stop = size_of(path)
         else:
             start, stop, line = span
             fh.seek(start)
@@ -197,7 +197,7 @@ def _without(buf: bytes, found: Records, drop: NDArray[np.bool_]) -> bytes:
     )
 
 
-def _short_row(path: Path, found: Records, width: int, blank: NDArray[np.bool_]) -> None:
+def _short_row(path: Location, found: Records, width: int, blank: NDArray[np.bool_]) -> None:
     """Refuse a record with fewer fields than the header: its missing fields would load as NULL.
 
     Raises:
@@ -275,7 +275,7 @@ def _parse_any(
 
 
 def locate_problem(
-    path: Path, buf: bytes, first_line: int, options: CsvOptions, width: int
+    path: Location, buf: bytes, first_line: int, options: CsvOptions, width: int
 ) -> SourceFileError:
     """Find the line in `buf` that breaks the CSV's structure, and describe it."""
     if options.encoding == "utf8":
@@ -338,7 +338,7 @@ def _newlines(buf: bytes) -> tuple[int, bool]:
 
 
 def read_chunks(
-    path: Path,
+    path: Location,
     names: list[str],
     schema: dict[str, pl.DataType],
     options: CsvOptions,

@@ -9,12 +9,10 @@ its files exactly once, in file order, and each knows the locator of its first r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-import pyarrow.parquet as pq
-
 from ingest.stages import csvread
+from ingest.stages.remote import Location, open_binary, open_parquet, size_of
 
 # Rows a Parquet partition gathers from consecutive row groups before it is cut.
 PARQUET_PARTITION_ROWS = 4_000_000
@@ -40,7 +38,7 @@ class Partition:
         rows: its rows when the file's metadata says (Parquet), else None.
     """
 
-    path: Path
+    path: Location
     format: str
     index: int
     kind: Kind
@@ -56,14 +54,14 @@ class Partition:
 
 
 def parquet_partitions(
-    path: Path, index: int = 0, target_rows: int = PARQUET_PARTITION_ROWS
+    path: Location, index: int = 0, target_rows: int = PARQUET_PARTITION_ROWS
 ) -> list[Partition]:
     """Consecutive row groups gathered into partitions of about `target_rows` rows.
 
     A row group is never split: one larger than `target_rows` is a partition of its own (the
     reader still decodes it in batches).
     """
-    meta = pq.ParquetFile(path).metadata
+    meta = open_parquet(path).metadata
     parts: list[Partition] = []
     start, first, rows = 0, 0, 0
     for group in range(meta.num_row_groups):
@@ -81,7 +79,7 @@ def parquet_partitions(
 
 
 def csv_partitions(
-    path: Path,
+    path: Location,
     has_header: bool,
     index: int = 0,
     target_bytes: int = CSV_PARTITION_BYTES,
@@ -93,7 +91,7 @@ def csv_partitions(
     scanned once for record ends (quote parity, as the reader finds them), so a quoted field
     spanning lines never straddles two partitions.
     """
-    size = path.stat().st_size
+    size = size_of(path)
     start, line = _body_start(path, has_header)
     if size - start <= target_bytes:
         return [Partition(path, "csv", index, "bytes", start, size, line)]
@@ -111,17 +109,17 @@ def csv_partitions(
     return parts
 
 
-def whole_file(path: Path, fmt: str, has_header: bool, index: int = 0) -> Partition:
+def whole_file(path: Location, fmt: str, has_header: bool, index: int = 0) -> Partition:
     """The whole file as one partition (a CSV without scanning it, a Parquet file's groups)."""
     if fmt == "parquet":
-        groups = pq.ParquetFile(path).metadata.num_row_groups
+        groups = open_parquet(path).metadata.num_row_groups
         return Partition(path, fmt, index, "row_groups", 0, groups, 0)
     start, line = _body_start(path, has_header)
-    return Partition(path, fmt, index, "bytes", start, path.stat().st_size, line)
+    return Partition(path, fmt, index, "bytes", start, size_of(path), line)
 
 
 def plan_partitions(
-    paths: list[Path],
+    paths: list[Location],
     fmt: str,
     has_header: bool,
     *,
@@ -138,10 +136,10 @@ def plan_partitions(
     return parts
 
 
-def _body_start(path: Path, has_header: bool) -> tuple[int, int]:
+def _body_start(path: Location, has_header: bool) -> tuple[int, int]:
     """The byte offset and 1-based line of a CSV file's first record."""
     if not has_header:
         return 0, 1
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         header = fh.readline()
     return len(header), 2

@@ -6,7 +6,6 @@ import csv as csvlib
 import io
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -21,6 +20,7 @@ from ingest.errors import (
     UnsupportedColumnType,
 )
 from ingest.stages.csvread import locate_problem, record_end
+from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, open_parquet, size_of
 from ingest.stages.types import POLARS_MAX_PRECISION, polars_readable
 
 _CSV_SAMPLE_SPANS = 10
@@ -42,7 +42,7 @@ class ColumnProfile:
 class FileProfile:
     """What a load of one file will handle, measured from its metadata and a sample."""
 
-    path: Path
+    path: Location
     format: str
     file_bytes: int
     rows: int
@@ -90,17 +90,19 @@ _UNPACK = {
 }
 
 
-def sniff(path: Path) -> str | None:
+def sniff(path: Location) -> str | None:
     """What the first bytes say the file is (`parquet`, `gzip`, ...); None: text or unreadable."""
+    if isinstance(path, RemoteFile) and not path.size:
+        return None
     try:
-        with path.open("rb") as fh:
+        with open_binary(path) as fh:
             head = fh.read(8)
     except OSError:
         return None
     return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
-def _format_from_name(path: Path) -> str | None:
+def _format_from_name(path: Location) -> str | None:
     suffixes = {s.lower() for s in path.suffixes}
     if {".parquet", ".pq"} & suffixes:
         return "parquet"
@@ -109,7 +111,7 @@ def _format_from_name(path: Path) -> str | None:
     return None
 
 
-def detect_format(path: Path, declared: str) -> str:
+def detect_format(path: Location, declared: str) -> str:
     """`csv` or `parquet`: what the file's content is, checked against the config and the name.
 
     Raises:
@@ -136,7 +138,7 @@ def detect_format(path: Path, declared: str) -> str:
                 "set `format: parquet` (or `auto`) or rename it to .parquet",
             )
         return "parquet"
-    if wanted == "parquet" and path.is_file() and path.stat().st_size:
+    if wanted == "parquet" and is_file(path) and size_of(path):
         raise SourceFileError(
             path,
             f"not a readable Parquet file: {said} says Parquet, but it does not start with "
@@ -150,15 +152,15 @@ def detect_format(path: Path, declared: str) -> str:
     return wanted
 
 
-def profile_file(path: Path, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+def profile_file(path: Location, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
     """Profile a CSV or Parquet file from its metadata and a sample spread through it.
 
     Raises:
         SourceFileError: the file is missing, empty, or cannot be parsed.
     """
-    if not path.is_file():
+    if not is_file(path):
         raise SourceFileError(path, "no such file", "check path.input_path in the config")
-    if path.stat().st_size == 0:
+    if size_of(path) == 0:
         raise SourceFileError(path, "the file is empty", "export the data again")
     if fmt == "parquet":
         return _profile_parquet(path, n_rows_sample)
@@ -170,7 +172,7 @@ _SEPARATORS = ("\t", ";", "|", ",")
 _SNIFF_LINES = 5
 
 
-def check_separator(path: Path, csv: CsvOptions) -> None:
+def check_separator(path: Location, csv: CsvOptions) -> None:
     """Refuse a file whose first lines lack the separator but all have as many of another one.
 
     Without this a tab-separated file read with `,` loads as one text column and exits 0. A
@@ -181,7 +183,7 @@ def check_separator(path: Path, csv: CsvOptions) -> None:
     """
     if "separator" in csv.model_fields_set:
         return
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         head = fh.read(1 << 16)
     lines = head.decode("utf-8", errors="replace").splitlines()
     if len(lines) > 1 and not head.endswith((b"\n", b"\r")):
@@ -200,11 +202,18 @@ def _widths(sample: pl.DataFrame) -> dict[str, float]:
     return {name: sample[name].estimated_size() / rows for name in sample.columns}
 
 
-def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
+def _profile_parquet(path: Location, n_rows_sample: int) -> FileProfile:
     try:
         # A small read buffer: without one, a sample of 200 rows reads whole column chunks
         # (~20 MB of a 1M-row group) and the allocator keeps that memory for the whole load.
-        meta = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
+        meta = (
+            # Remotely each read is a request: a few coalesced ones per sampled row group.
+            open_parquet(path)
+            if isinstance(path, RemoteFile)
+            else pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
+        )
+    except SourceFileError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a damaged footer
         raise SourceFileError(path, f"not a readable Parquet file ({exc})") from None
     seen: set[str] = set()
@@ -246,7 +255,7 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
             part = pl.from_arrow(polars_readable(batch))
             assert isinstance(part, pl.DataFrame)
             parts.append(part)
-    schema = pl.read_parquet_schema(path)
+    schema = _parquet_schema(path, meta.schema_arrow)
     sample = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
     widths = _widths(sample) if sample.height else {}
     columns = tuple(
@@ -261,13 +270,22 @@ def _profile_parquet(path: Path, n_rows_sample: int) -> FileProfile:
     return FileProfile(
         path=path,
         format="parquet",
-        file_bytes=path.stat().st_size,
+        file_bytes=size_of(path),
         rows=md.num_rows,
         rows_exact=True,
         columns=columns,
         sample=sample,
         row_groups=max(md.num_row_groups, 1),
     )
+
+
+def _parquet_schema(path: Location, arrow: pa.Schema) -> dict[str, pl.DataType]:
+    """The file's polars schema; a remote one's from the footer already read, not another read."""
+    if not isinstance(path, RemoteFile):
+        return dict(pl.read_parquet_schema(path))
+    empty = pl.from_arrow(polars_readable(arrow.empty_table()))
+    assert isinstance(empty, pl.DataFrame)
+    return dict(empty.schema)
 
 
 def _fixed_width(dtype: pl.DataType) -> float:
@@ -277,13 +295,13 @@ def _fixed_width(dtype: pl.DataType) -> float:
         return 16.0
 
 
-def _csv_sample_text(path: Path, n_rows_sample: int) -> tuple[bytes, int, float]:
+def _csv_sample_text(path: Location, n_rows_sample: int) -> tuple[bytes, int, float]:
     """Header plus lines from spans spread through the file, lines taken and their mean size.
 
     A file under 8 MB is returned whole, with -1 lines, meaning the sample is the file.
     """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
+    size = size_of(path)
+    with open_binary(path) as fh:
         header = fh.readline()
         if size <= _CSV_SMALL_FILE:  # small enough to read whole: exact rows and types
             body = fh.read()
@@ -312,7 +330,7 @@ def _csv_sample_text(path: Path, n_rows_sample: int) -> tuple[bytes, int, float]
         return header + b"".join(chunks), total_lines, mean
 
 
-def _header(path: Path, csv: CsvOptions) -> list[str] | None:
+def _header(path: Location, csv: CsvOptions) -> list[str] | None:
     """The header's names as a CSV reader reads them (`"na""me"` is `na"me`), checked.
 
     polars keeps a header's doubled quotes as they are; the names come from Python's CSV reader
@@ -320,7 +338,7 @@ def _header(path: Path, csv: CsvOptions) -> list[str] | None:
     """
     if not csv.has_header:
         return None
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         # utf-8-sig: a byte-order mark is not part of the first name (polars drops it too)
         first = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
     names = next(csvlib.reader([first], delimiter=csv.separator), [])
@@ -379,9 +397,9 @@ def _typed(sample: pl.DataFrame, text: pl.DataFrame) -> pl.DataFrame:
     return sample.with_columns(fixes) if fixes else sample
 
 
-def _csv_head_text(path: Path, csv: CsvOptions) -> tuple[bytes, bool]:
+def _csv_head_text(path: Location, csv: CsvOptions) -> tuple[bytes, bool]:
     """The header and the records of the file's first 4 MB, and whether that is the whole file."""
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         header = fh.readline() if csv.has_header else b""
         body = fh.read(_CSV_HEAD)
         whole = not fh.read(1)
@@ -389,10 +407,10 @@ def _csv_head_text(path: Path, csv: CsvOptions) -> tuple[bytes, bool]:
     return header + body[:end], whole
 
 
-def _profile_csv(path: Path, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+def _profile_csv(path: Location, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
     names = _header(path, csv)
     text, lines, mean_line = _csv_sample_text(path, n_rows_sample)
-    size = path.stat().st_size
+    size = size_of(path)
     header_len = text.index(b"\n") + 1 if csv.has_header and b"\n" in text else 0
     try:
         sample = _read_sample(text, csv, names, infer_schema_length=None)

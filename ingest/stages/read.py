@@ -18,6 +18,7 @@ from ingest.stages import csvread
 from ingest.stages.csvread import Chunk
 from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan
+from ingest.stages.remote import open_parquet, read_failure
 from ingest.stages.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
@@ -49,10 +50,10 @@ def _parquet(part: Partition, plan: Plan) -> Iterator[Chunk]:
     # pyarrow reads only what is asked for (polars' streaming engine decodes ahead of a slow
     # consumer without bound); no pre-buffering, and a 1 MiB read buffer instead of whole chunks.
     path = part.path
-    source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    source = open_parquet(path)
     coded = dictionary_columns(source.metadata, source.schema_arrow)
     if coded:
-        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20, read_dictionary=coded)
+        source = open_parquet(path, coded)
     threads = plan.strategy == "eager"
     # Decoding threads each keep their own buffers: only eager, with memory to spare, uses them.
     # eager may decode a row group of up to 4 batches at once; the others one batch's worth.
@@ -79,7 +80,9 @@ def _parquet(part: Partition, plan: Plan) -> Iterator[Chunk]:
                     yield Chunk(numbered, offset, offset, False, nul_free=clean)
                     offset += piece_rows.height
         except (OSError, pa.ArrowException) as exc:
-            raise DamagedParquet(path, group, meta.num_row_groups, exc) from None
+            raise read_failure(path, exc) or DamagedParquet(
+                path, group, meta.num_row_groups, exc
+            ) from None
 
 
 def dictionary_columns(meta: pq.FileMetaData, schema: pa.Schema) -> list[str]:

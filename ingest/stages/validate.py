@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from ingest.config import ColumnChecks, ValidationConfig
-from ingest.errors import ValidationFailed
+from ingest.errors import Place, ValidationFailed
 from ingest.stages.cast import CastPlan, cast_failures
 from ingest.stages.csvread import ROW
 from ingest.stages.rejects import NO_RAW, empty_rejects, quoted, with_raw
@@ -194,7 +193,7 @@ def _rule_names(lookup: pl.DataFrame) -> Iterator[tuple[str, str]]:
 
 
 def _pandera_rejects(
-    source: Path | str, schema: pa.DataFrameSchema, lookup: pl.DataFrame, frame: pl.DataFrame
+    source: Place, schema: pa.DataFrameSchema, lookup: pl.DataFrame, frame: pl.DataFrame
 ) -> pl.DataFrame:
     """Validate `frame` (which has `__row`) and turn the failure cases into rejects without raw.
 
@@ -275,7 +274,7 @@ def split_batch(
     seed: int,
     *,
     seen: SeenValues | None = None,
-    source: Path | str = "",
+    source: Place = "",
     nul_free: Collection[str] = (),
 ) -> BatchOutcome:
     """Cast and check one batch; keep the rows that pass everything, reject the others.

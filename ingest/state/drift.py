@@ -8,12 +8,11 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 from psycopg import sql
 
-from ingest.errors import SchemaDrift
+from ingest.errors import SchemaDrift, Where
 from ingest.stages.encode import pg_type
 
 Log = Callable[[str], None]
@@ -255,7 +254,7 @@ def _using(column: sql.Identifier, old: str, new: str) -> sql.Composable:
 
 
 def evolve_statements(
-    schema: str, table: str, drift: Drift, *, source: str | None = None, path: Path | None = None
+    schema: str, table: str, drift: Drift, *, source: str | None = None, path: Where | None = None
 ) -> list[sql.Composed]:
     """The DDL that makes the table hold the new columns: one ALTER TABLE (one rewrite at most).
 
@@ -317,7 +316,7 @@ def decide(
     log: Log,
     *,
     schema: str,
-    path: Path | None = None,
+    path: Where | None = None,
 ) -> list[sql.Composed]:
     """Apply `on_drift`: fail raises, warn logs each change, evolve returns the DDL to run.
 

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from ingest.pg.db import Conn
 from ingest.runtime.secrets import scrub
+from ingest.stages.remote import Location, RemoteFile
 
 RunStatus = Literal["running", "success", "failed", "killed", "skipped"]
 STATUSES: tuple[str, ...] = ("running", "success", "failed", "killed", "skipped")
@@ -152,14 +153,19 @@ def fingerprint(path: Path, *, full: bool = False) -> str:
 class FileFacts:
     """What the ledger records about an input file."""
 
-    path: Path
+    path: Location
     size: int
-    mtime: datetime
+    mtime: datetime | None
     fingerprint: str
 
 
-def describe_file(path: Path, *, full: bool = False) -> FileFacts:
-    """The size, modification time and fingerprint of a file."""
+def describe_file(path: Location, *, full: bool = False) -> FileFacts:
+    """The size, modification time and fingerprint of a file.
+
+    A remote object's come from its metadata (see `RemoteFile.fingerprint`): nothing is read.
+    """
+    if isinstance(path, RemoteFile):
+        return FileFacts(path, path.size, path.last_modified, path.fingerprint)
     stat = path.stat()
     mtime = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
     return FileFacts(path, stat.st_size, mtime, fingerprint(path, full=full))

@@ -5,8 +5,6 @@ Listing runs first marks those whose process died as killed: the one write here.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.table import Table
 
 from ingest.config import PipelineConfig, SourceConfig
@@ -14,6 +12,7 @@ from ingest.errors import SourceFileError
 from ingest.pg.db import Conn, connect, resolve_url
 from ingest.run import explain
 from ingest.stages import cast
+from ingest.stages.remote import Location
 from ingest.state import drift, ledger, schema_history
 
 
@@ -24,7 +23,9 @@ def recent_runs_table(url: str, metadata_schema: str, limit: int = 20) -> Table:
         return ledger.runs_table(ledger.recent_runs(conn, metadata_schema, limit))
 
 
-def drift_changes(config: PipelineConfig, source_name: str | None = None) -> dict[Path, list[str]]:
+def drift_changes(
+    config: PipelineConfig, source_name: str | None = None
+) -> dict[Location, list[str]]:
     """How each of the source's files (every match of a glob) differs from the schema last
     loaded, one line per change; a file without drift has no lines.
 
@@ -42,7 +43,9 @@ def drift_changes(config: PipelineConfig, source_name: str | None = None) -> dic
         return {path: _file_drift(config, source, path, conn) for path in files}
 
 
-def _file_drift(config: PipelineConfig, source: SourceConfig, path: Path, conn: Conn) -> list[str]:
+def _file_drift(
+    config: PipelineConfig, source: SourceConfig, path: Location, conn: Conn
+) -> list[str]:
     profile = explain(config, source.name, path=path).profile
     casts = cast.plan_casts(
         config.path, profile.schema, source.schema_config, profile.sample, fmt=profile.format

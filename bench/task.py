@@ -1,0 +1,43 @@
+"""`invoke bench` as a command: run the benchmark, print and save its table."""
+
+from __future__ import annotations
+
+from bench.run import bench_dir, run_bench
+from ingest.commands.session import EXIT_FAILED, EXIT_OK, Session
+from ingest.errors import UsageError
+from ingest.pg.db import resolve_url
+
+
+def bench(
+    s: Session,
+    *,
+    scale: str = "1",
+    rows: int = 0,
+    strategies: str = "auto,eager,lazy,streaming",
+    repeat: int = 1,
+    csv: bool = True,
+    s3: bool = True,
+) -> int:
+    """Time ingest against psql \\copy and DuckDB; exit 1 if one of the commands failed."""
+    url = resolve_url(None, s.note)
+    try:
+        report = run_bench(
+            url,
+            scale=float(scale),
+            rows=rows or None,
+            strategies=[x.strip() for x in strategies.split(",") if x.strip()],
+            include_csv=csv,
+            repeat=repeat,
+            log=s.note,
+            s3=s3,
+        )
+    except ValueError as exc:  # a wrong --scale, --repeat or strategy name
+        raise UsageError(str(exc)) from None
+    path = report.write(bench_dir())
+    s.out.print(report.table())
+    s.note(f"saved {path}")
+    failed = [r.tool + "/" + r.strategy for r in report.rows if not r.ok]
+    if failed:
+        s.note(f"error: benchmark commands failed: {', '.join(failed)}")
+        return EXIT_FAILED
+    return EXIT_OK

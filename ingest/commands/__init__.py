@@ -1,0 +1,1 @@
+"""The commands the console script and the invoke tasks share: one function per command."""

@@ -1,0 +1,168 @@
+"""The commands about loads: ingest, plan, drift, runs, build and query.
+
+Each takes the command's `Session` and its own arguments, does the work through the package's
+public API, prints through the session, and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
+
+from rich.table import Table
+
+import ingest
+from ingest.commands.session import EXIT_DRIFT, EXIT_OK, Session
+from ingest.errors import UsageError
+from ingest.pg.db import connect
+from ingest.state import ledger
+
+if TYPE_CHECKING:
+    import polars as pl
+
+STRATEGIES = ("auto", "eager", "lazy", "streaming")
+QueryFormat = Literal["table", "csv", "json"]
+
+
+def ingest_source(
+    s: Session,
+    source: str | None = None,
+    memory_limit: str | None = None,
+    strategy: str | None = None,
+    force: bool = False,
+) -> int:
+    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    if strategy is not None and strategy not in STRATEGIES:
+        raise UsageError(f"--strategy {strategy!r}: pick one of {', '.join(STRATEGIES)}")
+    config = s.load_config()
+    report = ingest.run_source(
+        config,
+        source,
+        memory_limit=s.memory_limit(memory_limit),
+        strategy=strategy,
+        force=force,
+        console=s.err,
+        progress=s.progress,
+    )
+    s.result(report.to_dict(), lambda: s.outcome(report.summary()))
+    return EXIT_OK
+
+
+def plan(s: Session, source: str | None = None, memory_limit: str | None = None) -> int:
+    """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
+    explained = ingest.explain(s.load_config(), source, memory_limit=s.memory_limit(memory_limit))
+    p, f = explained.plan, explained.profile
+    facts: dict[str, Any] = {
+        "source": explained.source.name,
+        "file": str(f.path),
+        "format": f.format,
+        "rows": f.rows,
+        "rows_exact": f.rows_exact,
+        "file_bytes": f.file_bytes,
+        "frame_bytes": f.frame_bytes,
+        "estimate_bytes": p.estimate_bytes,
+        "budget_bytes": p.budget_bytes,
+        "ratio": round(p.ratio, 3),
+        "strategy": p.strategy,
+        "batch_rows": p.batch_rows,
+        "batch_bytes": p.batch_bytes,
+        "workers": p.workers or "auto: 2, or 1 to append to a table or with wal_level=minimal",
+        "reason": p.reason,
+    }
+
+    def human() -> None:
+        for key, value in facts.items():
+            sized = key.endswith("_bytes") and isinstance(value, int)
+            shown = ingest.format_size(value) if sized else value
+            s.out.print(f"{key:>14}: {shown}", highlight=False, markup=False)
+
+    s.result(facts, human)
+    return EXIT_OK
+
+
+def drift(s: Session, source: str | None = None) -> int:
+    """Show how each file of a source differs from the last loaded schema; 3 on drift."""
+    by_file = ingest.drift_changes(s.load_config(), source)
+    drifted = [path for path, changes in by_file.items() if changes]
+    data = {
+        "status": "drift" if drifted else "ok",
+        "files": {str(path): changes for path, changes in by_file.items()},
+        "drifted": len(drifted),
+    }
+
+    def human() -> None:
+        for path, changes in by_file.items():
+            for line in changes or ["no drift: it matches the last loaded schema"]:
+                s.out.print(f"{path.name}: {line}", markup=False, highlight=False)
+        if drifted:
+            s.outcome(f"drift found in {len(drifted)} of {len(by_file)} file(s)")
+
+    s.result(data, human)
+    return EXIT_DRIFT if drifted else EXIT_OK
+
+
+def runs(s: Session, limit: int = 20) -> int:
+    """Show the most recent runs from the ledger (status, rows, time, memory, strategy)."""
+    if limit < 1:
+        raise UsageError(f"--limit {limit}: give 1 or more")
+    config = s.load_config()
+    url = ingest.resolve_url(config.database.url, s.note)
+    schema = config.database.metadata_schema
+    with connect(url, autocommit=True) as conn:
+        ledger.mark_stale_runs(conn, schema)
+        rows = ledger.recent_runs(conn, schema, limit)
+    s.result(
+        {"runs": [asdict(row) for row in rows]},
+        lambda: s.out.print(ledger.runs_table(rows)),
+    )
+    return EXIT_OK
+
+
+def build(s: Session) -> int:
+    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
+    from ingest.dbt import runner as dbt
+
+    config = s.load_config()
+    url = ingest.resolve_url(config.database.url, s.note)
+    settings = dbt.settings_from_config(config, url, memory_limit=s.memory_limit(None))
+    steps = []
+    for step in dbt.build(settings, log=s.detail):
+        steps.append(asdict(step))
+        s.err.print(
+            f"[green]✓[/green] dbt {step.command} --target {step.target} "
+            f"[dim]({step.seconds:.1f} s)[/dim]"
+        )
+    s.result({"steps": steps, "duckdb_path": str(settings.duckdb_path)}, lambda: None)
+    return EXIT_OK
+
+
+def query(s: Session, sql: str, fmt: QueryFormat = "table") -> int:
+    """Print the result of a query on the DuckDB marts file (a table, CSV or JSON)."""
+    from ingest.dbt.query import query as run_query
+
+    frame = run_query(sql)
+    if s.options.json or fmt == "json":
+        rows = frame.to_dicts()
+        data = {"status": "ok", "columns": frame.columns, "rows": rows, "row_count": len(rows)}
+        print(json.dumps(data, default=str), flush=True)
+    elif fmt == "csv":
+        sys.stdout.write(frame.write_csv())
+    else:
+        print_frame(s, frame)
+    return EXIT_OK
+
+
+def print_frame(s: Session, frame: pl.DataFrame) -> None:
+    """A DataFrame as a table on stdout."""
+    table = Table(*frame.columns)
+    for row in frame.iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    s.out.print(table)
+
+
+def timed(s: Session, label: str, started: float) -> None:
+    """A `✓ label (1.2 s)` line on stderr."""
+    s.err.print(f"[green]✓[/green] {label} [dim]({time.monotonic() - started:.1f} s)[/dim]")
