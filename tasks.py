@@ -78,10 +78,16 @@ def plan_(
     _run(partial(load.plan, source=source, memory_limit=memory_limit), json=json, config=config)
 
 
-@task(help={"config": "config file whose database and naming settings dbt uses"})
-def build(c: Context, config: str | None = None) -> None:
+@task(
+    help={
+        "config": "config file whose database and naming settings dbt uses",
+        "select": "dbt node selection for every step, e.g. 'source:employees+' (default: all)",
+    }
+)
+def build(c: Context, config: str | None = None, select: str | None = None) -> None:
     """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
-    _run(load.build, config=config)
+    chosen = tuple(select.split()) if select else ()
+    _run(partial(load.build, select=chosen), config=config)
 
 
 @task(

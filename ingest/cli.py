@@ -180,9 +180,14 @@ def build_(
     quiet: Quiet = False,
     verbose: Verbose = False,
     project_dir: ProjectDir = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option("--select", "-s", help="dbt selection for every step, e.g. source:orders+."),
+    ] = None,
 ) -> None:
     """Run dbt: source freshness and build on PostgreSQL (staging views), then DuckDB (marts)."""
-    run_command(ctx, load.build, json_out=json_out, quiet=quiet, verbose=verbose,
+    command = partial(load.build, select=tuple(select or ()))
+    run_command(ctx, command, json_out=json_out, quiet=quiet, verbose=verbose,
          project_dir=project_dir, config=config)  # fmt: skip
 
 

@@ -13,7 +13,8 @@ import yaml
 from dotenv import load_dotenv
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from ingest.errors import ConfigError
+from ingest.config_text import interpolate, validation_problems
+from ingest.errors import ConfigError, SourceFileError
 from ingest.stages.types import type_and_format
 
 if TYPE_CHECKING:
@@ -206,6 +207,10 @@ class PipelineConfig(_Model):
     database: DatabaseConfig
     os_configuration: OsConfig
     sources: dict[str, SourceConfig]
+    dbt_project: Path | None = Field(
+        None, description="The dbt project loads write staging sources into (resolved)."
+    )
+    legacy: bool = Field(False, description="The file has the original single-source shape.")
 
     def source(self, name: str | None = None) -> SourceConfig:
         """The named source, or the only one when the config has one."""
@@ -226,6 +231,10 @@ class PipelineConfig(_Model):
         given = Path(os.path.expanduser(source.input_path))
         return given if given.is_absolute() else (self.path.parent / given).resolve()
 
+    def input_key(self, source: SourceConfig) -> str:
+        """The key that holds a source's input_path, as the file spells it."""
+        return "path.input_path" if self.legacy else f"sources.{source.name}.input_path"
+
     def input_files(self, source: SourceConfig) -> list[Location]:
         """The files a source names: its one path, or every match of its glob, sorted.
 
@@ -233,17 +242,24 @@ class PipelineConfig(_Model):
 
         Raises:
             RemoteSourceError: the bucket, the object or the server cannot be reached.
+            SourceFileError: a local file is missing, or the glob matches none; the fix names
+                the key that holds the path and the config file.
         """
         from ingest.stages import remote  # it builds on this module's StorageOptions
 
         if remote.is_remote(source.input_path):
             return list(remote.list_files(source.input_path, source.storage_options))
         path = self.input_file(source)
+        fix = f"check {self.input_key(source)} in {self.path}"
         if not is_glob(source.input_path):
+            if not path.exists():
+                raise SourceFileError(path, "no such file", fix)
             return [path]
         anchor = Path(path.anchor)
         matches = sorted(anchor.glob(str(path.relative_to(anchor))))
         found: list[Location] = [p for p in matches if p.is_file()]
+        if not found:
+            raise SourceFileError(source.input_path, "no file matches", fix)
         return found
 
 
@@ -281,6 +297,11 @@ class _LegacyFile(_Model):
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     storage_options: StorageOptions = Field(default_factory=StorageOptions)
+    dbt_project: str | None = Field(
+        None,
+        min_length=1,
+        description="dbt project folder (relative to this file) that loads write sources into.",
+    )
 
 
 class _SourceEntry(_Model):
@@ -301,33 +322,11 @@ class _MultiFile(_Model):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     os_configuration: OsConfig = Field(default_factory=OsConfig)
     sources: dict[str, _SourceEntry] | list[_SourceEntry]
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
-    """Expand `${VAR}` and `${VAR:-default}` in every string of the parsed file."""
-    if isinstance(value, dict):
-        return {
-            k: _interpolate(v, f"{where}.{k}" if where else str(k), problems)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
-
-    def expand(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        problems.append(f"{where}: environment variable {name} is not set")
-        return ""
-
-    return _VAR.sub(expand, value)
+    dbt_project: str | None = Field(
+        None,
+        min_length=1,
+        description="dbt project folder (relative to this file) that loads write sources into.",
+    )
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -344,25 +343,6 @@ def _parse(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(path, ["the top level must be a mapping of keys"])
     return data
-
-
-def _problems(error: ValidationError, data: dict[str, Any]) -> list[str]:
-    # `sources` is a mapping or a list; pydantic reports both union members' failures, each
-    # under a tag such as `dict[str,_SourceEntry]`: keep the member the file used, untagged.
-    used = "dict" if isinstance(data.get("sources"), dict) else "list"
-    out = []
-    for item in error.errors():
-        loc = list(item["loc"])
-        if loc[:1] == ["sources"] and len(loc) > 1 and str(loc[1]).endswith("_SourceEntry]"):
-            if not str(loc[1]).startswith(used):
-                continue
-            del loc[1]
-        key = ".".join(str(part) for part in loc) or "(top level)"
-        message = (
-            "unknown key (check its spelling)" if item["type"] == "extra_forbidden" else item["msg"]
-        )
-        out.append(f"{key}: {message.removeprefix('Value error, ')}")
-    return out
 
 
 def load_config(path: Path | str) -> PipelineConfig:
@@ -385,7 +365,7 @@ def load_config(path: Path | str) -> PipelineConfig:
         if env_file.is_file():
             load_dotenv(env_file, override=False)
     problems: list[str] = []
-    data = _interpolate(_parse(path), "", problems)
+    data = interpolate(_parse(path), "", problems)
     if problems:
         raise ConfigError(path, problems)
     try:
@@ -412,16 +392,27 @@ def load_config(path: Path | str) -> PipelineConfig:
                 ),
                 os_configuration=legacy.os_configuration,
                 sources={source.name: source},
+                dbt_project=_folder(path, legacy.dbt_project),
+                legacy=True,
             )
         multi = _MultiFile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, _problems(exc, data)) from None
+        raise ConfigError(path, validation_problems(exc, data)) from None
     return PipelineConfig(
         path=path,
         database=multi.database,
         os_configuration=multi.os_configuration,
         sources=_named_sources(path, multi.sources),
+        dbt_project=_folder(path, multi.dbt_project),
     )
+
+
+def _folder(config_path: Path, given: str | None) -> Path | None:
+    """A folder named in the config, resolved against the config file's folder."""
+    if given is None:
+        return None
+    folder = Path(os.path.expanduser(given))
+    return folder if folder.is_absolute() else (config_path.parent / folder).resolve()
 
 
 _NAMING = frozenset({"name", "table_name"})

@@ -51,6 +51,9 @@ class ConfigError(IngestError):
     def __init__(self, path: Place, problems: Sequence[str]) -> None:
         self.path = _where(path)
         self.problems = list(problems)
+        if len(self.problems) == 1:  # the usual case: one line, file and key and what to do
+            super().__init__(f"invalid config {self.path}: {self.problems[0]}")
+            return
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid config {self.path}:\n{lines}")
 

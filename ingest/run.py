@@ -439,10 +439,19 @@ def quarantine_display(config: PipelineConfig, source: SourceConfig) -> str:
 
 def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log: Log) -> None:
     """Write the loaded table's dbt source and staging contract; the load stands if this fails."""
-    from ingest.dbt import runner as dbt
     from ingest.dbt import sources as dbtgen  # dbt's side loads only when a load succeeded
+    from ingest.dbt.profile import write_profile
+    from ingest.dbt.project import staging_project
+    from ingest.runtime.paths import state_dir
 
     db, source = job.config.database, job.source
+    project = staging_project(job.config)
+    if project is None:
+        log(
+            f"dbt sources not written: {job.config.path.name} is not the project's config "
+            "(set dbt_project: in it to write them into a dbt project)"
+        )
+        return
     try:
         conn = ensure_live(control, url)
         try:
@@ -463,7 +472,7 @@ def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log:
     columns = [replace(c, nullable=c.name not in not_null) for c in columns]
     try:
         path = dbtgen.write_sources(
-            dbt.project_dir(),
+            project,
             source.name,
             job.target.schema,
             {job.target.table: columns},
@@ -472,7 +481,8 @@ def _refresh_dbt_sources(job: Job, control: Conn, url: str, counts: Counts, log:
             run_id=db.run_id_column,
             column_naming=source.schema_config.column_naming or "lower",
         )
-    except (OSError, ValueError) as exc:
+        write_profile(project, url, state_dir())
+    except (OSError, ValueError, IngestError) as exc:
         note = f"dbt sources not refreshed: {exc}"
         log(note)
         counts.notes.append(note)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest import run_source
 from ingest.config import load_config
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, SourceFileError
 
 ORIGINAL = """
 path:
@@ -155,3 +156,81 @@ def test_unknown_source_is_named(tmp_path: Path) -> None:
         config.source("c")
     with pytest.raises(ConfigError, match="pick one with --source"):
         config.source()
+
+
+SOURCE = "sources:\n  a:\n    input_path: x.csv\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (SOURCE + "    bogus: 1\n", "sources.a.bogus: unknown key (check its spelling)"),
+        (
+            SOURCE + "    if_table_exists: sometimes\n",
+            "sources.a.if_table_exists: Input should be 'fail', 'append' or 'replace', "
+            "not 'sometimes'",
+        ),
+        ("sources:\n  a:\n    table_name: t\n", "sources.a.input_path: required, but missing"),
+        (
+            "sources:\n  - name: orders\n    input_path: x.csv\n    bogus: 1\n",
+            "sources.orders.bogus: unknown key (check its spelling)",
+        ),
+        (
+            "sources:\n  - input_path: x.csv\n    bogus: 1\n",
+            "sources.[0].bogus: unknown key (check its spelling)",
+        ),
+        (
+            "sources:\n  a: x.csv\n",
+            "sources.a: give a mapping of settings (key: value lines), not a single value",
+        ),
+        (
+            "sources: x.csv\n",
+            "sources: give a mapping of source name to its settings (or a list of them)",
+        ),
+        (
+            SOURCE + "    validation_data: {checks: {x: {nullable: maybe}}}\n",
+            "sources.a.validation_data.checks.x.nullable: Input should be a valid boolean, "
+            "unable to interpret input, not 'maybe'",
+        ),
+        (
+            SOURCE + "    schema_config: {data_type: {x: uuid}}\n",
+            "sources.a.schema_config.data_type: column 'x': type 'uuid' is not supported for "
+            "loading: load it as text and cast in the staging model (`::uuid`)",
+        ),
+    ],
+)
+def test_a_source_error_is_one_line_naming_file_source_and_key(
+    tmp_path: Path, text: str, line: str
+) -> None:
+    """A wrong key under sources: is one line: the file, the source, the key, what is wrong;
+    no pydantic union tag, class name or second error about the other union member."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"invalid config {path}: {line}"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (SOURCE, "sources.a.input_path"),
+        ("sources:\n  a:\n    input_path: 'no_*.csv'\n", "sources.a.input_path"),
+        (ORIGINAL, "path.input_path"),
+    ],
+)
+def test_a_missing_input_file_names_its_key_and_the_config(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """A missing file (or a glob matching none) names the key holding the path, and the file."""
+    path = write(tmp_path, text)
+    with pytest.raises(SourceFileError) as info:
+        run_source(load_config(path))
+    assert str(info.value).endswith(f"fix: check {key} in {path}")
+
+
+def test_dbt_project_resolves_against_the_config_file(tmp_path: Path) -> None:
+    """`dbt_project:` is a folder relative to the config file, in either shape."""
+    multi = load_config(write(tmp_path, "dbt_project: ../proj\n" + SOURCE))
+    legacy = load_config(write(tmp_path, "dbt_project: proj\n" + ORIGINAL, "legacy.yml"))
+    assert multi.dbt_project == tmp_path.parent / "proj"
+    assert legacy.dbt_project == tmp_path / "proj"

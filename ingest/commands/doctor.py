@@ -139,14 +139,17 @@ def _embedded_binaries() -> Check:
 
 
 def _dbt() -> list[Check]:
-    from ingest.dbt.runner import profiles_dir, project_dir
+    from ingest.dbt.profile import PROFILE_NAME
+    from ingest.dbt.runner import project_dir
 
     found = versions()
     missing = [n for n in ("dbt-core", "dbt-postgres", "dbt-duckdb") if found[n] is None]
     shown = ", ".join(f"{n} {found[n]}" for n in ("dbt-core", "dbt-postgres", "dbt-duckdb"))
     fix = f"pip install {' '.join(missing)}" if missing else ""
     checks = [Check("dbt", not missing, shown, fix)]
-    project, profiles = project_dir(), profiles_dir() / "profiles.yml"
+    project = project_dir()
+    profile = project / PROFILE_NAME
+    profiles = profile if profile.is_file() else f"no {PROFILE_NAME} yet; a load writes it"
     if not (project / "dbt_project.yml").is_file():
         fix = "run from the project's folder, pass --project-dir, or set PIPELINE_DBT_PROJECT"
         checks.append(Check("dbt project", False, f"no dbt_project.yml in {project}", fix))

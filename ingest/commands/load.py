@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -121,15 +122,19 @@ def runs(s: Session, limit: int = 20) -> int:
     return EXIT_OK
 
 
-def build(s: Session) -> int:
-    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts)."""
+def build(s: Session, select: Sequence[str] = ()) -> int:
+    """Run `dbt build` on PostgreSQL (staging views), then on DuckDB (marts).
+
+    `select` is a dbt selection passed to every step; a source whose table is missing is left
+    out with a note naming it.
+    """
     from ingest.dbt import runner as dbt
 
     config = s.load_config()
     url = ingest.resolve_url(config.database.url, s.note)
     settings = dbt.settings_from_config(config, url, memory_limit=s.memory_limit(None))
     steps = []
-    for step in dbt.build(settings, log=s.detail):
+    for step in dbt.build(settings, select=select, log=s.detail, note=s.note):
         steps.append(asdict(step))
         s.err.print(
             f"[green]✓[/green] dbt {step.command} --target {step.target} "

@@ -19,6 +19,10 @@ from typing import Final
 from psycopg.conninfo import conninfo_to_dict
 
 from ingest.config import PipelineConfig
+from ingest.dbt.extensions import extension_dir as extension_dir  # re-exported
+from ingest.dbt.extensions import prepare_duckdb_extensions as prepare_duckdb_extensions
+from ingest.dbt.profile import plain_url, write_profile
+from ingest.dbt.project import PROJECT_ENV, selection, staging_project
 from ingest.errors import ConfigError, DbtFailed
 from ingest.runtime.memory import available_memory
 from ingest.runtime.paths import project_root, state_dir
@@ -27,7 +31,6 @@ from ingest.stages.plan import memory_budget
 Log = Callable[[str], None]
 
 TARGETS: Final = ("pg", "duckdb")
-PROJECT_ENV: Final = "PIPELINE_DBT_PROJECT"
 COLUMN_NAMINGS: Final = ("lower", "upper", "capitalize")
 TAIL_LINES: Final = 40
 MIB: Final = 1 << 20
@@ -185,6 +188,7 @@ def settings_from_config(
         column_naming=naming,
         threads=threads,
         memory_limit=duckdb_limit,
+        project_dir=staging_project(config),
     )
 
 
@@ -192,44 +196,6 @@ def project_dir() -> Path:
     """The dbt project folder: `$PIPELINE_DBT_PROJECT`, else `dbt_project/` in the checkout."""
     configured = os.environ.get(PROJECT_ENV)
     return Path(configured) if configured else project_root() / "dbt_project"
-
-
-def profiles_dir() -> Path:
-    """The folder holding `profiles.yml`."""
-    return project_root() / "profiles"
-
-
-def extension_dir(home: Path) -> Path:
-    """Where DuckDB extensions live for this project's state folder."""
-    return home / "duckdb_extensions"
-
-
-def prepare_duckdb_extensions(directory: Path) -> Path:
-    """Install DuckDB's postgres extension from its wheel into `directory`, offline; idempotent.
-
-    Args:
-        directory: The DuckDB `extension_directory` to fill.
-
-    Returns:
-        The directory, ready to pass as `extension_directory`.
-    """
-    # Imported here: a load refreshes dbt sources through this module, and DuckDB's library
-    # would add ~27 MB to the loading process's RSS for nothing.
-    import duckdb
-    import duckdb_extensions
-
-    directory.mkdir(parents=True, exist_ok=True)
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "extension_directory": str(directory),
-        "autoinstall_known_extensions": False,
-    }
-    with duckdb.connect(":memory:", config=config) as con:
-        row = con.execute(
-            "select installed from duckdb_extensions() where extension_name = 'postgres_scanner'"
-        ).fetchone()
-        if not (row and row[0]):
-            duckdb_extensions.import_extension("postgres", con=con)
-    return directory
 
 
 def pg_env(database_url: str) -> dict[str, str]:
@@ -253,7 +219,7 @@ def pg_env(database_url: str) -> dict[str, str]:
 
 
 def dbt_env(settings: DbtSettings) -> dict[str, str]:
-    """The environment variables `profiles/profiles.yml` reads, for both targets.
+    """The environment variables the generated `profiles.yml` reads, for both targets.
 
     Args:
         settings: The run's settings.
@@ -264,11 +230,10 @@ def dbt_env(settings: DbtSettings) -> dict[str, str]:
     """
     return {
         **pg_env(settings.database_url),
-        "DBT_PROFILES_DIR": str(profiles_dir()),
+        "DATABASE_URL": plain_url(settings.database_url, with_password=True),
         "DBT_PG_SCHEMA": settings.staging_schema,
         "DBT_THREADS": str(settings.threads),
         "DUCKDB_PATH": str(settings.duckdb_path),
-        "DUCKDB_EXTENSION_DIR": str(extension_dir(settings.home)),
         "DUCKDB_THREADS": str(settings.threads),
         "DUCKDB_MEMORY_LIMIT": settings.memory_limit,
         # No network: no usage stats, no version check.
@@ -300,7 +265,7 @@ def dbt_command(args: Sequence[str], target: str, settings: DbtSettings) -> list
         str(dbt_executable()),
         *args,
         "--project-dir", str(settings.project_dir or project_dir()),
-        "--profiles-dir", str(profiles_dir()),
+        "--profiles-dir", str(settings.project_dir or project_dir()),
         "--target", target,
         "--target-path", str(state / f"target-{label}"),
         "--log-path", str(state / f"logs-{label}"),
@@ -330,8 +295,8 @@ def run_dbt(
             then `hint`.
     """
     command = dbt_command(args, target, settings)
+    write_profile(settings.project_dir or project_dir(), settings.database_url, settings.home)
     if target == "duckdb":
-        prepare_duckdb_extensions(extension_dir(settings.home))
         settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **dbt_env(settings)}
     log(f"dbt {' '.join(args)} --target {target}")
@@ -358,27 +323,42 @@ def run_dbt(
 
 
 def run_steps(
-    steps: Sequence[DbtStep], settings: DbtSettings, *, log: Log = _stderr
+    steps: Sequence[DbtStep],
+    settings: DbtSettings,
+    *,
+    log: Log = _stderr,
+    extra: Callable[[DbtStep], Sequence[str]] = lambda _step: (),
 ) -> list[StepResult]:
-    """Run `steps` in order, stopping at the first failure; return each step's timing."""
+    """Run `steps` in order, stopping at the first failure; return each step's timing.
+
+    `extra(step)` is called just before each step runs and its words are added to the step's.
+    """
     results: list[StepResult] = []
     for step in steps:
         started = time.perf_counter()
-        run_dbt(step.args, step.target, settings, log=log, hint=step.hint)
+        run_dbt((*step.args, *extra(step)), step.target, settings, log=log, hint=step.hint)
         seconds = time.perf_counter() - started
         log(f"dbt {step.command} --target {step.target}: ok in {seconds:.1f}s")
         results.append(StepResult(step.command, step.target, seconds))
     return results
 
 
-def build(settings: DbtSettings, *, log: Log = _stderr) -> list[StepResult]:
+def build(
+    settings: DbtSettings,
+    *,
+    select: Sequence[str] = (),
+    log: Log = _stderr,
+    note: Log | None = None,
+) -> list[StepResult]:
     """Check source freshness, build staging in PostgreSQL, then the marts in DuckDB.
 
-    Stops at the first step that fails; `build_steps` says when freshness fails.
+    Stops at the first failing step (`build_steps`). A source whose table is missing is left out.
 
     Args:
         settings: Connections, paths and project vars.
+        select: dbt node selectors passed to every step as `--select` (empty: everything).
         log: Receives one line per step start and finish.
+        note: Receives one line per source left out (default: `log`).
 
     Returns:
         One result per step, in order.
@@ -386,4 +366,10 @@ def build(settings: DbtSettings, *, log: Log = _stderr) -> list[StepResult]:
     Raises:
         DbtFailed: A step failed; later steps did not run.
     """
-    return run_steps(build_steps(), settings, log=log)
+    values = {"raw_schema": settings.raw_schema, "DBT_PG_SCHEMA": settings.staging_schema}
+    folder = settings.project_dir or project_dir()
+
+    def words(step: DbtStep) -> list[str]:  # just before each step: see `selection`
+        return selection(step.target, folder, settings.database_url, values, select, note or log)
+
+    return run_steps(build_steps(), settings, log=log, extra=words)

@@ -159,12 +159,12 @@ def test_pg_env_rejects_unknown_parameters_without_echoing_the_url() -> None:
 
 
 def test_dbt_env_points_both_targets_at_the_settings(tmp_path: Path) -> None:
-    """It sets the staging schema, the marts file and the offline extension folder."""
+    """It sets the connection, the staging schema and the marts file."""
     settings = settings_for("postgresql://u@h:1/d", tmp_path, "raw_x", "stg_x")
     env = dbt_env(settings)
+    assert env["DATABASE_URL"] == "postgresql://u@h:1/d"
     assert env["DBT_PG_SCHEMA"] == "stg_x"
     assert env["DUCKDB_PATH"] == str(tmp_path / "marts.duckdb")
-    assert env["DUCKDB_EXTENSION_DIR"] == str(tmp_path / "state" / "duckdb_extensions")
     assert env["DBT_SEND_ANONYMOUS_USAGE_STATS"] == "False"
     assert "PGPASSWORD" not in env
 
