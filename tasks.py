@@ -160,6 +160,7 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "repeat": "run each command this many times and keep the median",
         "csv": "also time the CSV input",
         "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
+        "embedded": "also load into the embedded server (wal_level=minimal)",
     }
 )
 def bench(
@@ -170,8 +171,9 @@ def bench(
     repeat: int = 1,
     csv: bool = True,
     s3: bool = True,
+    embedded: bool = True,
 ) -> None:
-    """Time ingest against psql \\copy and DuckDB on one PostgreSQL; print and save the table."""
+    """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
 
     _run(
@@ -183,6 +185,7 @@ def bench(
             repeat=repeat,
             csv=csv,
             s3=s3,
+            embedded=embedded,
         )
     )
 

@@ -193,6 +193,7 @@ class BenchReport:
     machine: Mapping[str, Any]
     rows: tuple[BenchRow, ...]
     repeat: int = 1
+    checks: tuple[str, ...] = ()  # the targets, judged on these rows (bench/checks.py)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -202,6 +203,7 @@ class BenchReport:
             "machine": dict(self.machine),
             "repeat": self.repeat,
             "rows": [asdict(r) for r in self.rows],
+            "checks": list(self.checks),
         }
 
     def to_json(self) -> str:
@@ -216,7 +218,8 @@ class BenchReport:
             title=f"{d['name']}: {d['rows']:,} rows; PostgreSQL {m['postgres']}; "
             f"{m['cores']} cores, {m['ram_gib']} GiB RAM; psql from {m['psql_from']}"
             + (f"; median of {self.repeat} runs" if self.repeat > 1 else ""),
-            caption="DB CPU s: the PostgreSQL server's processes; ratio: wall time / \\copy's; "
+            caption="CPU s: the client's process tree; DB CPU s: the PostgreSQL server's "
+            "processes; ratio: wall time / \\copy's; "
             f"load average {m.get('load_avg_1m_before', 0):.1f} → "
             f"{m.get('load_avg_1m_after', 0):.1f} on {m['cores']} cores",
             box=box.SIMPLE_HEAD,
@@ -225,6 +228,8 @@ class BenchReport:
             table.add_column(name, no_wrap=True)
         for name in ("wall s", "rows/s", "peak RSS MB", "CPU s", "DB CPU s", "ratio to \\copy"):
             table.add_column(name, justify="right")
+        table.add_column("CPU / DuckDB's", justify="right")
+        duck = next((r.cpu_s for r in self.rows if r.tool == "duckdb" and r.ok), None)
         table.add_column("rows OK", no_wrap=True)
         if failed:
             table.add_column("error", overflow="fold", max_width=60)
@@ -239,6 +244,7 @@ class BenchReport:
                 f"{r.cpu_s:.1f}",
                 "-" if r.db_cpu_s is None else f"{r.db_cpu_s:.1f}",
                 "-" if r.ratio is None else f"{r.ratio:.2f}",
+                f"{r.cpu_s / duck:.2f}" if duck and r.ok else "-",
                 "yes" if r.ok else f"NO ({r.rows_in_table or 0:,})",
             ]
             if failed:

@@ -25,7 +25,7 @@ import yaml
 from psycopg import sql
 from pyarrow import fs
 
-from bench.command import Command
+from bench.commands import Command
 from ingest.errors import IngestError
 from ingest.runtime.paths import project_root
 

@@ -1,4 +1,8 @@
-"""The benchmark behind `invoke bench`: this project's ingest against `psql \\copy` and DuckDB.
+"""The benchmark behind `invoke bench`: this project's ingest against `psql \\copy` and its peers.
+
+The peers (bench/peers.py): DuckDB's postgres extension, ADBC's PostgreSQL driver, pgloader (run
+once per benchmark, even under `--repeat`: it takes ~12x `\\copy`'s time), and this project's
+ingest on its own embedded server (`wal_level=minimal`), beside its strategies on the shared one.
 
 Every tool runs as a child process against the same PostgreSQL in one run, and each is measured
 the same way: wall time, peak RSS of the whole process tree (psutil, polled every 50 ms, checked
@@ -31,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -39,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench import data as benchdata
 from bench import remote as benchs3
-from bench.command import Command as _Command
+from bench.checks import checks
+from bench.commands import Command, target
+from bench.commands import commands as build_commands
 from bench.data import Dataset
 from bench.measure import (
     BenchReport,
@@ -56,11 +60,11 @@ from bench.measure import (
     server_cpu,
     server_process,
 )
-from ingest.runtime.paths import project_root, state_dir
+from ingest.pg import embedded
+from ingest.runtime.paths import state_dir
 
 Say = Callable[[str], None]
 STRATEGIES = ("auto", "eager", "lazy", "streaming")
-STREAMING_LIMIT = "400MB"
 MB = 1e6
 
 __all__ = ["STRATEGIES", "BenchReport", "BenchRow", "bench_dir", "run_bench"]
@@ -79,86 +83,6 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _target(schema: str, table: str) -> str:
-    return sql.Identifier(schema, table).as_string(None)
-
-
-# Runs in its own Python so that its memory is measured apart from this process (stdlib + duckdb).
-_DUCKDB = """\
-import os, sys, duckdb, duckdb_extensions
-parquet, target, extensions = sys.argv[1:4]
-con = duckdb.connect(config={"extension_directory": extensions})
-duckdb_extensions.import_extension("postgres", con=con)  # installs from the wheel: no download
-con.execute("LOAD postgres")
-conninfo = os.environ["BENCH_CONNINFO"].replace("'", "''")
-con.execute(f"ATTACH '{conninfo}' AS pg (TYPE postgres)")
-con.execute(f"CREATE TABLE pg.{target} AS SELECT * FROM read_parquet(?)", [parquet])
-"""
-
-
-def _commands(
-    data: Dataset,
-    url: str,
-    schema: str,
-    strategies: Sequence[str],
-    include_csv: bool,
-    work: Path,
-    psql: str,
-) -> list[_Command]:
-    """Every command of one run, the `psql \\copy` baseline first."""
-    parts = conninfo_to_dict(url)
-    password = parts.pop("password", None)
-    conninfo = make_conninfo("", **parts)
-    env = {**os.environ, **({"PGPASSWORD": str(password)} if password else {})}
-    # The ingest runs refresh dbt sources; the benchmark's tables do not belong in the project.
-    env["PIPELINE_DBT_PROJECT"] = str(work / "dbt_scratch")
-    stem = data.name.split("-")[0]
-    copy_table, duck_table = f"{stem}_copy", f"{stem}_duckdb"
-    ddl = ", ".join(f"{sql.Identifier(c).as_string(None)} {t}" for c, t in data.columns)
-    target = _target(schema, copy_table)
-    # -1: one transaction, so with wal_level=minimal the new table's COPY skips the WAL, as ours can
-    copy = [psql, *"-X -q -1 -v ON_ERROR_STOP=1 -d".split(), conninfo, "-c"]
-    copy += [f"create table {target} ({ddl})", "-c"]
-    copy += [f"\\copy {target} from pstdin with (format csv, header true)"]
-    extensions = str(work / "duckdb-extensions")
-    duck = [sys.executable, "-c", _DUCKDB, str(data.parquet), _target(schema, duck_table)]
-    duck.append(extensions)
-    commands = [
-        _Command("psql \\copy", "csv", "-", copy_table, tuple(copy), env, stdin=data.csv),
-        _Command(
-            "duckdb", "parquet", "-", duck_table, tuple(duck), {**env, "BENCH_CONNINFO": conninfo}
-        ),
-    ]
-    root = project_root()
-    runs = [(s, "parquet") for s in strategies]
-    if include_csv and "auto" in strategies:
-        runs.insert(runs.index(("auto", "parquet")) + 1, ("auto", "csv"))
-    for strategy, fmt in runs:
-        table = f"{stem}_ingest_{strategy}_{fmt}"
-        config = work / "configs" / f"{table}.yml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        source = data.parquet if fmt == "parquet" else data.csv
-        settings = {"table_name": table, "if_table_exists": "replace", "schema": schema}
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "path": {"input_path": str(source)},
-                    "database": settings,
-                    "validation_data": {"sample_size": 0.01},
-                }
-            ),
-            encoding="utf-8",
-        )
-        argv = [sys.executable, *"-m invoke ingest --json --config".split(), str(config)]
-        argv += ["--strategy", strategy]
-        if strategy == "streaming":
-            argv += ["--memory-limit", STREAMING_LIMIT]
-        ingest_env = {**env, "DATABASE_URL": url}
-        command = _Command("ingest", fmt, strategy, table, tuple(argv), ingest_env, cwd=root)
-        commands.append(command)
-    return commands
-
-
 def _lsn(conn: psycopg.Connection[Any]) -> str | None:
     try:
         row = conn.execute("select pg_current_wal_lsn()::text").fetchone()
@@ -173,7 +97,7 @@ def _drop(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
 
 def _run_one(
     conn: psycopg.Connection[Any],
-    cmd: _Command,
+    cmd: Command,
     data: Dataset,
     schema: str,
     logs: Path,
@@ -200,17 +124,17 @@ def _run_one(
         wal = float(row[0]) / MB if row else None
     count: int | None = None
     size: float | None = None
-    if conn.execute("select to_regclass(%s)", [_target(schema, cmd.table)]).fetchone() != (None,):
+    if conn.execute("select to_regclass(%s)", [target(schema, cmd.table)]).fetchone() != (None,):
         ident = sql.Identifier(schema, cmd.table)
         row = conn.execute(sql.SQL("select count(*) from {}").format(ident)).fetchone()
         count = int(row[0]) if row else None
         row = conn.execute(
-            "select pg_total_relation_size(%s::regclass)", [_target(schema, cmd.table)]
+            "select pg_total_relation_size(%s::regclass)", [target(schema, cmd.table)]
         ).fetchone()
         size = int(row[0]) / MB if row else None
         _drop(conn, schema, cmd.table)
     reported: dict[str, Any] = {}
-    if cmd.tool == "ingest":
+    if cmd.tool.startswith("ingest"):
         lines = [x for x in got.stdout.splitlines() if x.startswith("{")]
         try:
             reported = json.loads(lines[-1]) if lines else {}
@@ -255,6 +179,46 @@ def _median(tries: Sequence[BenchRow]) -> BenchRow:
     return replace(chosen, walls_s=walls)
 
 
+def _start_embedded(
+    stack: ExitStack, work: Path, schema: str, log: Say
+) -> tuple[psycopg.Connection[Any], str]:
+    """Start a private embedded server for the run (stopped when the run ends); connect to it."""
+    home = work / "embedded-home"
+    log("starting the embedded PostgreSQL (wal_level=minimal) for its row")
+    server = embedded.start(home, log=log)
+    stack.callback(embedded.stop, home)
+    conn = stack.enter_context(psycopg.connect(server.url, autocommit=True))
+    conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
+    return conn, server.url
+
+
+def _rounds(
+    commands: Sequence[Command],
+    servers: Mapping[str, tuple[psycopg.Connection[Any], Any]],
+    data: Dataset,
+    schema: str,
+    logs: Path,
+    repeat: int,
+    log: Say,
+) -> list[BenchRow]:
+    """Every command once per round, alternated, `repeat` rounds; each command's median run."""
+    tries: list[list[BenchRow]] = [[] for _ in commands]
+    for round_ in range(repeat):
+        for cmd, runs in zip(commands, tries, strict=True):
+            if cmd.once and round_:
+                continue
+            note = " (once: it takes minutes, not repeated)" if cmd.once and repeat > 1 else ""
+            log(f"{cmd.tool} {cmd.input} {cmd.strategy}: loading {data.rows:,} rows{note}")
+            conn, postmaster = servers[cmd.server]
+            row = _run_one(conn, cmd, data, schema, logs, postmaster)
+            log(
+                f"  {'ok' if row.ok else 'FAILED'} in {row.wall_s:.1f} s, "
+                f"peak {row.peak_rss_mb:,.0f} MB" + ("" if row.ok else f"; {row.error[-300:]}")
+            )
+            runs.append(row)
+    return [_median(runs) for runs in tries]
+
+
 def run_bench(
     database_url: str,
     *,
@@ -267,6 +231,7 @@ def run_bench(
     schema: str = "bench",
     repeat: int = 1,
     s3: bool = False,
+    embedded_server: bool = False,
 ) -> BenchReport:
     """Load one dataset with `psql \\copy`, DuckDB and this project's ingest; measure each.
 
@@ -279,8 +244,10 @@ def run_bench(
         workdir: Cache and scratch folder (default `bench_dir()`).
         log: Receives one line per step.
         schema: Schema of the benchmark's tables (created if missing; dropped if created here).
-        repeat: Run each command this many times and keep the run with the median wall time.
         s3: Also load the Parquet file from a local S3 server (moto), with ingest and DuckDB.
+        repeat: Run every command this many times, alternated, and keep each one's median run
+            (pgloader runs once whatever this says).
+        embedded_server: Also load with `auto` into a private embedded server (wal_level=minimal).
 
     Returns:
         The report; failed commands are rows with `ok=False` and their stderr, not exceptions.
@@ -300,32 +267,29 @@ def run_bench(
     psql, psql_from = psql_binary()
     logs = work / "logs" / started.replace(":", "")
     logs.mkdir(parents=True, exist_ok=True)
-    measured: list[BenchRow] = []
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    with ExitStack() as stack:
+        conn = stack.enter_context(psycopg.connect(database_url, autocommit=True))
         machine = machine_info(conn, psql, psql_from)
         load_before = os.getloadavg()[0]
-        postmaster = server_process(conn)
+        servers = {"shared": (conn, server_process(conn))}
         found = conn.execute("select 1 from pg_namespace where nspname = %s", [schema]).fetchone()
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema)))
-        commands = _commands(data, database_url, schema, strategies, include_csv, work, psql)
-        stack = ExitStack()
+        url = None
+        if embedded_server:
+            own, url = _start_embedded(stack, work, schema, log)
+            servers["embedded"] = (own, server_process(own))
+        commands = build_commands(
+            data, database_url, schema, strategies, include_csv, work, psql, url
+        )
+        if s3:
+            served = stack.enter_context(benchs3.local_s3(data.parquet, logs))
+            duckdb = next(c for c in commands if c.tool == "duckdb")
+            commands += benchs3.commands(served, duckdb, database_url, schema, work)
         try:
-            if s3:
-                served = stack.enter_context(benchs3.local_s3(data.parquet, logs))
-                commands += benchs3.commands(served, commands[1], database_url, schema, work)
-            for cmd in commands:
-                log(f"{cmd.tool} {cmd.input} {cmd.strategy}: loading {data.rows:,} rows")
-                tries = [_run_one(conn, cmd, data, schema, logs, postmaster) for _ in range(repeat)]
-                row = _median(tries)
-                log(
-                    f"  {'ok' if row.ok else 'FAILED'} in {row.wall_s:.1f} s, "
-                    f"peak {row.peak_rss_mb:,.0f} MB" + ("" if row.ok else f"; {row.error[-300:]}")
-                )
-                measured.append(row)
+            measured = _rounds(commands, servers, data, schema, logs, repeat, log)
         finally:
-            stack.close()
             for cmd in commands:
-                _drop(conn, schema, cmd.table)
+                _drop(servers[cmd.server][0], schema, cmd.table)
             if found is None:
                 conn.execute(
                     sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
@@ -344,7 +308,7 @@ def run_bench(
     }
     # Other work on the machine skews every figure: keep the load beside them.
     machine |= {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0]}
-    return BenchReport(started, dataset, machine, final, repeat)
+    return BenchReport(started, dataset, machine, final, repeat, checks(final))
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -362,6 +326,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-csv", action="store_true", help="skip the ingest of the CSV")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command (median kept)")
     parser.add_argument("--no-s3", action="store_true", help="skip the loads from local S3")
+    parser.add_argument(
+        "--no-embedded", action="store_true", help="skip the row on the embedded server"
+    )
     args = parser.parse_args(argv)
     err = Console(stderr=True)
     report = run_bench(
@@ -373,8 +340,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         log=err.print,
         repeat=args.repeat,
         s3=not args.no_s3,
+        embedded_server=not args.no_embedded,
     )
     Console().print(report.table())
+    for line in report.checks:
+        Console().print(line, highlight=False)
     err.print(f"results: {report.write(bench_dir())}")
     return 0 if all(r.ok for r in report.rows) else 1
 

@@ -17,8 +17,9 @@ def bench(
     repeat: int = 1,
     csv: bool = True,
     s3: bool = True,
+    embedded: bool = True,
 ) -> int:
-    """Time ingest against psql \\copy and DuckDB; exit 1 if one of the commands failed."""
+    """Time ingest against psql \\copy and its peers; exit 1 if one of the commands failed."""
     url = resolve_url(None, s.note)
     try:
         report = run_bench(
@@ -30,11 +31,14 @@ def bench(
             repeat=repeat,
             log=s.note,
             s3=s3,
+            embedded_server=embedded,
         )
     except ValueError as exc:  # a wrong --scale, --repeat or strategy name
         raise UsageError(str(exc)) from None
     path = report.write(bench_dir())
     s.out.print(report.table())
+    for line in report.checks:  # the memory and speed targets, judged on this run's rows
+        s.out.print(line, highlight=False, markup=False)
     s.note(f"saved {path}")
     failed = [r.tool + "/" + r.strategy for r in report.rows if not r.ok]
     if failed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from bench import data as benchdata
-from bench.measure import measure
+from bench.checks import checks
+from bench.measure import BenchRow, measure
 from bench.run import run_bench
 
 
@@ -79,7 +81,7 @@ def test_measure_reports_a_failure_with_its_stderr() -> None:
 
 
 def test_baselines_load_every_row(database_url: str, pg_schema: str, tmp_path: Path) -> None:
-    """psql \\copy and DuckDB load all 20,000 rows, twice each; their tables are dropped after."""
+    """\\copy and every peer load all 20,000 rows, alternated (pgloader once), tables dropped."""
     report = run_bench(
         database_url,
         rows=20_000,
@@ -88,17 +90,22 @@ def test_baselines_load_every_row(database_url: str, pg_schema: str, tmp_path: P
         schema=pg_schema,
         repeat=2,
         log=lambda _: None,
+        embedded_server=True,
     )
     by_tool = {r.tool: r for r in report.rows}
-    assert set(by_tool) == {"psql \\copy", "duckdb"}
+    tools = ["psql \\copy", "duckdb", "adbc", "pgloader", "ingest embedded"]
+    assert list(by_tool) == tools  # .ci/run installs pgloader
     for row in report.rows:
         assert (row.ok, row.rows_in_table, row.rows_expected) == (True, 20_000, 20_000), row.error
-        assert row.wall_s > 0 and row.peak_rss_mb > 0
-        assert len(row.walls_s) == 2 and row.wall_s in row.walls_s
+        assert row.wall_s > 0 and row.peak_rss_mb > 0 and row.cpu_s > 0
+        assert row.db_cpu_s is not None and row.db_cpu_s >= 0
+        runs = 1 if row.tool == "pgloader" else 2
+        assert len(row.walls_s) == runs and row.wall_s in row.walls_s
     assert by_tool["psql \\copy"].ratio == 1.0
+    assert by_tool["ingest embedded"].reported["rows_loaded"] == 20_000
     saved = json.loads(report.write(tmp_path / "out").read_text())
     assert saved["dataset"]["rows"] == 20_000
-    assert [r["tool"] for r in saved["rows"]] == ["psql \\copy", "duckdb"]
+    assert [r["tool"] for r in saved["rows"]] == tools
     assert (tmp_path / "out" / "latest.json").exists()
     with psycopg.connect(database_url, autocommit=True) as conn:
         left = conn.execute(
@@ -108,3 +115,45 @@ def test_baselines_load_every_row(database_url: str, pg_schema: str, tmp_path: P
     console = Console(record=True, width=200)
     console.print(report.table())
     assert "psql \\copy" in console.export_text()
+
+
+def _row(tool: str, fmt: str, strategy: str, wall: float, peak: float, cpu: float) -> BenchRow:
+    reported = {"estimate_mb": 1_000.0} if strategy == "eager" else {}
+    return BenchRow(
+        tool,
+        fmt,
+        strategy,
+        "t",
+        wall,
+        1.0,
+        peak,
+        peak,
+        cpu,
+        1.0,
+        None,
+        10,
+        10,
+        True,
+        0,
+        None,
+        None,
+        reported=reported,
+    )
+
+
+def test_checks_judge_the_targets_on_the_rows() -> None:
+    """The moved memory and speed targets: auto's peak, the eager estimate, speed and CPU."""
+    rows = [
+        _row("duckdb", "parquet", "-", 10.0, 200.0, 5.0),
+        _row("ingest", "parquet", "auto→lazy", 9.0, 330.0, 3.9),
+        _row("ingest", "csv", "auto→lazy", 12.0, 420.0, 6.0),
+        _row("ingest", "parquet", "eager", 8.5, 1_300.0, 4.5),
+    ]
+    lines = checks(rows)
+    assert lines[0].startswith("ok: auto (parquet") and "330 MB" in lines[0]
+    assert lines[1].startswith("MISSED: auto (csv") and "420 MB" in lines[1]
+    assert lines[2].startswith("MISSED: eager") and "30% off" in lines[2]
+    assert lines[3].startswith("ok: auto (parquet) took 9.0 s") and "(eager) 8.5 s" in lines[3]
+    assert lines[4].startswith("ok:") and "0.78x" in lines[4]
+    slow = [*rows[:1], replace(rows[1], wall_s=9.5, cpu_s=4.5), *rows[2:]]
+    assert checks(slow)[3].startswith("MISSED") and checks(slow)[4].startswith("MISSED")

@@ -72,13 +72,26 @@ def plan(s: Session, source: str | None = None, memory_limit: str | None = None)
         "batch_bytes": p.batch_bytes,
         "workers": p.workers or "auto: 2, or 1 to append to a table or with wal_level=minimal",
         "reason": p.reason,
+        "peak_bytes": p.peak_bytes,
+        "costs": {
+            c.strategy: {"peak_bytes": c.peak_bytes, "fits": c.fits, "faster": c.faster}
+            for c in p.costs
+        },
     }
 
     def human() -> None:
         for key, value in facts.items():
+            if key == "costs":
+                continue
             sized = key.endswith("_bytes") and isinstance(value, int)
             shown = ingest.format_size(value) if sized else value
             s.out.print(f"{key:>14}: {shown}", highlight=False, markup=False)
+        for cost in p.costs:  # what each strategy would take, so the choice can be checked
+            note = ("fits" if cost.fits else "over its bound") + (", faster" if cost.faster else "")
+            size = ingest.format_size(cost.peak_bytes)
+            s.out.print(
+                f"{cost.strategy:>14}: ~{size} peak ({note})", highlight=False, markup=False
+            )
 
     s.result(facts, human)
     return EXIT_OK

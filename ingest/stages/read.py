@@ -56,8 +56,8 @@ def _parquet(part: Partition, plan: Plan) -> Iterator[Chunk]:
         source = open_parquet(path, coded)
     threads = plan.strategy == "eager"
     # Decoding threads each keep their own buffers: only eager, with memory to spare, uses them.
-    # eager may decode a row group of up to 4 batches at once; the others one batch's worth.
-    group_limit = plan.batch_rows * (4 if plan.strategy == "eager" else 1)
+    # eager and lazy may decode a row group of a few batches at once, streaming one batch's worth.
+    group_limit = plan.group_rows or plan.batch_rows
     meta = source.metadata
     offset = part.first
     for group in range(part.start, part.stop):

@@ -9,11 +9,14 @@ import pytest
 
 from ingest.stages.plan import (
     BATCH_COST_FACTOR,
+    EAGER_FASTER_BELOW,
     FIXED_OVERHEAD,
+    GROUP_BATCHES,
     MAX_BATCH_BYTES,
     MIN_BATCH_BYTES,
     ServerFacts,
     copy_connections,
+    estimate_batched_bytes,
     estimate_eager_bytes,
     make_plan,
     memory_budget,
@@ -23,7 +26,9 @@ from ingest.stages.profile import ColumnProfile, FileProfile
 MB = 1_000_000
 
 
-def profile(rows: int, row_bytes: float = 40.0, fmt: str = "parquet") -> FileProfile:
+def profile(
+    rows: int, row_bytes: float = 40.0, fmt: str = "parquet", row_groups: int = 1
+) -> FileProfile:
     return FileProfile(
         path=Path("x"),
         format=fmt,
@@ -35,6 +40,7 @@ def profile(rows: int, row_bytes: float = 40.0, fmt: str = "parquet") -> FilePro
             ColumnProfile("b", pl.String(), row_bytes - 8),
         ),
         sample=pl.DataFrame(),
+        row_groups=row_groups,
     )
 
 
@@ -100,6 +106,56 @@ def test_eager_estimate_holds_the_whole_frame() -> None:
     grown = estimate_eager_bytes(large, 0) - estimate_eager_bytes(small, 0)
     assert grown == pytest.approx(large.frame_bytes - small.frame_bytes, rel=0.01)
     assert estimate_eager_bytes(small, 100 * MB) - estimate_eager_bytes(small, 0) == 100 * MB
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_large_file_that_fits_loads_lazy(fmt: str) -> None:
+    """Eager fits 16 GB, but on an 836 MB frame it is no faster: lazy wins, under 400 MB."""
+    lineitem = profile(6_001_215, 139.3, fmt=fmt, row_groups=53)
+    plan = make_plan(lineitem, 16_000 * MB, base_bytes=215 * MB)
+    assert plan.ratio <= 0.65
+    assert plan.strategy == "lazy"
+    assert plan.peak_bytes <= 400 * MB
+    eager = next(c for c in plan.costs if c.strategy == "eager")
+    assert eager.fits and not eager.faster and eager.peak_bytes > 1_000 * MB
+    assert "no faster" in plan.reason and "leaner" in plan.reason
+    assert plan.batch_bytes == MAX_BATCH_BYTES
+
+
+def test_a_small_file_that_fits_loads_eager() -> None:
+    """Up to a 64 MB frame eager reads the whole file faster, for little more memory."""
+    small = profile(1_000_000, 45.0)
+    assert small.frame_bytes <= EAGER_FASTER_BELOW
+    plan = make_plan(small, 16_000 * MB, base_bytes=215 * MB)
+    assert plan.strategy == "eager"
+    assert "faster" in plan.reason
+    just_over = profile(EAGER_FASTER_BELOW // 40 + 1_000, 40.0)
+    assert make_plan(just_over, 16_000 * MB, base_bytes=215 * MB).strategy == "lazy"
+
+
+def test_a_small_file_past_the_safety_bound_is_not_eager() -> None:
+    """However fast eager would be, a ratio over 0.65 rules it out."""
+    small = profile(1_000_000, 45.0)
+    budget = int(estimate_eager_bytes(small, 215 * MB) / 0.7)
+    plan = make_plan(small, budget, base_bytes=215 * MB)
+    assert plan.strategy == "lazy" and "65%-200%" in plan.reason
+
+
+def test_lazy_counts_a_row_group_read_whole() -> None:
+    """A row group larger than a batch adds what it holds beyond one batch, up to 4 batches."""
+    one_group = profile(10_000_000, 40.0, row_groups=1)  # a 400 MB group: read batch by batch
+    many = profile(10_000_000, 40.0, row_groups=200)  # 2 MB groups: smaller than a batch
+    batch = MAX_BATCH_BYTES
+    base = 0
+    floor = FIXED_OVERHEAD + BATCH_COST_FACTOR * batch
+    assert estimate_batched_bytes(many, base, batch, GROUP_BATCHES) == int(floor)
+    assert estimate_batched_bytes(one_group, base, batch, GROUP_BATCHES) == int(
+        floor + (GROUP_BATCHES - 1) * batch
+    )
+    plan = make_plan(one_group, 16_000 * MB, base_bytes=base)
+    assert plan.group_rows == GROUP_BATCHES * plan.batch_rows
+    streaming = make_plan(one_group, 16_000 * MB, base_bytes=base, forced="streaming")
+    assert streaming.group_rows == streaming.batch_rows
 
 
 def test_copy_connections_come_from_the_server_facts_alone() -> None:
