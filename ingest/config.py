@@ -126,6 +126,13 @@ class CsvOptions(_Model):
     has_header: bool = Field(True, description="The first line names the columns.")
     encoding: Literal["utf8", "utf8-lossy"] = Field("utf8", description="Text encoding.")
     null_values: list[str] = Field(default_factory=list, description="Strings read as null.")
+    ragged_rows: Literal["refuse", "quarantine"] = Field(
+        "refuse",
+        description=(
+            "A row with more or fewer fields than the header: refuse the file, naming the line,"
+            " or quarantine the row (rule ragged_row), counted against max_bad_rows."
+        ),
+    )
 
 
 class StorageOptions(_Model):

@@ -27,6 +27,7 @@ from ingest.pg.target import (
     check_column_types,
     table_exists,
 )
+from ingest.runtime.hooks import reached
 from ingest.runtime.memory import (
     RssWatch,
     available_memory,
@@ -329,6 +330,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             )
 
     try:
+        reached("profiled")  # under the lock, the run in the ledger, nothing read yet
         job = keyed.prepare(control, job, log)  # before anything is loaded
         into = job.target.if_exists in ("append", "merge")  # rows go into the table as it is
         appending = into and table_exists(control, job.target)
@@ -407,7 +409,10 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             log(f"interrupted after the commit: {job.target.display} holds this run's rows")
             finish("success", None)
         else:
-            log(f"interrupted: nothing was changed in {job.target.display}; run marked killed")
+            log(
+                f"interrupted: nothing was changed in {job.target.display}; run marked killed;"
+                " run again to load it"
+            )
             finish("killed", "interrupted")
         raise
     except IngestError as exc:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from launch import command
 from psycopg import sql
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.pg.copy import FAILPOINT_ENV
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,13 +51,10 @@ def old_then_new(tmp_path: Path, url: str, schema: str, rows: int) -> Path:
 
 
 def start(config: Path, failpoint: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
-    if failpoint:
-        env[FAILPOINT_ENV] = failpoint
+    """Run `invoke ingest --json` in a child that holds the run at `failpoint`, if given."""
     return subprocess.Popen(
-        [sys.executable, "-m", "invoke", "ingest", "--config", str(config), "--json"],
+        command(config, failpoint),
         cwd=ROOT,
-        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

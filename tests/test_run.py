@@ -260,33 +260,36 @@ def test_an_append_of_other_types_goes_through_staging(
 def test_a_row_the_server_refuses_mid_copy_keeps_the_old_table(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int, if_exists: str
 ) -> None:
-    """A NUL byte, which PostgreSQL text refuses, fails the COPY naming the column; no change.
+    """A value the server refuses mid-COPY fails it naming row and column; nothing changes.
 
-    One connection appends straight into the target: the refused COPY rolls its rows back.
+    NUL bytes in text are set aside before the COPY (test_server_limits); one inside a nested
+    value still reaches the server, whose jsonb refuses the escaped \\u0000. One connection
+    appends straight into the target: the refused COPY rolls its rows back.
     """
     data = tmp_path / "e.parquet"
-    employees(1_000).write_parquet(data)
+    tags = pl.Series("Tags", [["a"]] * 1_000)
+    employees(1_000).with_columns(tags).write_parquet(data)
     cfg = config_file(tmp_path, data, pg_schema, database_url, workers=workers)
     run_source(load_config(cfg), progress=False)
     frame = employees(60_000, seed=4)
-    names = frame["First_Name"].to_list()
-    names[45_000] = "Ann\x00Lee"
-    frame.with_columns(pl.Series("First_Name", names)).write_parquet(data)
+    lists = [["a", "b"]] * 60_000
+    lists[45_000] = ["Ann\x00Lee"]
+    frame.with_columns(pl.Series("Tags", lists)).write_parquet(data)
     cfg = config_file(tmp_path, data, pg_schema, database_url, if_exists=if_exists, workers=workers)
 
-    with pytest.raises(ValueRefused, match="0x00") as info:
+    with pytest.raises(ValueRefused, match="Unicode escape") as info:
         run_source(load_config(cfg), progress=False)
 
-    assert "e.parquet: row 45,000, column 'First_Name'" in str(info.value)
+    assert "e.parquet: row 45,000, column 'Tags'" in str(info.value)
     assert fetch(pg_conn, "select count(*) from {t}", pg_schema) == (1_000,)
     assert staging_tables(pg_conn, pg_schema) == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_refused_value_is_named_by_its_csv_line_past_quarantined_rows(
-    tmp_path: Path, database_url: str, pg_schema: str, workers: int
+def test_a_nul_byte_is_quarantined_by_its_csv_line_past_other_bad_rows(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn, workers: int
 ) -> None:
-    """Rows quarantined earlier leave gaps in the COPY stream; the error still names the line."""
+    """A NUL byte among quarantined rows is a bad row too, named by its line; the rest loads."""
     frame = employees(60_000, seed=5).with_columns(pl.col("Age").cast(pl.String))
     ages, names = frame["Age"].to_list(), frame["First_Name"].to_list()
     ages[100] = ages[30_000] = "forty"  # not an int64: quarantined before the COPY
@@ -296,11 +299,22 @@ def test_a_refused_value_is_named_by_its_csv_line_past_quarantined_rows(
     extra = "validation_data: {max_bad_rows: 10}"
     cfg = config_file(tmp_path, data, pg_schema, database_url, extra=extra, workers=workers)
 
-    with pytest.raises(ValueRefused) as info:
-        run_source(load_config(cfg), progress=False, strategy="streaming", memory_limit=300 << 20)
+    report = run_source(
+        load_config(cfg), progress=False, strategy="streaming", memory_limit=300 << 20
+    )
 
+    assert (report.rows_loaded, report.rows_rejected) == (59_997, 3)
+    rejected = pg_conn.execute(
+        sql.SQL("select row_number, column_name, rule from {} order by row_number").format(
+            sql.Identifier(pg_schema, "employees__rejected")
+        )
+    ).fetchall()
     # The header is line 1, so the row at index 45,000 is line 45,002.
-    assert "e.csv: line 45,002, column 'First_Name'" in str(info.value)
+    assert rejected == [
+        (102, "Age", "cast"),
+        (30_002, "Age", "cast"),
+        (45_002, "First_Name", "nul_byte"),
+    ]
 
 
 def test_connections_follow_what_writes_least(

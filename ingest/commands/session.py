@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ EXIT_FAILED = 1  # an expected failure: bad input, a refused load, an unreachabl
 EXIT_USAGE = 2  # a wrong option or argument, or a broken config file
 EXIT_DRIFT = 3  # `drift` found a difference from the last loaded schema
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), handled the way Ctrl-C is
 CONFIG_NAMES = ("config.yml", "config.yaml", "config.toml")
 MEMORY_ENV = "PIPELINE_MEMORY_LIMIT"
 
@@ -126,16 +129,44 @@ def execute(options: Options, command: Command) -> int:
             return _failed(options, exc, EXIT_USAGE)
         with _anchored(root):
             try:
-                return command(Session(options, root))
+                with _terminate_like_ctrl_c():
+                    return command(Session(options, root))
             except (ConfigError, UsageError) as exc:
                 return _failed(options, exc, EXIT_USAGE)
             except IngestError as exc:
                 return _failed(options, exc, EXIT_FAILED)
+            except _Terminated:  # as for Ctrl-C: the run has said what the database holds
+                return _failed(options, KeyboardInterrupt("terminated"), EXIT_TERMINATED)
             except KeyboardInterrupt:  # the run has said what the database holds
                 return _failed(options, KeyboardInterrupt("interrupted"), EXIT_INTERRUPTED)
             except Exception as exc:
                 _report_json(options, exc, EXIT_FAILED)
                 raise
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so a load stops the same orderly way."""
+
+
+@contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """While a command runs, SIGTERM (a service manager's stop) does what Ctrl-C does.
+
+    A load then checks whether its commit went through and marks its run, instead of dying
+    without a word. Only the main thread can take signals; elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def project_root_for(options: Options) -> Path:

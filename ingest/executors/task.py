@@ -135,7 +135,8 @@ def run_partition(
             seed=part.index * 100_003 + number,  # a rerun samples the same rows
             seen=tally.seen,
             source=profile.path,
-        )
+            nul_free=chunk.nul_free,
+        ).with_rejects(chunk.rejects)
         read_rows += chunk.frame.height
         tally.rows_read += chunk.frame.height
         blank += chunk.skipped

@@ -16,10 +16,11 @@ from psycopg import sql
 from ingest.errors import IngestError
 from ingest.pg import merge as pg_merge
 from ingest.pg import outcome
-from ingest.pg.copy import Staged, failpoint
+from ingest.pg.copy import Staged
 from ingest.pg.db import Conn, connect
 from ingest.pg.swap import replace_table
 from ingest.pg.target import Target, add_lineage, table_exists
+from ingest.runtime.hooks import reached
 from ingest.stages.keys import MergeSpec
 
 Log = Callable[[str], None]
@@ -201,7 +202,7 @@ def _commit(conn: Conn, staged: Staged, spec: Commit) -> None:
     lock now, so nothing is committed.
     """
     spec.control.execute("select 1")
-    failpoint("swapping")
+    reached("swapping")
     outcome.commit(
         conn,
         spec.control,

@@ -8,11 +8,8 @@ columns match the target's COPYs straight into the target in that transaction.
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,13 +19,14 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import IngestError
+from ingest.errors import DatabaseUnavailable, IngestError, ServerGone
 from ingest.pg import staging
 from ingest.pg.db import Conn, connect, server_fault
 from ingest.pg.target import (
     Target,
     staging_prefix,
 )
+from ingest.runtime.hooks import reached
 from ingest.stages import encode
 from ingest.state.refusal import StreamLog, refusal
 
@@ -39,9 +37,6 @@ MIN_PIECE_BYTES = 1 << 20
 # Threads encoding for a single connection, and encoded pieces waiting for it.
 ENCODERS = 2
 ENCODED_AHEAD = 2 * ENCODERS
-FAILPOINT_ENV = "PGLOADKIT_FAILPOINT"
-# With this set to a path, a failpoint waits for that file to appear, then lets the run go on.
-FAILPOINT_RESUME_ENV = "PGLOADKIT_FAILPOINT_RESUME"
 
 
 @dataclass
@@ -191,7 +186,7 @@ class StagingCopy:
             self._create = staging.create_sql(self.staging, self.columns)
             if not self.one_transaction:
                 conn.execute(self._create)
-        failpoint("staged")
+        reached("staged")
 
     def send(
         self, batch: pl.DataFrame, rows: np.ndarray | None = None, line_offset: int = 0
@@ -237,7 +232,7 @@ class StagingCopy:
                             data = encode.encode(piece)
                             log.add(rows, piece.height, item.line_offset)
                             copy.write(data)
-                            failpoint("copying")
+                            reached("copying")
                             with self._lock:
                                 self.progress.rows += piece.height
                                 self.progress.bytes += len(data)
@@ -307,7 +302,7 @@ class StagingCopy:
                     assert isinstance(data, _Encoded)
                     log.add(data.rows, data.count, data.line_offset)
                     copy.write(data.data)
-                    failpoint("copying")
+                    reached("copying")
                     with self._lock:  # counted as sent, not as encoded
                         self.progress.rows += data.count
                         self.progress.bytes += len(data.data)
@@ -356,6 +351,12 @@ class StagingCopy:
     def _raise_worker_error(self) -> None:
         if self._errors:
             error = self._errors[0]
+            if isinstance(error, DatabaseUnavailable):  # the run was connected: the server left
+                raise ServerGone(
+                    error.where,
+                    f"cannot connect again: {error.reason}",
+                    outcome=f"{self.target.display} was not changed",
+                ) from error
             if isinstance(error, IngestError):
                 raise error
             fault = server_fault(error, self.url, f"{self.target.display} was not changed")
@@ -410,23 +411,6 @@ class StagingCopy:
                 f"could not drop staging table {self.staging.display}: {exc}; "
                 "the next run removes it"
             )
-
-
-def failpoint(name: str) -> None:
-    """Crash tests stop a run here (PGLOADKIT_FAILPOINT=name) to kill it at a known moment.
-
-    With PGLOADKIT_FAILPOINT_RESUME=path the run goes on once that file exists, so a test can
-    act on the server (end a backend, stop it) at that moment and watch what the run does.
-    """
-    if os.environ.get(FAILPOINT_ENV) != name:
-        return
-    print(f"failpoint {name} reached", file=sys.stderr, flush=True)
-    resume = os.environ.get(FAILPOINT_RESUME_ENV)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if resume and os.path.exists(resume):
-            return
-        time.sleep(0.05)
 
 
 class _Cancelled(Exception):

@@ -368,13 +368,15 @@ def _read_sample(
         null_values=csv.null_values or None,
         encoding=csv.encoding,
         raise_if_empty=False,
-        **types,  # type: ignore[arg-type]
+        **(_LENIENT | types if csv.ragged_rows == "quarantine" else types),  # type: ignore[arg-type]
     )
     if names is not None and frame.width < len(names):  # an empty body: the header's columns
         frame = pl.DataFrame(schema=dict.fromkeys(names, pl.String()))
     return frame
 
 
+# Rows the reader will set aside (csv.ragged_rows: quarantine) must not stop the sample.
+_LENIENT: dict[str, object] = {"truncate_ragged_lines": True, "extra_columns": "ignore"}
 _LEADING_ZERO = r"^[+-]?0[0-9]"
 _EMPTY_LINES = re.compile(rb"\n(?:\r?\n)+")
 

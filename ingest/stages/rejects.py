@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from ingest.stages.csvread import ROW
+from ingest.stages.server_limits import printable
 
 REJECTS_SCHEMA: dict[str, pl.DataType] = {
     ROW: pl.Int64(),
@@ -38,10 +39,9 @@ def with_raw(rejects: pl.DataFrame, batch: pl.DataFrame, columns: list[str]) -> 
     """Attach the whole source row, JSON-encoded, to each reject."""
     if rejects.height == 0:
         return empty_rejects()
-    raw = (
-        batch.with_columns(pl.col(ROW).cast(pl.Int64))
-        .filter(pl.col(ROW).is_in(rejects[ROW].unique().implode()))
-        .select(ROW, raw=pl.struct(columns).struct.json_encode())
+    rows = batch.with_columns(pl.col(ROW).cast(pl.Int64)).filter(
+        pl.col(ROW).is_in(rejects[ROW].unique().implode())
     )
+    raw = printable(rows).select(ROW, raw=pl.struct(columns).struct.json_encode())
     out = rejects.join(raw, on=ROW, how="left", maintain_order="left")
     return out.select(pl.col(name).cast(dtype) for name, dtype in REJECTS_SCHEMA.items())

@@ -14,8 +14,8 @@ are not sent to it again unless a row rule applies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from ingest.errors import Place, ValidationFailed
 from ingest.stages.cast import CastPlan, cast_failures
 from ingest.stages.csvread import ROW
 from ingest.stages.rejects import NO_RAW, empty_rejects, quoted, with_raw
+from ingest.stages.server_limits import refused_values
 from ingest.stages.unique import SeenValues
 
 if TYPE_CHECKING:  # pandera loads on the first check (see `ingest.runtime.memory.lean_imports`)
@@ -58,6 +59,13 @@ class BatchOutcome:
     def bad_rows(self) -> int:
         """Rows rejected, each counted once however many checks it failed."""
         return self.rejects[ROW].n_unique() if self.rejects.height else 0
+
+    def with_rejects(self, rejects: pl.DataFrame | None) -> BatchOutcome:
+        """This outcome with rows set aside before it (e.g. ragged CSV rows) among its rejects."""
+        if rejects is None or rejects.height == 0:
+            return self
+        both = pl.concat([self.rejects, rejects.select(self.rejects.columns)])
+        return replace(self, rejects=both.sort(ROW, maintain_order=True))
 
 
 def _number(value: float) -> str:
@@ -267,6 +275,7 @@ def split_batch(
     *,
     seen: SeenValues | None = None,
     source: Place = "",
+    nul_free: Collection[str] = (),
 ) -> BatchOutcome:
     """Cast and check one batch; keep the rows that pass everything, reject the others.
 
@@ -279,6 +288,7 @@ def split_batch(
         seed: the sample's seed (use the batch number, so a rerun samples the same rows).
         seen: the run's unique-value state; without it, unique holds within the batch only.
         source: the file, for error messages.
+        nul_free: text columns the reader saw no NUL byte in (see `server_limits`).
 
     Returns:
         Good rows (cast, without `__row`), rejects, and the rows each check ran on.
@@ -291,7 +301,8 @@ def split_batch(
     checked = {"cast": rows} | {f"{c}.not_null": rows for c, v in checks.items() if not v.nullable}
     # unique is not left to Pandera: it must hold across batches (SeenValues).
     cheap, lookup = _schema(output, checks, CHEAP_RULES, nulls=True, unique=False)
-    found = [_pandera_rejects(source, cheap, lookup, cast)]
+    # Values the server would refuse mid-COPY, aborting it: rejected here like any bad value.
+    found = [_pandera_rejects(source, cheap, lookup, cast), refused_values(cast, ROW, nul_free)]
     checked |= {f"{c}.{r}": rows for c, r in _rule_names(lookup)}
 
     costly, lookup = _schema(output, checks, SAMPLED_RULES, nulls=False, unique=False, only=True)

@@ -150,8 +150,8 @@ def format_examples(
         .head(limit)
         .select(_row_number(fmt, line_offset).alias("n"), "column", "rule", "reason")
     )
-    return [
-        f"{where} {n}, column {column!r}: {rule}: {_clip(reason)}"
+    return [  # a reject of a whole row (a ragged one) has no column to name
+        f"{where} {n}{f', column {column!r}' if column else ''}: {rule}: {_clip(reason)}"
         for n, column, rule, reason in shown.rows()
     ]
 

@@ -46,6 +46,7 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 OK2 = [(1, "a"), (2, "b")]
+RAGGED_ROOM = "csv: {ragged_rows: quarantine}\nvalidation_data: {max_bad_rows: 1}"
 CSV_STRUCTURE = [
     Case("plain", b"id,v\n1,a\n2,b\n", rows=OK2),
     Case("crlf", b"id,v\r\n1,a\r\n2,b\r\n", rows=OK2),
@@ -95,7 +96,37 @@ CSV_STRUCTURE = [
         extra="csv: {null_values: [NA]}",
         rows=[(1, None), (2, "b")],
     ),
-    Case("nul byte in text", b"id,v\n1,a\x00b\n", error=IngestError, says="line 2"),
+    Case(
+        "nul byte in text",
+        b"id,v\n1,a\x00b\n",
+        error=BadRowsOverLimit,
+        says="line 2, column 'v': nul_byte",
+    ),
+    Case(
+        "nul byte quarantined",
+        b"id,v\n1,a\n3,x\x00y\n2,b\n",
+        extra="validation_data: {max_bad_rows: 1}",
+        rows=OK2,
+    ),
+    Case(
+        "short row quarantined",
+        b"id,v\n1,a\n3\n2,b\n",
+        extra=RAGGED_ROOM,
+        rows=OK2,
+    ),
+    Case(
+        "long row quarantined",
+        b"id,v\n1,a\n3,c,d\n2,b\n",
+        extra=RAGGED_ROOM,
+        rows=OK2,
+    ),
+    Case(
+        "ragged rows over the limit",
+        b"id,v\n1,a\n3\n2,b\n",
+        extra="csv: {ragged_rows: quarantine}",
+        error=BadRowsOverLimit,
+        says="line 3: ragged_row: 1 fields where the header has 2",
+    ),
     Case("gzip given as csv", gzip.compress(b"id,v\n1,a\n"), error=SourceFileError, says="gzip"),
     Case(
         "zstd given as csv", b"\x28\xb5\x2f\xfd" + b"\x00" * 20, error=SourceFileError, says="zstd"
@@ -473,6 +504,13 @@ CONFIGS = [
         says="separator",
     ),
     Case(
+        "bad ragged_rows",
+        b"id,v\n1,a\n",
+        extra="csv: {ragged_rows: sometimes}",
+        error=ConfigError,
+        says="ragged_rows",
+    ),
+    Case(
         "bad strategy",
         b"id,v\n1,a\n",
         extra="strategy: sideways",
@@ -482,6 +520,28 @@ CONFIGS = [
 ]
 
 PARQUET = [
+    Case(
+        "parquet date past postgresql quarantined",
+        _parquet(pa.table({"id": [1, 2], "v": pa.array([19_000, 2_145_042_906], pa.date32())})),
+        suffix=".parquet",
+        extra="validation_data: {max_bad_rows: 1}",
+        select="select id, {col}::text from {} order by id",
+        rows=[(1, "2022-01-08")],
+    ),
+    Case(
+        "parquet timestamp before 4714 BC",
+        _parquet(pa.table({"id": [1], "v": pa.array([-(10**17) * 3], pa.timestamp("us"))})),
+        suffix=".parquet",
+        error=BadRowsOverLimit,
+        says="row 0, column 'v': out_of_range",
+    ),
+    Case(
+        "parquet nul byte in a dictionary",
+        _parquet(pa.table({"id": [1, 2], "v": pa.array(["a\x00", "b"]).dictionary_encode()})),
+        suffix=".parquet",
+        error=BadRowsOverLimit,
+        says="row 0, column 'v': nul_byte",
+    ),
     Case(
         "parquet plain",
         _parquet(pa.table({"id": [1, 2], "v": ["a", "b"]})),

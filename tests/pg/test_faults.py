@@ -6,18 +6,15 @@ Each test runs a private embedded PostgreSQL, never the shared one: it stops or 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from faultkit import fill, home, small_disk, write_config
 from psycopg import sql
-from test_outcome import run_held, table_state, write_config
+from test_outcome import run_held, table_state
 
 from ingest import load_config, run_source
 from ingest.demo import employees
@@ -25,25 +22,9 @@ from ingest.errors import ServerFault, ServerGone
 from ingest.pg import embedded
 
 pytestmark = pytest.mark.faults
+__all__ = ["home", "small_disk"]  # fixtures, imported to be used here
 SCHEMA = "raw"
 PASSWORD = "s3cret-pw"  # trust auth ignores it; it must still never be printed
-
-
-def _stop(home: Path) -> None:
-    try:
-        embedded.stop(home)
-    finally:
-        link = home / "postgres" / "data"
-        if link.is_symlink():  # the data was kept in the shared temp dir (we run as root)
-            shutil.rmtree(link.resolve().parent, ignore_errors=True)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A private server's state folder; the server is stopped and its data removed afterwards."""
-    home = tmp_path / "state"
-    yield home
-    _stop(home)
 
 
 def with_password(url: str) -> str:
@@ -83,42 +64,6 @@ def test_server_stopped_mid_copy_says_so_in_one_line(tmp_path: Path, home: Path)
     embedded.start(home)
     with psycopg.connect(server.url) as conn:
         assert table_state(conn, SCHEMA) == (1_000, 1)
-
-
-@pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A state folder whose server data lives on a 160 MB tmpfs (needs root to mount)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    home = Path(tempfile.mkdtemp(prefix="pgloadkit-disk-", dir="/var/tmp"))
-    home.chmod(0o755)
-    mount = home / "postgres"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=160M,mode=0755", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip()}")
-    try:
-        yield home
-    finally:
-        try:
-            embedded.stop(home)
-        finally:
-            subprocess.run(["umount", "-l", str(mount)], check=False)
-            shutil.rmtree(home, ignore_errors=True)
-
-
-def fill(folder: Path, leave: int) -> Path:
-    """Fill `folder`'s file system up to `leave` free bytes with one file, which is returned."""
-    filler = folder / "filler"
-    stats = os.statvfs(folder)
-    with filler.open("wb") as handle:
-        os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize - leave)
-    return filler
 
 
 def test_full_disk_names_the_server_condition_not_a_value(tmp_path: Path, small_disk: Path) -> None:

@@ -6,62 +6,36 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import pytest
+from faultkit import ROOT, Finished, last_run, terminate, write_config
+from launch import command
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest import load_config, run_source
 from ingest.demo import employees
 from ingest.errors import ServerFault, ServerGone
-from ingest.pg.copy import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.pg.db import is_server_condition, server_fault
 from ingest.state.refusal import StreamLog, refusal
 
 Conn = psycopg.Connection[tuple[object, ...]]
-ROOT = Path(__file__).resolve().parents[2]
 OLD_ROWS, NEW_ROWS = 1_000, 3_000
 SECRET = "pw-Zq81"
-
-
-@dataclass
-class Finished:
-    """How a run in a subprocess ended: exit code, stderr, and the JSON report if any."""
-
-    code: int
-    stderr: str
-    report: dict[str, object] = field(default_factory=dict)
-
-
-def write_config(
-    tmp_path: Path, data: Path, schema: str, url: str, name: str, workers: int
-) -> Path:
-    path = tmp_path / f"{name}.yml"
-    path.write_text(
-        f"path: {{input_path: '{data}'}}\n"
-        f"database: {{table_name: emp, if_table_exists: replace, schema: {schema},"
-        f" metadata_schema: {schema}, url: '{url}', workers: {workers}}}\n"
-    )
-    return path
 
 
 def run_held(
     config: Path, point: str, resume: Path, act: object, env: dict[str, str] | None = None
 ) -> Finished:
     """Run a load that stops at failpoint `point`, call `act()` there, then let the run go on."""
-    environ = {k: v for k, v in os.environ.items() if k != FAILPOINT_ENV}
-    environ |= {FAILPOINT_ENV: point, FAILPOINT_RESUME_ENV: str(resume), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "ingest", "--config", str(config), "--json"],
+        command(config, point, resume),
         cwd=ROOT,
-        env=environ,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,27 +67,6 @@ def table_state(conn: Conn, schema: str) -> tuple[int, int]:
     ).fetchone()
     assert row is not None
     return int(str(row[0])), int(str(row[1]))
-
-
-def last_run(conn: Conn, schema: str) -> tuple[str, str | None, bool]:
-    """The latest run's status, error, and whether the ledger's files table has its row."""
-    row = conn.execute(
-        sql.SQL(
-            "select r.status, r.error, exists (select 1 from {} f where f.run_id = r.run_id)"
-            " from {} r order by r.started_at desc limit 1"
-        ).format(sql.Identifier(schema, "files"), sql.Identifier(schema, "runs"))
-    ).fetchone()
-    assert row is not None
-    return str(row[0]), None if row[1] is None else str(row[1]), bool(row[2])
-
-
-def terminate(conn: Conn, pid: int) -> None:
-    """End backend `pid` and wait until it is gone."""
-    conn.execute("select pg_terminate_backend(%s)", (pid,))
-    deadline = time.monotonic() + 10
-    while conn.execute("select 1 from pg_stat_activity where pid = %s", (pid,)).fetchone():
-        assert time.monotonic() < deadline, f"backend {pid} did not end"
-        time.sleep(0.02)
 
 
 def control_pid(conn: Conn, schema: str) -> int:

@@ -11,6 +11,7 @@ import pytest
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
 from ingest.stages.csvread import ROW, pieces, read_chunks
+from ingest.stages.rejects import REJECTS_SCHEMA
 
 
 def test_chunks_never_split_a_quoted_newline(tmp_path: Path) -> None:
@@ -79,3 +80,62 @@ def test_lossy_encoding_reads_bad_bytes(tmp_path: Path) -> None:
         )
     )
     assert chunks[0].frame["b"][0] == "caf\ufffd"
+
+
+QUARANTINE = CsvOptions(ragged_rows="quarantine")
+
+
+@pytest.mark.parametrize(
+    ("body", "kept", "aside"),
+    [
+        (b"1,a\n2\n3,c\n", [2, 4], [(3, "1 fields where the header has 2", '["2"]')]),
+        (b"1,a\n2,b,x\n3,c\n", [2, 4], [(3, "3 fields where the header has 2", '["2", "b", "x"]')]),
+        (
+            b'1,a\n\n2\n3,"q,\nr",z\n4,d\n',
+            [2, 7],
+            [
+                (4, "1 fields where the header has 2", '["2"]'),
+                (5, "3 fields where the header has 2", '["3", "q,\\nr", "z"]'),
+            ],
+        ),
+    ],
+    ids=["short", "long", "blank, short and quoted long"],
+)
+def test_ragged_rows_are_set_aside_by_line_when_asked(
+    tmp_path: Path, body: bytes, kept: list[int], aside: list[tuple[int, str, str]]
+) -> None:
+    """Under ragged_rows: quarantine a ragged row is a ragged_row reject naming its line."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"id,v\n" + body)
+    schema: dict[str, pl.DataType] = {"id": pl.Int64(), "v": pl.String()}
+    chunks = list(read_chunks(path, ["id", "v"], schema, QUARANTINE, 1 << 20))
+    frame = pl.concat([c.frame for c in chunks])
+    rejects = pl.concat([c.rejects for c in chunks if c.rejects is not None])
+    assert frame[ROW].to_list() == kept
+    assert frame.schema["id"] == pl.Int64  # the good rows keep their types
+    assert rejects.select(ROW, "reason", "raw").rows() == aside
+    assert set(rejects["rule"]) == {"ragged_row"} and set(rejects["column"]) == {""}
+    assert rejects.schema == REJECTS_SCHEMA  # what the batch's own rejects are
+
+
+def test_ragged_rows_in_a_late_chunk_are_set_aside_there(tmp_path: Path) -> None:
+    """A short row 5,000 lines in, in a small chunk of its own, is named by its line."""
+    path = tmp_path / "late.csv"
+    path.write_bytes(b"id,v\n" + b"".join(b"%d,x\n" % i for i in range(5000)) + b"9\n7,y\n")
+    schema: dict[str, pl.DataType] = {"id": pl.Int64(), "v": pl.String()}
+    chunks = list(read_chunks(path, ["id", "v"], schema, QUARANTINE, 4_000))
+    assert sum(c.frame.height for c in chunks) == 5001
+    aside = [r for c in chunks if c.rejects is not None for r in c.rejects[ROW].to_list()]
+    assert aside == [5002]
+
+
+def test_ragged_rows_are_refused_by_default(tmp_path: Path) -> None:
+    """The default stays refuse: the first ragged line is a SourceFileError naming it."""
+    path = tmp_path / "r.csv"
+    path.write_bytes(b"id,v\n1,a\n2,b,x\n")
+    with pytest.raises(SourceFileError, match="line 3: 3 fields where the header has 2"):
+        list(
+            read_chunks(
+                path, ["id", "v"], {"id": pl.Int64(), "v": pl.String()}, CsvOptions(), 1 << 20
+            )
+        )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,8 @@ from rich.console import Console
 from ingest import load_config, run_source
 from ingest.config import StorageOptions
 from ingest.errors import RemoteSourceError
-from ingest.pg.copy import FAILPOINT_ENV, FAILPOINT_RESUME_ENV
 from ingest.stages import remote
+from tests.launch import command
 from tests.stages.remote_data import config, frame, same_values, table_rows, text_of, upload
 from tests.stages.remote_servers import BUCKET, KEY_ID, SECRET, S3Server, checking_s3, s3_server
 
@@ -198,11 +196,10 @@ def test_dropped_connection_mid_read_leaves_the_target(
         url = upload(server, frame(600_000), key, tmp_path, groups=60)
         cfg = config(tmp_path, url, pg_schema, database_url, endpoint=server.endpoint)
         resume = tmp_path / "resume"
-        env = {**os.environ, FAILPOINT_ENV: "copying", FAILPOINT_RESUME_ENV: str(resume)}
-        argv = [sys.executable, "-m", "invoke", "ingest", "--config", str(cfg)]
+        argv = command(cfg, "copying", resume)  # held there until `resume` exists
         argv += ["--strategy", "streaming", "--memory-limit", "300MB"]
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         assert proc.stderr is not None
         before = []
