@@ -82,11 +82,14 @@ class Timeline:
         now, rows, rss = time.monotonic(), self._rows(), self.watch.latest
         with self._lock:
             previous = self._samples[-1] if self._samples else None
-            elapsed = now - self.started
+            elapsed = round(now - self.started, 3)
             rate = 0.0
-            if previous is not None and elapsed > previous.elapsed_s:
+            if previous is not None:
+                # Two samples in one millisecond (the run's last one, right after the thread's)
+                # would share a time: keep the series strictly ordered, and the rate its slope.
+                elapsed = max(elapsed, round(previous.elapsed_s + 0.001, 3))
                 rate = max(rows - previous.rows, 0) / (elapsed - previous.elapsed_s)
-            taken = Sample(round(elapsed, 3), rows, round(rate, 1), rss)
+            taken = Sample(elapsed, rows, round(rate, 1), rss)
             if len(self._samples) < MAX_SAMPLES:
                 self._samples.append(taken)
         return taken
