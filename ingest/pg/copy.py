@@ -19,7 +19,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from ingest.errors import DatabaseUnavailable, IngestError, ServerGone
+from ingest.errors import IngestError
+from ingest.errors_server import DatabaseUnavailable, ServerGone
 from ingest.pg import staging
 from ingest.pg.db import Conn, connect, server_fault
 from ingest.pg.target import (

@@ -11,7 +11,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import SecretStr
 
-from ingest.errors import DatabaseUnavailable, ServerFault, ServerGone
+from ingest.errors_server import DatabaseUnavailable, ServerFault, ServerGone
 from ingest.runtime.secrets import scrub, url_password
 
 CONNECT_RETRY_SECONDS = 15.0

@@ -23,7 +23,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from ingest.errors import EmbeddedServerError
+from ingest.errors_server import EmbeddedServerError
 from ingest.runtime.paths import state_dir
 
 HOST = "127.0.0.1"

@@ -16,7 +16,8 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from ingest.errors import IngestError, TableBusy
+from ingest.errors import IngestError
+from ingest.errors_server import TableBusy
 from ingest.pg.db import Conn
 
 LOCK_TIMEOUT_ENV = "PIPELINE_LOCK_TIMEOUT"

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from ingest.errors import CommitUnknown, IngestError, ServerGone
+from ingest.errors import IngestError
+from ingest.errors_server import CommitUnknown, ServerGone
 from ingest.pg.db import Conn, describe, ensure_live, server_fault
 
 # How long the old backend may take to exit, before and after we end it ourselves.

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ingest.commands.session import Options, Session, execute, one_line
-from ingest.errors import ConfigError, DatabaseUnavailable, SourceFileError, UsageError
+from ingest.errors import ConfigError, SourceFileError, UsageError
+from ingest.errors_server import DatabaseUnavailable
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ingest.errors import DatabaseUnavailable
+from ingest.errors_server import DatabaseUnavailable
 from ingest.pg.db import FIX_DATABASE, FIX_LOGIN, FIX_SERVER, connect, connect_failure
 
 REFUSED = (

@@ -18,7 +18,7 @@ from test_outcome import run_held, table_state
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.errors import ServerFault, ServerGone
+from ingest.errors_server import ServerFault, ServerGone
 from ingest.pg import embedded
 
 pytestmark = pytest.mark.faults

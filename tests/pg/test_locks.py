@@ -12,7 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.errors import IngestError, TableBusy
+from ingest.errors import IngestError
+from ingest.errors_server import TableBusy
 from ingest.pg import locks
 from ingest.pg.locks import table_lock
 

@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest import load_config, run_source
 from ingest.demo import employees
-from ingest.errors import ServerFault, ServerGone
+from ingest.errors_server import ServerFault, ServerGone
 from ingest.pg.db import is_server_condition, server_fault
 from ingest.state.refusal import StreamLog, refusal
 
