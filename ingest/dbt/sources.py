@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -275,6 +275,37 @@ def _with_lineage(columns: Sequence[ColumnSpec], loaded_at: str, run_id: str) ->
     return [*columns, *(c for c in lineage if c.name not in names)]
 
 
+def _models_document(
+    path: Path,
+    source: str,
+    tables: Mapping[str, Sequence[ColumnSpec]],
+    naming: str,
+    lineage: Mapping[str, str],
+) -> dict[str, Any] | None:
+    """The models YAML with `tables`' entries refreshed; None once a person took the file over.
+
+    A file without the generated marker on its first line is the user's: it is left alone.
+    """
+    text, old = read(path)
+    if text and not text.startswith(MARK):
+        return None
+    refreshed = by_name(old.get("models"))
+    for table, columns in tables.items():
+        name = model_name(source, table)
+        refreshed[name] = _model_entry(
+            source, table, columns, naming, lineage, refreshed.get(name, {})
+        )
+    return {**old, "version": 2, "models": list(refreshed.values())}
+
+
+def _write_missing_models(folder: Path, source: str, tables: Iterable[str]) -> None:
+    """Write each table's staging model SQL if it is missing; an existing one is never touched."""
+    for table in tables:
+        sql_path = folder / f"{model_name(source, table)}.sql"
+        if not sql_path.exists():
+            write(sql_path, _MODEL_SQL.format(source=slug(source), table=slug(table)))
+
+
 def write_sources(
     project_dir: Path,
     source: str,
@@ -329,16 +360,7 @@ def write_sources(
     full = {t: _with_lineage(c, loaded_at, run_id) for t, c in tables.items()}
     folder = source_dir(project_dir, source)
     models_path = folder / f"_{slug(source)}__models.yml"
-    models_text, models_old = read(models_path)
-    models: dict[str, Any] | None = None
-    if not models_text or models_text.startswith(MARK):
-        refreshed = by_name(models_old.get("models"))
-        for table, columns in full.items():
-            name = model_name(source, table)
-            refreshed[name] = _model_entry(
-                source, table, columns, column_naming, lineage, refreshed.get(name, {})
-            )
-        models = {**models_old, "version": 2, "models": list(refreshed.values())}
+    models = _models_document(models_path, source, full, column_naming, lineage)
     path = folder / f"_{slug(source)}__sources.yml"
     sources = _sources_document(
         read(path)[1],
@@ -353,9 +375,6 @@ def write_sources(
     )
     if models is not None:
         write(models_path, dump(_MODELS_HEADER, models))
-    for table in tables:
-        sql_path = folder / f"{model_name(source, table)}.sql"
-        if not sql_path.exists():
-            write(sql_path, _MODEL_SQL.format(source=slug(source), table=slug(table)))
+    _write_missing_models(folder, source, tables)
     write(path, dump(_SOURCES_HEADER.format(source=source), sources))
     return path
