@@ -33,10 +33,10 @@ from ingest.errors import (
     UnsupportedColumnType,
 )
 from ingest.pg.target import check_column_names, check_column_types
-from ingest.stages.partition import whole_file
 from ingest.stages.plan import Plan
 from ingest.stages.profile import detect_format, profile_file
 from ingest.stages.read import batches
+from tests.stages.partitions import whole_file
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent

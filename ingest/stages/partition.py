@@ -109,15 +109,6 @@ def csv_partitions(
     return parts
 
 
-def whole_file(path: Location, fmt: str, has_header: bool, index: int = 0) -> Partition:
-    """The whole file as one partition (a CSV without scanning it, a Parquet file's groups)."""
-    if fmt == "parquet":
-        groups = open_parquet(path).metadata.num_row_groups
-        return Partition(path, fmt, index, "row_groups", 0, groups, 0)
-    start, line = _body_start(path, has_header)
-    return Partition(path, fmt, index, "bytes", start, size_of(path), line)
-
-
 def plan_partitions(
     paths: list[Location],
     fmt: str,

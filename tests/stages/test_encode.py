@@ -649,7 +649,7 @@ from ingest.stages.cast import CastPlan
 from ingest.config import CsvOptions, ValidationConfig
 from ingest.stages.plan import make_plan
 from ingest.stages.profile import profile_file
-from ingest.stages.partition import whole_file
+from tests.stages.partitions import whole_file
 profile = profile_file(Path({str(data)!r}), "parquet", 100, CsvOptions())
 plan = make_plan(profile, 1 << 30, base_bytes=0, forced="streaming")
 chunks = read.batches(whole_file(profile.path, "parquet", True), CsvOptions(), profile.schema, plan)

@@ -89,7 +89,6 @@ def test_a_small_csv_is_one_partition_and_is_not_read(tmp_path: Path) -> None:
     path.write_text("id,text\n1,a\n2,b\n")
     (part,) = partition.csv_partitions(path, has_header=True)
     assert (part.start, part.stop, part.first) == (len("id,text\n"), path.stat().st_size, 2)
-    assert part == partition.whole_file(path, "csv", True)
 
 
 def _write_parquet(path: Path, groups: list[int]) -> None:

@@ -13,9 +13,9 @@ import pytest
 from ingest.config import CsvOptions
 from ingest.stages import read
 from ingest.stages.csvread import ROW
-from ingest.stages.partition import whole_file
 from ingest.stages.plan import make_plan
 from ingest.stages.profile import profile_file
+from tests.stages.partitions import whole_file
 
 ROWS = 5_000
 

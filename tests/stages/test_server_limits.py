@@ -196,9 +196,9 @@ def test_the_reader_says_which_columns_hold_no_nul(tmp_path: Path) -> None:
     """A CSV chunk without NUL clears every column; a Parquet dictionary without one, its own."""
     from ingest.config import CsvOptions
     from ingest.stages import read
-    from ingest.stages.partition import whole_file
     from ingest.stages.plan import make_plan
     from ingest.stages.profile import profile_file
+    from tests.stages.partitions import whole_file
 
     clean, dirty = tmp_path / "clean.csv", tmp_path / "dirty.csv"
     clean.write_bytes(b"id,v\n1,a\n")
