@@ -1,4 +1,4 @@
-"""Helpers for tests that fault a running load: their configs, ledger reads, private servers.
+"""Helpers for tests that fault a running load: ledger reads, private servers, full disks.
 
 Shared by tests/pg (test_outcome, test_faults) and the fault battery in tests/hostile.
 """
@@ -31,18 +31,6 @@ class Finished:
     code: int
     stderr: str
     report: dict[str, object] = field(default_factory=dict)
-
-
-def write_config(
-    tmp_path: Path, data: Path, schema: str, url: str, name: str, workers: int
-) -> Path:
-    path = tmp_path / f"{name}.yml"
-    path.write_text(
-        f"path: {{input_path: '{data}'}}\n"
-        f"database: {{table_name: emp, if_table_exists: replace, schema: {schema},"
-        f" metadata_schema: {schema}, url: '{url}', workers: {workers}}}\n"
-    )
-    return path
 
 
 def last_run(conn: Conn, schema: str) -> tuple[str, str | None, bool]:

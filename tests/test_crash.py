@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from configs import write_config
 from launch import command
 from psycopg import sql
 
@@ -18,26 +19,6 @@ from ingest.demo import employees
 
 Conn = psycopg.Connection[tuple[object, ...]]
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(
-    tmp_path: Path,
-    data: Path,
-    schema: str,
-    url: str,
-    name: str = "c",
-    workers: int = 0,
-    if_exists: str = "replace",
-) -> Path:
-    path = tmp_path / f"{name}.yml"
-    path.write_text(
-        f"path: {{input_path: '{data}'}}\n"
-        f"database: {{table_name: emp, if_table_exists: {if_exists}, schema: {schema},"
-        f" metadata_schema: {schema}, url: '{url}'"
-        + (f", workers: {workers}" if workers else "")
-        + "}\n"
-    )
-    return path
 
 
 def old_then_new(tmp_path: Path, url: str, schema: str, rows: int) -> Path:
@@ -182,7 +163,9 @@ def test_one_connection_appends_straight_into_the_target(
     )
     new = tmp_path / "new.parquet"
     employees(200_000, seed=6).write_parquet(new)
-    config = write_config(tmp_path, new, pg_schema, database_url, "new", workers, "append")
+    config = write_config(
+        tmp_path, new, pg_schema, database_url, "new", workers, if_exists="append"
+    )
 
     proc = start(config, "copying")
     wait_for(proc, "failpoint copying reached")

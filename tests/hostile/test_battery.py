@@ -16,6 +16,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from configs import write_config
 from psycopg import sql
 
 from ingest import IngestError, load_config, run_source
@@ -612,19 +613,10 @@ CASES = CSV_STRUCTURE + VALUES + NAMES + TYPES + CHECKS + CONFIGS + PARQUET
 
 
 def _config(tmp_path: Path, data: Path, schema: str, url: str, extra: str) -> Path:
-    cfg = tmp_path / "hostile.yml"
-    cfg.write_text(f"""
-path: {{input_path: '{data}'}}
-on_drift: warn
-{extra}
-database:
-  table_name: t
-  if_table_exists: replace
-  schema: {schema}
-  metadata_schema: {schema}
-  url: '{url}'
-""")
-    return cfg
+    """The battery's config: drift only warns, so each case meets the earlier table's schema."""
+    return write_config(
+        tmp_path, data, schema, url, "hostile", table="t", extra=f"on_drift: warn\n{extra}"
+    )
 
 
 def _table(conn: Conn, schema: str) -> list[tuple[object, ...]]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from faultkit import ROOT, Finished, fill, home, last_run, small_disk, terminate, write_config
+from configs import write_config
+from faultkit import ROOT, Finished, fill, home, last_run, small_disk, terminate
 from launch import command
 from psycopg import sql
 

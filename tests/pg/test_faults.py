@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from faultkit import fill, home, small_disk, write_config
+from configs import write_config
+from faultkit import fill, home, small_disk
 from psycopg import sql
 from test_outcome import run_held, table_state
 

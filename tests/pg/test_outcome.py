@@ -12,7 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from faultkit import ROOT, Finished, last_run, terminate, write_config
+from configs import write_config
+from faultkit import ROOT, Finished, last_run, terminate
 from launch import command
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo

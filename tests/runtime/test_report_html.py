@@ -19,6 +19,7 @@ from ingest import RunReport, load_config, run_source, write_run_report
 from ingest.demo import employees
 from ingest.errors import BadRowsOverLimit, RunNotFound
 from ingest.state import runlog
+from tests.configs import write_config
 from tests.runtime.pngread import read_png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,19 +39,13 @@ def _csv(tmp_path: Path, rows: int) -> Path:
 
 
 def _config(tmp_path: Path, data: Path, schema: str, url: str, max_bad: int = 10) -> Path:
-    path = tmp_path / "report.yml"
-    path.write_text(f"""
-path: {{input_path: '{data}'}}
-schema_config:
-  data_type: {{Age: int64}}
-validation_data: {{max_bad_rows: {max_bad}}}
-database:
-  table_name: people
-  schema: {schema}
-  metadata_schema: {schema}
-  url: '{url}'
-""")
-    return path
+    """The report tests' config: ages typed as numbers, so "forty" is a bad row."""
+    checks = (
+        f"schema_config:\n  data_type: {{Age: int64}}\nvalidation_data: {{max_bad_rows: {max_bad}}}"
+    )
+    return write_config(
+        tmp_path, data, schema, url, "report", table="people", if_exists="fail", extra=checks
+    )
 
 
 def _svgs(html: str) -> list[ET.Element]:

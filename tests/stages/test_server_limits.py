@@ -9,6 +9,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from configs import write_config
 from psycopg import sql
 
 from ingest import load_config, run_source
@@ -106,16 +107,6 @@ def test_printable_shows_a_date_polars_cannot_print_as_its_number() -> None:
     assert printable(ordinary) is ordinary
 
 
-def _config(tmp_path: Path, data: Path, schema: str, url: str, extra: str = "") -> Path:
-    path = tmp_path / "c.yml"
-    path.write_text(
-        f"path: {{input_path: '{data}'}}\n{extra}\n"
-        f"database: {{table_name: t, if_table_exists: replace, schema: {schema},"
-        f" metadata_schema: {schema}, url: '{url}'}}\n"
-    )
-    return path
-
-
 def _rejected(conn: Conn, schema: str) -> list[tuple[object, ...]]:
     return conn.execute(
         sql.SQL(
@@ -132,7 +123,14 @@ def test_nul_bytes_are_quarantined_by_line_and_the_rest_loads(
     lines = [b"%d,v%d" % (i, i) for i in range(50_000)]
     lines[7], lines[40_000] = b"7,a\x00b", b'40000,"multi\nline\x00"'
     data.write_bytes(b"id,v\n" + b"\n".join(lines) + b"\n")
-    config = _config(tmp_path, data, pg_schema, database_url, "validation_data: {max_bad_rows: 2}")
+    config = write_config(
+        tmp_path,
+        data,
+        pg_schema,
+        database_url,
+        table="t",
+        extra="validation_data: {max_bad_rows: 2}",
+    )
 
     report = run_source(load_config(config), progress=False)
 
@@ -157,7 +155,14 @@ def test_out_of_range_dates_are_quarantined_by_parquet_row(
     days = pa.array([0, LAST_DAY + 1, 19_000], pa.date32())
     stamps = pa.array([0, 0, -10_000 * 365 * 86_400 * 10**6], pa.timestamp("us", "UTC"))
     pq.write_table(pa.table({"id": [1, 2, 3], "d": days, "t": stamps}), data)
-    config = _config(tmp_path, data, pg_schema, database_url, "validation_data: {max_bad_rows: 5}")
+    config = write_config(
+        tmp_path,
+        data,
+        pg_schema,
+        database_url,
+        table="t",
+        extra="validation_data: {max_bad_rows: 5}",
+    )
 
     report = run_source(load_config(config), progress=False)
 
@@ -176,7 +181,10 @@ def test_without_room_a_nul_byte_fails_naming_file_line_and_column(
     data.write_bytes(b"id,v\n1,a\n2,b\x00\n")
 
     with pytest.raises(BadRowsOverLimit) as raised:
-        run_source(load_config(_config(tmp_path, data, pg_schema, database_url)), progress=False)
+        run_source(
+            load_config(write_config(tmp_path, data, pg_schema, database_url, table="t")),
+            progress=False,
+        )
 
     message = str(raised.value)
     assert message.startswith(f"{data}: 1 bad row(s)")
