@@ -22,6 +22,7 @@ def write_config(
     table: str = "emp",
     if_exists: str = "replace",
     extra: str = "",
+    **settings: Any,
 ) -> Path:
     """Write `folder/<name>.yml`, loading `data` into `schema.table`, its ledger in `schema` too.
 
@@ -35,6 +36,7 @@ def write_config(
         table: the target table.
         if_exists: replace, append or fail.
         extra: more top-level YAML, as text (e.g. `validation_data: {max_bad_rows: 2}`).
+        settings: more keys of `database:` (e.g. `loaded_at_column="loaded"`).
 
     Returns:
         The config file's path.
@@ -45,6 +47,7 @@ def write_config(
         "schema": schema,
         "metadata_schema": schema,
         "url": url,
+        **settings,
     }
     if workers:
         database["workers"] = workers

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 import pytest
+from configs import write_config
 from psycopg import sql
 
 from ingest import load_config, run_source
@@ -26,22 +27,22 @@ def load(
     table: str,
     if_exists: str = "replace",
     workers: int = 0,
-    extra: str = "",
+    **settings: str,
 ) -> None:
     """Write `frame` to Parquet and load it into `schema.table` the way a user's config would."""
     data = tmp_path / f"{table}-{uuid.uuid4().hex[:6]}.parquet"
     frame.write_parquet(data)
-    cfg = tmp_path / f"{data.stem}.yml"
-    connections = f"\n  workers: {workers}" if workers else ""
-    cfg.write_text(f"""
-path: {{input_path: '{data}'}}
-database:
-  table_name: '{table}'
-  if_table_exists: {if_exists}
-  schema: {schema}
-  metadata_schema: {schema}
-  url: '{url}'{connections}{extra}
-""")
+    cfg = write_config(
+        tmp_path,
+        data,
+        schema,
+        url,
+        data.stem,
+        workers,
+        table=table,
+        if_exists=if_exists,
+        **settings,
+    )
     run_source(load_config(cfg), progress=False)
 
 
@@ -266,10 +267,10 @@ def test_an_append_into_a_partitioned_table_still_loads(
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize(
-    ("extra", "lineage"),
+    ("names", "lineage"),
     [
-        ("", ("_loaded_at", "_run_id")),
-        ("\n  loaded_at_column: loaded\n  run_id_column: run", ("loaded", "run")),
+        ({}, ("_loaded_at", "_run_id")),
+        ({"loaded_at_column": "loaded", "run_id_column": "run"}, ("loaded", "run")),
     ],
 )
 def test_an_append_adds_the_lineage_columns_a_table_lacks(
@@ -278,7 +279,7 @@ def test_an_append_adds_the_lineage_columns_a_table_lacks(
     pg_schema: str,
     pg_conn: Conn,
     workers: int,
-    extra: str,
+    names: dict[str, str],
     lineage: tuple[str, str],
 ) -> None:
     """Appending to a table made elsewhere adds the lineage columns; its old rows keep NULL."""
@@ -296,7 +297,7 @@ def test_an_append_adds_the_lineage_columns_a_table_lacks(
         table="legacy",
         if_exists="append",
         workers=workers,
-        extra=extra,
+        **names,
     )
     rows = pg_conn.execute(
         sql.SQL("select id, {} is null, {} is null from {} order by id").format(
