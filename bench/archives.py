@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import zstandard
 from psycopg import sql
 
 from bench.data import Dataset
+from ingest.stages.stream import zstd
 
 # What the shell tools write by default: gzip -6, zstd -3 (with a checksum).
 GZIP_LEVEL = 6
@@ -63,8 +63,12 @@ def archives(data: Dataset) -> dict[str, Path]:
                     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) as out:
                         shutil.copyfileobj(src, out, _PIECE)
                 else:
-                    z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-                    z.copy_stream(src, raw, read_size=_PIECE)
+                    options = {
+                        zstd.CompressionParameter.compression_level: ZSTD_LEVEL,
+                        zstd.CompressionParameter.checksum_flag: 1,
+                    }
+                    with zstd.ZstdFile(raw, "wb", options=options) as out:
+                        shutil.copyfileobj(src, out, _PIECE)
             os.replace(partial, final)
         made[suffix] = final
     return made

@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 import pytest
-import zstandard
 from psycopg import sql
 
 from ingest import load_config, run_source
@@ -26,6 +25,7 @@ from ingest.config import CsvOptions
 from ingest.errors import BadRowsOverLimit, DamagedArchive, SourceFileError
 from ingest.stages.formats import detect
 from ingest.stages.profile import profile_file
+from ingest.stages.stream import zstd
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -45,7 +45,7 @@ def _compress(data: bytes, kind: str) -> bytes:
     if kind == "gzip":
         return gzip.compress(data)
     if kind == "zstd":
-        return zstandard.ZstdCompressor(write_checksum=True).compress(data)
+        return zstd.compress(data, options={zstd.CompressionParameter.checksum_flag: 1})
     return data
 
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from ingest.config import CsvOptions
 from ingest.errors import DamagedArchive
 from ingest.stages import csvread
-from ingest.stages.stream import Input, open_text
+from ingest.runtime.memory import peak_rss, reset_peak_rss
+from ingest.stages.stream import Input, open_text, zstd
 
 TEXT = b"id,name\n" + b"".join(b'%d,"n\n%d"\n' % (i, i) for i in range(60_000))
 
@@ -24,8 +25,10 @@ def _gzip(data: bytes) -> bytes:
 
 def _zstd(data: bytes) -> bytes:
     """Two zstd frames, with checksums as the zstd tool writes them."""
-    z = zstandard.ZstdCompressor(write_checksum=True)
-    return z.compress(data[:300_000]) + z.compress(data[300_000:])
+    checked = {zstd.CompressionParameter.checksum_flag: 1}
+    return zstd.compress(data[:300_000], options=checked) + zstd.compress(
+        data[300_000:], options=checked
+    )
 
 
 PACK = {"gzip": _gzip, "zstd": _zstd}
@@ -103,3 +106,34 @@ def test_compressed_csv_chunks_equal_the_plain_files(tmp_path: Path, kind: str) 
     assert len(expected) > 5  # several chunks, each record cut at a record end
     assert read(packed, Input(packed, kind)) == expected
     assert expected[-1][1][-1] == (59_999, "n\n59999", 2 * 59_999 + 2)
+
+
+def _one_line_repeated(kind: str, text_bytes: int) -> bytes:
+    """`text_bytes` of one CSV line over and over, compressed: about 1,000 times smaller."""
+    block = b"1,the same line again and again, as an export of a default value\n" * 16_384
+    if kind == "gzip":
+        packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        end = packer.flush
+    else:
+        packer = zstd.ZstdCompressor()  # type: ignore[assignment]
+        end = lambda: packer.flush(zstd.ZstdCompressor.FLUSH_FRAME)  # noqa: E731
+    parts = [packer.compress(block) for _ in range(text_bytes // len(block))]
+    return b"".join([*parts, end()])
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_text_that_compresses_a_thousandfold_comes_out_a_bounded_piece_at_a_time(
+    kind: str,
+) -> None:
+    """256 MB of text from a few hundred KB: memory grows by pieces, not by the expansion."""
+    packed = _one_line_repeated(kind, 256 << 20)
+    assert len(packed) < 2 << 20
+    reset_peak_rss()
+    before = peak_rss()
+    text = 0
+    with open_text(io.BytesIO(packed), kind, "same.csv.gz") as stream:
+        while piece := stream.read(1 << 20):
+            text += len(piece)
+    assert text >= 250 << 20
+    # A decoder that returned each input slice's text whole grew by ~200 MB here.
+    assert peak_rss() - before < 32 << 20
