@@ -63,7 +63,7 @@ def archives(data: Dataset) -> dict[str, Path]:
                     with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL) as out:
                         shutil.copyfileobj(src, out, _PIECE)
                 else:
-                    options = {
+                    options: dict[int, int] = {
                         zstd.CompressionParameter.compression_level: ZSTD_LEVEL,
                         zstd.CompressionParameter.checksum_flag: 1,
                     }

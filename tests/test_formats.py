@@ -320,7 +320,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _write_big_gzip(path: Path, text_bytes: int) -> int:
+def write_big_gzip(path: Path, text_bytes: int) -> int:
     """A lineitem-like gzip CSV of about `text_bytes` of text, written a slice at a time."""
     rows, written = 0, 0
     with gzip.open(path, "wb", compresslevel=1) as out:
@@ -349,7 +349,7 @@ def test_a_gzip_csv_several_times_the_budget_loads_within_it(
     reads a byte, and a plain CSV peaked at 199 MB under a 100MB limit too.
     """
     path = tmp_path / "big.csv.gz"
-    rows = _write_big_gzip(path, 200 << 20)
+    rows = write_big_gzip(path, 200 << 20)
     cfg = tmp_path / "config.yml"
     cfg.write_text(
         f"database: {{schema: {pg_schema}, metadata_schema: {pg_schema}, url: '{database_url}'}}\n"

@@ -11,8 +11,8 @@ import pytest
 
 from ingest.config import CsvOptions
 from ingest.errors import DamagedArchive
-from ingest.stages import csvread
 from ingest.runtime.memory import peak_rss, reset_peak_rss
+from ingest.stages import csvread
 from ingest.stages.stream import Input, open_text, zstd
 
 TEXT = b"id,name\n" + b"".join(b'%d,"n\n%d"\n' % (i, i) for i in range(60_000))
