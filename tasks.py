@@ -162,6 +162,7 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "merge": "time the merge strategies against a full replace instead (bench/merge.py)",
         "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
         "embedded": "also load into the embedded server (wal_level=minimal)",
+        "compressed": "also time the CSV as .csv.gz and .csv.zst (zcat | psql, DuckDB, ingest)",
     }
 )
 def bench(
@@ -174,6 +175,7 @@ def bench(
     merge: bool = False,
     s3: bool = True,
     embedded: bool = True,
+    compressed: bool = True,
 ) -> None:
     """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
@@ -189,6 +191,7 @@ def bench(
             s3=s3,
             merge=merge,
             embedded=embedded,
+            compressed=compressed,
         )
     )
 

@@ -13,6 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench import peers
+from bench.archives import packed_baselines
 from bench.data import Dataset
 from ingest.runtime.paths import project_root
 
@@ -39,14 +40,22 @@ def target(schema: str, table: str) -> str:
 
 
 def _ingest(
-    data: Dataset, url: str, schema: str, strategy: str, fmt: str, work: Path, env: _Env
+    data: Dataset,
+    url: str,
+    schema: str,
+    strategy: str,
+    fmt: str,
+    work: Path,
+    env: _Env,
+    source: Path | None = None,
 ) -> Command:
-    """This project's `invoke ingest` of the Parquet or CSV file with one strategy."""
+    """This project's `invoke ingest` of the Parquet or CSV file (or `source`) with a strategy."""
     stem = data.name.split("-")[0]
-    table = f"{stem}_ingest_{strategy}_{fmt}"
+    table = f"{stem}_ingest_{strategy}_{fmt.replace('.', '_')}"
     config = work / "configs" / f"{table}.yml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    source = data.parquet if fmt == "parquet" else data.csv
+    if source is None:
+        source = data.parquet if fmt == "parquet" else data.csv
     settings = {"table_name": table, "if_table_exists": "replace", "schema": schema}
     config.write_text(
         yaml.safe_dump(
@@ -103,8 +112,13 @@ def commands(
     work: Path,
     psql: str,
     embedded_url: str | None = None,
+    include_compressed: bool = True,
 ) -> list[Command]:
-    """Every command of one run, the `psql \\copy` baseline first."""
+    """Every command of one run, the `psql \\copy` baseline first.
+
+    With `include_compressed` (and `auto` among the strategies), the CSV as .csv.gz and
+    .csv.zst too: `zcat | psql \\copy`, DuckDB's read_csv and ingest's auto (bench/archives.py).
+    """
     parts = conninfo_to_dict(url)
     password = parts.pop("password", None)
     conninfo = make_conninfo("", **parts)
@@ -126,6 +140,12 @@ def commands(
     if include_csv and "auto" in strategies:
         runs.insert(runs.index(("auto", "parquet")) + 1, ("auto", "csv"))
     commands += [_ingest(data, url, schema, s, fmt, work, env) for s, fmt in runs]
+    wanted = include_compressed and "auto" in strategies  # beside the ingest's auto runs
+    extensions = str(work / "duckdb-extensions")
+    packed = packed_baselines(data, psql, conninfo, ddl, schema, env, extensions, wanted)
+    commands += [Command(b.tool, b.input, "-", b.table, b.argv, b.env) for b in packed]
+    for name, archive in {b.input: b.archive for b in packed}.items():
+        commands.append(_ingest(data, url, schema, "auto", name, work, env, archive))
     if embedded_url is not None:  # the same load on the project's own server
         row = _ingest(data, embedded_url, schema, "auto", "parquet", work / "embedded", env)
         commands.append(replace(row, tool="ingest embedded", server="embedded"))

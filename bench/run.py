@@ -9,7 +9,8 @@ the same way: wall time, peak RSS of the whole process tree (psutil, polled ever
 against the kernel's `ru_maxrss` from `wait4`), client CPU seconds (user+sys of the tree), the
 server's CPU seconds (the postmaster's children, when the server runs on this machine), the WAL it
 wrote, and the rows really in the target table afterwards. Ratios are against `psql \\copy` of
-the CSV measured in the same run, so they hold across machines better than seconds do.
+the CSV measured in the same run, so they hold across machines better than seconds do. The CSV
+is also loaded as .csv.gz and .csv.zst (bench/archives.py).
 
 Reproducing the original design's 244M-row run (5 columns: id, name, age, salary, department):
 
@@ -226,6 +227,7 @@ def run_bench(
     rows: int | None = None,
     strategies: Sequence[str] = STRATEGIES,
     include_csv: bool = True,
+    include_compressed: bool = True,
     workdir: Path | None = None,
     log: Say = _say,
     schema: str = "bench",
@@ -241,6 +243,8 @@ def run_bench(
         rows: Use the 5-column synthetic table with this many rows instead of lineitem.
         strategies: Ingest strategies to run on the Parquet file.
         include_csv: Also ingest the CSV with the auto strategy.
+        include_compressed: Also load the CSV as .csv.gz and .csv.zst: `zcat | psql \\copy`,
+            DuckDB's `read_csv` and the ingest (auto) of each archive.
         workdir: Cache and scratch folder (default `bench_dir()`).
         log: Receives one line per step.
         schema: Schema of the benchmark's tables (created if missing; dropped if created here).
@@ -279,7 +283,7 @@ def run_bench(
             own, url = _start_embedded(stack, work, schema, log)
             servers["embedded"] = (own, server_process(own))
         commands = build_commands(
-            data, database_url, schema, strategies, include_csv, work, psql, url
+            data, database_url, schema, strategies, include_csv, work, psql, url, include_compressed
         )
         if s3:
             served = stack.enter_context(benchs3.local_s3(data.parquet, logs))
@@ -324,6 +328,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=None, help="synthetic rows instead of TPC-H")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--no-csv", action="store_true", help="skip the ingest of the CSV")
+    parser.add_argument("--no-compressed", action="store_true", help="skip .csv.gz/.csv.zst")
     parser.add_argument("--repeat", type=int, default=1, help="runs per command (median kept)")
     parser.add_argument("--no-s3", action="store_true", help="skip the loads from local S3")
     parser.add_argument(
@@ -337,6 +342,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         rows=args.rows,
         strategies=tuple(args.strategies.split(",")),
         include_csv=not args.no_csv,
+        include_compressed=not args.no_compressed,
         log=err.print,
         repeat=args.repeat,
         s3=not args.no_s3,

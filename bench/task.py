@@ -19,6 +19,7 @@ def bench(
     s3: bool = True,
     embedded: bool = True,
     merge: bool = False,
+    compressed: bool = True,
 ) -> int:
     """Time ingest against psql \\copy and its peers; exit 1 if one of the commands failed.
 
@@ -37,6 +38,7 @@ def bench(
             rows=rows or None,
             strategies=[x.strip() for x in strategies.split(",") if x.strip()],
             include_csv=csv,
+            include_compressed=compressed,
             repeat=repeat,
             log=s.note,
             s3=s3,

@@ -26,7 +26,8 @@ Strategy = Literal["auto", "eager", "lazy", "streaming"]
 # The lineage columns every loaded row carries, unless the config names them otherwise.
 LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
-FileFormat = Literal["auto", "csv", "parquet"]
+FileFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl", "arrow"]
+Compression = Literal["auto", "gzip", "zstd", "none"]
 OnDrift = Literal["fail", "warn", "evolve"]
 
 
@@ -164,7 +165,8 @@ class SourceConfig(Keyed):
 
     name: str = Field(description="Source name, used by --source and in reports.")
     input_path: str = Field(description="File or glob to load, relative to the config file.")
-    format: FileFormat = Field("auto", description="csv or parquet; auto: by content, then suffix.")
+    format: FileFormat = Field("auto", description="csv, tsv, parquet, jsonl, arrow, or auto.")
+    compression: Compression = Field("auto", description="gzip, zstd, none, or auto (content).")
     table_name: str = Field(min_length=1, max_length=63, description="Target table name.")
     strategy: Strategy = Field("auto", description="Force eager, lazy or streaming loading.")
     on_drift: OnDrift = Field("fail", description="When columns change: fail, warn or evolve.")
@@ -306,6 +308,7 @@ class _SourceEntry(Keyed):
     input_path: str
     name: str | None = None
     format: FileFormat = "auto"
+    compression: Compression = "auto"
     table_name: str | None = Field(None, min_length=1, max_length=63)
     strategy: Strategy = "auto"
     on_drift: OnDrift = "fail"

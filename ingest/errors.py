@@ -91,6 +91,31 @@ class DamagedParquet(SourceFileError):
         )
 
 
+class DamagedArchive(SourceFileError):
+    """A compressed file ends early or its compressed data is corrupt, partway through."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        compression: str,
+        read_bytes: int,
+        text_bytes: int,
+        lines: int,
+        cause: str,
+    ) -> None:
+        self.compression = compression
+        self.read_bytes = read_bytes
+        self.text_bytes = text_bytes
+        self.lines = lines
+        super().__init__(
+            path,
+            f"the {compression} data is damaged after {read_bytes:,} compressed bytes "
+            f"({text_bytes:,} bytes, {lines:,} lines of text decompressed): {cause}",
+            "copy or export the file again (a transfer that stopped early truncates it); "
+            "nothing from it was loaded",
+        )
+
+
 _SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 

@@ -39,9 +39,9 @@ from ingest.runtime.memory import (
 from ingest.runtime.report import RunReport, mb
 from ingest.runtime.secrets import scrub
 from ingest.runtime.timeline import Timeline, phase
-from ingest.stages import cast, keys, partition
+from ingest.stages import cast, formats, keys, partition
 from ingest.stages.plan import Plan, copy_connections, make_plan, memory_budget
-from ingest.stages.profile import FileProfile, detect_format, profile_file
+from ingest.stages.profile import FileProfile, profile_file
 from ingest.stages.remote import Location
 from ingest.state import drift, ledger, quarantine, schema_history, seen
 
@@ -84,9 +84,11 @@ def explain(
                 source.input_path, "no file matches", "check input_path in the config"
             )
         path = files[0]
-    fmt = detect_format(path, source.format)
+    source, found = formats.as_read(source, path)
     with phase(timeline, "profile"):
-        profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
+        profile = profile_file(
+            path, found.format, config.os_configuration.n_rows_sample, source.csv, found.compression
+        )
     with phase(timeline, "plan"):
         budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
         plan = make_plan(
@@ -192,7 +194,7 @@ def _run_file(
             path=path,
             timeline=timeline,
         )
-        profile, plan = explained.profile, explained.plan
+        source, profile, plan = explained.source, explained.profile, explained.plan
         log(
             f"{profile.path.name}: {profile.format}, ~{profile.rows:,} rows, "
             f"{plan.strategy} ({plan.reason}), batches of {plan.batch_rows:,} rows"
@@ -397,6 +399,7 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             job.profile.format,
             job.source.csv.has_header,
             csv_bytes=LOCAL_CSV_BYTES,
+            compression=job.profile.compression,
         )
         local.load(job, env, parts, counts, local.Hooks(on_commit, before, committed))
     except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import gzip
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -55,6 +57,14 @@ def _parquet_bytes(tmp_path: Path) -> bytes:
     return data
 
 
+def _arrow_bytes(tmp_path: Path) -> bytes:
+    scratch = tmp_path / "scratch.arrow"
+    FRAME.write_ipc(scratch)
+    data = scratch.read_bytes()
+    scratch.unlink()
+    return data
+
+
 _ZSTD_FRAME = bytes.fromhex("28b52ffd2000090000") + b"a,b\n"  # only the magic matters
 
 
@@ -65,10 +75,22 @@ _ZSTD_FRAME = bytes.fromhex("28b52ffd2000090000") + b"a,b\n"  # only the magic m
         ("data.csv", "csv", "parquet", "format: csv says CSV", "format: parquet"),
         ("data", "auto", "parquet", None, None),
         ("data.parquet", "auto", "csv", "does not start with Parquet's magic", "format: csv"),
-        ("data.csv", "auto", "gzip", "gzip-compressed", "gunzip -k data.csv"),
-        ("data.csv.gz", "csv", "gzip", "gzip-compressed", "decompress it first"),
-        ("data.csv", "auto", "zstd", "zstd-compressed", "zstd -d data.csv"),
+        ("data.csv", "auto", "gzip", "no .gz suffix", "compression: gzip"),
+        ("data.csv.gz", "csv", "gzip", None, None),
+        ("data.csv", "auto", "zstd", "no .zst suffix", "rename it to data.csv.zst"),
+        ("data.csv.gz", "auto", "csv", "ends in .gz (gzip), but it is not compressed", "rename"),
+        ("data.csv.zst", "auto", "gzip", "but it is gzip-compressed", "compression: gzip"),
         ("data.parquet", "auto", "zip", "zip-compressed", "unzip data.parquet"),
+        ("data.csv.bz2", "auto", "bzip2", "read when it is gzip or zstd", "bunzip2 -k"),
+        ("data.csv.xz", "auto", "xz", "read when it is gzip or zstd", "xz -dk data.csv.xz"),
+        ("data.parquet.gz", "auto", "gzparquet", "Parquet file inside gzip", "gunzip -k"),
+        ("data.jsonl", "auto", "csv", "so it reads as CSV, but its name", "format: csv"),
+        ("data.csv", "auto", "jsonl", "a JSON object, so it reads as JSON lines", "format: jsonl"),
+        ("data.csv", "auto", "arrow", "it is an Arrow IPC file", "format: arrow"),
+        ("data.arrow", "auto", "csv", "not an Arrow IPC file", "format: csv"),
+        ("data.jsonl", "arrow", "jsonl", "format: arrow says Arrow", "format: jsonl"),
+        ("data", "auto", "jsonl", None, None),
+        ("data", "auto", "arrow", None, None),
     ],
 )
 def test_format_comes_from_the_content(
@@ -82,10 +104,15 @@ def test_format_comes_from_the_content(
         "gzip": lambda: gzip.compress(_csv_bytes()),
         "zstd": lambda: _ZSTD_FRAME,
         "zip": lambda: b"PK\x03\x04" + bytes(40),
+        "bzip2": lambda: bz2.compress(_csv_bytes()),
+        "xz": lambda: lzma.compress(_csv_bytes()),
+        "gzparquet": lambda: gzip.compress(_parquet_bytes(tmp_path)),
+        "jsonl": lambda: FRAME.write_ndjson().encode(),
+        "arrow": lambda: _arrow_bytes(tmp_path),
     }[content]()
     path.write_bytes(data)
     if reason is None:
-        assert detect_format(path, declared) == content
+        assert detect_format(path, declared) == ("csv" if content == "gzip" else content)
         return
     with pytest.raises(SourceFileError) as info:
         detect_format(path, declared)
@@ -151,7 +178,7 @@ def assert_one_clear_error(
     ("name", "content", "fragment"),
     [
         ("p.csv", "parquet", "it is a Parquet file"),
-        ("g.csv", "gzip", "decompress it first"),
+        ("g.csv", "gzip", "compression: gzip"),
     ],
 )
 def test_cli_refuses_a_file_in_another_format(
@@ -337,12 +364,12 @@ def test_cli_json_prints_one_failure_object(tmp_path: Path) -> None:
     path = tmp_path / "g.csv"
     path.write_bytes(gzip.compress(b"a\n1\n"))
     done = cli("--config", str(source_config(tmp_path, path)), "--json")
-    assert_one_clear_error(done, "decompress it first")
+    assert_one_clear_error(done, "no .gz suffix")
     assert len(done.stdout.strip().splitlines()) == 1, done.stdout
     report = json.loads(done.stdout)
     assert report["status"] == "failed"
     assert report["error_type"] == "SourceFileError"
-    assert str(path) in report["error"] and "decompress it first" in report["error"]
+    assert str(path) in report["error"] and "rename it to g.csv.gz" in report["error"]
 
 
 _UTC = dt.UTC

@@ -157,3 +157,24 @@ def test_checks_judge_the_targets_on_the_rows() -> None:
     assert lines[4].startswith("ok:") and "0.78x" in lines[4]
     slow = [*rows[:1], replace(rows[1], wall_s=9.5, cpu_s=4.5), *rows[2:]]
     assert checks(slow)[3].startswith("MISSED") and checks(slow)[4].startswith("MISSED")
+
+
+def test_compressed_rows_load_every_row(database_url: str, pg_schema: str, tmp_path: Path) -> None:
+    """.csv.gz and .csv.zst: zcat | psql \\copy, DuckDB and the ingest each load all rows."""
+    report = run_bench(
+        database_url,
+        rows=20_000,
+        strategies=("auto",),
+        include_csv=False,
+        workdir=tmp_path,
+        schema=pg_schema,
+        log=lambda _: None,
+    )
+    packed = [(r.tool, r.input, r.ok, r.rows_in_table) for r in report.rows if "csv." in r.input]
+    assert packed == [
+        (tool, f"csv.{suffix}", True, 20_000)
+        for suffix in ("gz", "zst")
+        for tool in ("zcat | psql \\copy", "duckdb")
+    ] + [("ingest", "csv.gz", True, 20_000), ("ingest", "csv.zst", True, 20_000)]
+    ingested = [r for r in report.rows if r.tool == "ingest" and "csv." in r.input]
+    assert {r.strategy for r in ingested} == {"auto→streaming"}

@@ -29,6 +29,7 @@ from ingest.runtime.timeline import LoadPhases, Timeline
 from ingest.stages import incremental, keys
 from ingest.stages.partition import Partition
 from ingest.stages.profile import FileProfile
+from ingest.state import quarantine
 from ingest.state.refusal import RowRefused
 
 Log = Callable[[str], None]
@@ -179,7 +180,7 @@ def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
     """The server's refusal, named the way the user finds the row (as quarantine does)."""
     if exc.row is None:
         where = f"COPY line {exc.line:,} (its row in the file was not kept)"
-    elif profile.format == "csv":
+    elif profile.format in quarantine.LINE_FORMATS:
         where = f"line {exc.row + exc.line_offset:,}"
     else:
         where = f"row {exc.row:,}"

@@ -137,8 +137,10 @@ def run_partition(
             source=profile.path,
             nul_free=chunk.nul_free,
         ).with_rejects(chunk.rejects)
-        read_rows += chunk.frame.height
-        tally.rows_read += chunk.frame.height
+        if chunk.unparsed is not None:  # lines that are not records: bad rows too
+            out = out.with_rejects(chunk.unparsed)
+        read_rows += chunk.rows_read
+        tally.rows_read += chunk.rows_read
         blank += chunk.skipped
         depth.update(out.checked_rows)
         offset = chunk.first_line - chunk.first_row

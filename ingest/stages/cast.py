@@ -122,7 +122,7 @@ def read_types(fmt: str, types: dict[str, pl.DataType]) -> dict[str, pl.DataType
     truncates to `1` in an integer column, and a decimal goes through a float. Parquet columns
     already carry their types, so they are read as they are.
     """
-    if fmt != "csv":
+    if fmt not in ("csv", "jsonl"):  # text formats; the others carry their own types
         return {}
     return {
         name: dtype if isinstance(dtype, _EXACT_CSV) else pl.String()

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
 from ingest.stages.remote import Location, open_binary, size_of
+from ingest.stages.stream import Input
 
 # The row index column the pipeline adds to each batch. A NUL byte cannot be in a user column
 # (PostgreSQL refuses it in a name, and so does check_column_names), so the two never collide.
@@ -46,6 +47,13 @@ class Chunk:
     # Columns known to hold no NUL byte, so the check for one (server_limits) can skip them:
     # every column of a CSV chunk without one, a Parquet dictionary column whose entries lack it.
     nul_free: frozenset[str] = frozenset()
+    unparsed: pl.DataFrame | None = None  # rows that could not be read at all, as rejects
+
+    @property
+    def rows_read(self) -> int:
+        """Rows of the file this chunk covers: those parsed, and those set aside or unreadable."""
+        aside = sum(f.height for f in (self.rejects, self.unparsed) if f is not None)
+        return self.frame.height + aside
 
 
 def _count(buf: bytes, byte: bytes, end: int) -> int:
@@ -61,9 +69,12 @@ def record_end(buf: bytes, quote: bytes) -> int:
     """Index just past the last complete record in `buf` (0 when there is none).
 
     A newline ends a record only outside quotes; with RFC 4180 quoting ("" inside quotes) that
-    is where the count of quote characters before it is even.
+    is where the count of quote characters before it is even. Without a quote character (JSON
+    lines), every newline ends a record.
     """
     end = buf.rfind(b"\n")
+    if not quote:
+        return end + 1
     while end >= 0:
         if _count(buf, quote, end) % 2 == 0:
             return end + 1
@@ -92,13 +103,18 @@ def pieces(
     quote: bytes,
     has_header: bool,
     span: tuple[int, int, int] | None = None,
+    text: Input | None = None,
 ) -> Iterator[Piece]:
     """Record-aligned pieces of the file's records, or of `span` (start, stop, first line).
 
     Each piece is read once and cut at its last record end; the file position then steps back
     to that end, so no partial record is carried over and copied again. A span must start and
-    stop on record boundaries, as partitions do.
+    stop on record boundaries, as partitions do. `text` opens a compressed file's text, which
+    is read whole (offsets then count its decompressed bytes).
     """
+    if text is not None and not text.seekable:
+        yield from _stream_pieces(text, chunk_bytes, quote, has_header)
+        return
     with open_binary(path) as fh:
         if span is None:
             line = 1
@@ -126,6 +142,29 @@ def pieces(
             yield Piece(data, line, newlines, blank, offset, length)
             line += newlines
             size = chunk_bytes
+
+
+def _stream_pieces(
+    text: Input, chunk_bytes: int, quote: bytes, has_header: bool
+) -> Iterator[Piece]:
+    """`pieces` of a stream, which cannot step back: what follows a piece's last record end is
+    carried into the next piece instead (a copy of less than one record)."""
+    with text.open() as fh:
+        header = fh.readline() if has_header else b""
+        line, offset = (2 if header else 1), len(header)
+        size, carry = chunk_bytes, b""
+        while data := (carry + fh.read(size - len(carry)) if carry else fh.read(size)):
+            end = len(data) if len(data) < size else record_end(data, quote)
+            if end == 0:  # one record longer than the chunk: read a bigger piece
+                carry, size = data, size * 2
+                continue
+            carry, data = data[end:], data[:end]
+            length = len(data)
+            if not data.endswith(b"\n"):
+                data += b"\n"
+            newlines, blank = _newlines(data)
+            yield Piece(data, line, newlines, blank, offset, length)
+            line, offset, size = line + newlines, offset + length, chunk_bytes
 
 
 def _parse(buf: bytes, schema: dict[str, pl.DataType], options: CsvOptions) -> pl.DataFrame:
@@ -344,8 +383,10 @@ def read_chunks(
     options: CsvOptions,
     chunk_bytes: int,
     span: tuple[int, int, int] | None = None,
+    text: Input | None = None,
 ) -> Iterator[Chunk]:
-    """Parse the file (or the `span` of it a partition holds) chunk by chunk.
+    """Parse the file (or the `span` of it a partition holds, or the `text` of a compressed
+    file) chunk by chunk.
 
     A chunk that fails with `schema` is parsed again as text.
 
@@ -362,7 +403,7 @@ def read_chunks(
     text_schema: dict[str, pl.DataType] = {name: pl.String() for name in names}
     width, keep_aside = len(names), options.ragged_rows == "quarantine"
     for buf, line, newlines, maybe_blank, _, _ in pieces(
-        path, chunk_bytes, b'"', options.has_header, span
+        path, chunk_bytes, b'"', options.has_header, span, text
     ):
         found, skipped, aside = None, 0, None
         if maybe_blank:

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from ingest.stages.types import JSON_FIELD, JSON_TEXT
+
 HEADER: bytes = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, header extension length 0
 TRAILER: bytes = b"\xff\xff"
 
@@ -115,7 +117,11 @@ def prepare(df: pl.DataFrame) -> pl.DataFrame:
         except TypeError as exc:
             raise TypeError(f"column {name!r}: {exc}") from None
         col = pl.col(name)
-        if isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Map)):
+        if dtype == JSON_TEXT:  # already JSON text: sent as it is
+            text = col.struct.field(JSON_FIELD)
+            payload = pl.concat_str([pl.lit("\x01"), text])
+            exprs.append(pl.when(text.is_not_null()).then(payload).alias(name))
+        elif isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Map)):
             if isinstance(dtype, pl.Map) and not isinstance(
                 dtype.key, (pl.String, pl.Categorical, pl.Enum)
             ):  # a JSON object needs text keys: other keys keep their type in key/value pairs

@@ -19,7 +19,7 @@ PARQUET_PARTITION_ROWS = 4_000_000
 # Bytes a CSV partition spans before it is cut at the next record end.
 CSV_PARTITION_BYTES = 256 << 20
 
-Kind = Literal["row_groups", "bytes"]
+Kind = Literal["row_groups", "bytes", "whole"]
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,11 @@ class Partition:
 
     Attributes:
         path: the file it reads.
-        format: `csv` or `parquet`.
+        format: `csv`, `parquet`, `jsonl` or `arrow`.
         index: its place among the load's partitions, from 0.
-        kind: `row_groups` (Parquet: groups `start` up to `stop`) or `bytes` (CSV: the byte
-            range `start` up to `stop`, starting and ending on a record boundary).
+        kind: `row_groups` (Parquet: groups `start` up to `stop`), `bytes` (CSV: the byte
+            range `start` up to `stop`, starting and ending on a record boundary) or `whole`
+            (a compressed stream, JSON lines or Arrow IPC: the whole file, read front to back).
         start: first row group, or byte offset of the first record.
         stop: row group or byte offset just past the end.
         first: the locator of its first row: CSV line (1-based), Parquet row index (0-based).
@@ -46,6 +47,7 @@ class Partition:
     stop: int
     first: int
     rows: int | None = None
+    compression: str = "none"  # gzip or zstd: the text is decompressed as one stream
 
     @property
     def key(self) -> str:
@@ -109,6 +111,15 @@ def csv_partitions(
     return parts
 
 
+def one_stream(
+    path: Location, fmt: str, has_header: bool, compression: str, index: int = 0
+) -> Partition:
+    """The whole file as one partition that reads it front to back: compressed text (which
+    cannot be entered mid-way), JSON lines, or Arrow IPC (its batches, in order)."""
+    first = 0 if fmt == "arrow" else (2 if has_header and fmt == "csv" else 1)
+    return Partition(path, fmt, index, "whole", 0, size_of(path), first, compression=compression)
+
+
 def plan_partitions(
     paths: list[Location],
     fmt: str,
@@ -116,11 +127,14 @@ def plan_partitions(
     *,
     csv_bytes: int = CSV_PARTITION_BYTES,
     parquet_rows: int = PARQUET_PARTITION_ROWS,
+    compression: str = "none",
 ) -> list[Partition]:
     """Every file's partitions, numbered across the files in order."""
     parts: list[Partition] = []
     for path in paths:
-        if fmt == "parquet":
+        if fmt in ("jsonl", "arrow") or compression != "none":
+            parts.append(one_stream(path, fmt, has_header, compression, len(parts)))
+        elif fmt == "parquet":
             parts += parquet_partitions(path, len(parts), parquet_rows)
         else:
             parts += csv_partitions(path, has_header, len(parts), csv_bytes)

@@ -185,6 +185,15 @@ def copy_connections(facts: ServerFacts, if_exists: str, append_types: dict[str,
     return 1 if facts.wal_level == "minimal" else 2
 
 
+def _one_stream(profile: FileProfile, ratio: float) -> str:
+    """Why compressed text streams whatever its estimate says."""
+    return (
+        f"{profile.compression}-compressed, so read as one stream, and profiled from the head "
+        "of its text (a compressed stream cannot be sampled spread through it cheaply): its "
+        f"rows and widths are estimates, so it streams (estimate is {ratio:.0%} of the budget)"
+    )
+
+
 def make_plan(
     profile: FileProfile,
     budget_bytes: int,
@@ -214,6 +223,8 @@ def make_plan(
     ratio = estimate / budget_bytes if budget_bytes > 0 else float("inf")
     if forced != "auto":
         strategy, reason = forced, f"forced to {forced} by configuration"
+    elif profile.compression != "none":
+        strategy, reason = "streaming", _one_stream(profile, ratio)
     else:
         strategy, reason = _choose(options, ratio)
     # eager slices a frame already in memory; the others read as they go, within the budget.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv as csvlib
 import io
 import re
-from dataclasses import dataclass, field
 
 import polars as pl
 import pyarrow as pa
@@ -19,141 +18,35 @@ from ingest.errors import (
     SourceFileError,
     UnsupportedColumnType,
 )
+from ingest.stages import arrowipc, formats, jsonl
 from ingest.stages.csvread import locate_problem, record_end
+from ingest.stages.fileprofile import ColumnProfile, FileProfile, fixed_width, widths
 from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, open_parquet, size_of
+from ingest.stages.stream import Input, TextStream
 from ingest.stages.types import POLARS_MAX_PRECISION, polars_readable
+
+__all__ = ["ColumnProfile", "FileProfile", "check_separator", "detect_format", "profile_file"]
 
 _CSV_SAMPLE_SPANS = 10
 _CSV_SMALL_FILE = 8 << 20
 _CSV_HEAD = 4 << 20
 
 
-@dataclass(frozen=True)
-class ColumnProfile:
-    """One column: its type and the bytes it takes in memory per row."""
-
-    name: str
-    dtype: pl.DataType
-    bytes_per_row: float
-    footer_bytes: int | None = None  # Parquet: uncompressed size recorded in the footer
-
-
-@dataclass(frozen=True)
-class FileProfile:
-    """What a load of one file will handle, measured from its metadata and a sample."""
-
-    path: Location
-    format: str
-    file_bytes: int
-    rows: int
-    rows_exact: bool
-    columns: tuple[ColumnProfile, ...]
-    sample: pl.DataFrame = field(compare=False, repr=False)
-    row_groups: int = 1
-
-    @property
-    def sample_rows(self) -> int:
-        """Rows in the sample the widths and types came from."""
-        return self.sample.height
-
-    @property
-    def row_bytes(self) -> float:
-        """In-memory bytes of one row across all columns."""
-        return sum(c.bytes_per_row for c in self.columns)
-
-    @property
-    def frame_bytes(self) -> int:
-        """In-memory bytes of the whole file as one frame."""
-        return int(self.row_bytes * self.rows)
-
-    @property
-    def schema(self) -> dict[str, pl.DataType]:
-        """Column name to type, in file order."""
-        return {c.name: c.dtype for c in self.columns}
-
-
-# Leading bytes of the formats a file may really be in, whatever its name says.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"PAR1", "parquet"),
-    (b"\x1f\x8b", "gzip"),
-    (b"\x28\xb5\x2f\xfd", "zstd"),
-    (b"PK\x03\x04", "zip"),
-    (b"BZh", "bzip2"),
-    (b"\xfd7zXZ\x00", "xz"),
-)
-_UNPACK = {
-    "gzip": "gunzip -k",
-    "zstd": "zstd -d",
-    "zip": "unzip",
-    "bzip2": "bunzip2 -k",
-    "xz": "xz -dk",
-}
-
-
-def sniff(path: Location) -> str | None:
-    """What the first bytes say the file is (`parquet`, `gzip`, ...); None: text or unreadable."""
-    if isinstance(path, RemoteFile) and not path.size:
-        return None
-    try:
-        with open_binary(path) as fh:
-            head = fh.read(8)
-    except OSError:
-        return None
-    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
-
-
-def _format_from_name(path: Location) -> str | None:
-    suffixes = {s.lower() for s in path.suffixes}
-    if {".parquet", ".pq"} & suffixes:
-        return "parquet"
-    if {".csv", ".tsv", ".txt"} & suffixes:
-        return "csv"
-    return None
-
-
 def detect_format(path: Location, declared: str) -> str:
-    """`csv` or `parquet`: what the file's content is, checked against the config and the name.
+    """`csv`, `parquet`, `jsonl` or `arrow`: what the file's content is (see `formats.detect`).
 
     Raises:
-        SourceFileError: the file is compressed, its content contradicts its name or the config's
-            `format`, or neither its name nor its content tells.
+        SourceFileError: its content contradicts its name or the config's `format`, or it is
+            compressed in a way not read here.
     """
-    content = sniff(path)
-    if content in _UNPACK:
-        raise SourceFileError(
-            path,
-            f"it is a {content}-compressed file (by its first bytes); compressed input is not "
-            "supported yet",
-            f"decompress it first (`{_UNPACK[content]} {path.name}`) and point input_path at "
-            "the result",
-        )
-    by_name = _format_from_name(path)
-    said = f"format: {declared}" if declared != "auto" else f"its name ({path.name})"
-    wanted = declared if declared != "auto" else by_name
-    if content == "parquet":
-        if wanted == "csv":
-            raise SourceFileError(
-                path,
-                f"it is a Parquet file (it starts with PAR1), but {said} says CSV",
-                "set `format: parquet` (or `auto`) or rename it to .parquet",
-            )
-        return "parquet"
-    if wanted == "parquet" and is_file(path) and size_of(path):
-        raise SourceFileError(
-            path,
-            f"not a readable Parquet file: {said} says Parquet, but it does not start with "
-            "Parquet's magic bytes PAR1",
-            "check the file; if it is CSV, set `format: csv` or rename it to .csv",
-        )
-    if wanted is None:
-        raise SourceFileError(
-            path, "cannot tell its format from the name", "set `format: csv` or `format: parquet`"
-        )
-    return wanted
+    return formats.detect(path, declared).format
 
 
-def profile_file(path: Location, fmt: str, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
-    """Profile a CSV or Parquet file from its metadata and a sample spread through it.
+def profile_file(
+    path: Location, fmt: str, n_rows_sample: int, csv: CsvOptions, compression: str = "none"
+) -> FileProfile:
+    """Profile a file from its metadata and a sample spread through it (a compressed file's
+    sample comes from the head of its text).
 
     Raises:
         SourceFileError: the file is missing, empty, or cannot be parsed.
@@ -164,15 +57,24 @@ def profile_file(path: Location, fmt: str, n_rows_sample: int, csv: CsvOptions) 
         raise SourceFileError(path, "the file is empty", "export the data again")
     if fmt == "parquet":
         return _profile_parquet(path, n_rows_sample)
-    check_separator(path, csv)
-    return _profile_csv(path, n_rows_sample, csv)
+    if fmt == "arrow":
+        if isinstance(path, RemoteFile):
+            raise SourceFileError(
+                path, "Arrow IPC is read from local files only", "copy the file here first"
+            )
+        return arrowipc.profile_arrow(path, n_rows_sample)
+    text = Input(path, compression)
+    if fmt == "jsonl":
+        return jsonl.profile_jsonl(text, n_rows_sample)
+    check_separator(path, csv, text)
+    return _profile_csv(text, n_rows_sample, csv)
 
 
 _SEPARATORS = ("\t", ";", "|", ",")
 _SNIFF_LINES = 5
 
 
-def check_separator(path: Location, csv: CsvOptions) -> None:
+def check_separator(path: Location, csv: CsvOptions, text: Input | None = None) -> None:
     """Refuse a file whose first lines lack the separator but all have as many of another one.
 
     Without this a tab-separated file read with `,` loads as one text column and exits 0. A
@@ -183,7 +85,7 @@ def check_separator(path: Location, csv: CsvOptions) -> None:
     """
     if "separator" in csv.model_fields_set:
         return
-    with open_binary(path) as fh:
+    with (text or Input(path)).open() as fh:
         head = fh.read(1 << 16)
     lines = head.decode("utf-8", errors="replace").splitlines()
     if len(lines) > 1 and not head.endswith((b"\n", b"\r")):
@@ -195,11 +97,6 @@ def check_separator(path: Location, csv: CsvOptions) -> None:
         counts = {line.count(other) for line in lines}
         if other != csv.separator and len(counts) == 1 and (count := counts.pop()) > 0:
             raise SeparatorMismatch(path, csv.separator, other, count, len(lines))
-
-
-def _widths(sample: pl.DataFrame) -> dict[str, float]:
-    rows = max(sample.height, 1)
-    return {name: sample[name].estimated_size() / rows for name in sample.columns}
 
 
 def _profile_parquet(path: Location, n_rows_sample: int) -> FileProfile:
@@ -257,12 +154,12 @@ def _profile_parquet(path: Location, n_rows_sample: int) -> FileProfile:
             parts.append(part)
     schema = _parquet_schema(path, meta.schema_arrow)
     sample = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
-    widths = _widths(sample) if sample.height else {}
+    sizes = widths(sample) if sample.height else {}
     columns = tuple(
         ColumnProfile(
             name=name,
             dtype=dtype,
-            bytes_per_row=widths.get(name, _fixed_width(dtype)),
+            bytes_per_row=sizes.get(name, fixed_width(dtype)),
             footer_bytes=footer.get(name),
         )
         for name, dtype in schema.items()
@@ -286,13 +183,6 @@ def _parquet_schema(path: Location, arrow: pa.Schema) -> dict[str, pl.DataType]:
     empty = pl.from_arrow(polars_readable(arrow.empty_table()))
     assert isinstance(empty, pl.DataFrame)
     return dict(empty.schema)
-
-
-def _fixed_width(dtype: pl.DataType) -> float:
-    try:
-        return float(dtype.to_physical().size)  # type: ignore[attr-defined]
-    except AttributeError:
-        return 16.0
 
 
 def _csv_sample_text(path: Location, n_rows_sample: int) -> tuple[bytes, int, float]:
@@ -330,7 +220,7 @@ def _csv_sample_text(path: Location, n_rows_sample: int) -> tuple[bytes, int, fl
         return header + b"".join(chunks), total_lines, mean
 
 
-def _header(path: Location, csv: CsvOptions) -> list[str] | None:
+def _header(text: Input, csv: CsvOptions) -> list[str] | None:
     """The header's names as a CSV reader reads them (`"na""me"` is `na"me`), checked.
 
     polars keeps a header's doubled quotes as they are; the names come from Python's CSV reader
@@ -338,7 +228,8 @@ def _header(path: Location, csv: CsvOptions) -> list[str] | None:
     """
     if not csv.has_header:
         return None
-    with open_binary(path) as fh:
+    path = text.path
+    with text.open() as fh:
         # utf-8-sig: a byte-order mark is not part of the first name (polars drops it too)
         first = fh.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
     names = next(csvlib.reader([first], delimiter=csv.separator), [])
@@ -397,46 +288,54 @@ def _typed(sample: pl.DataFrame, text: pl.DataFrame) -> pl.DataFrame:
     return sample.with_columns(fixes) if fixes else sample
 
 
-def _csv_head_text(path: Location, csv: CsvOptions) -> tuple[bytes, bool]:
-    """The header and the records of the file's first 4 MB, and whether that is the whole file."""
-    with open_binary(path) as fh:
+def _csv_head_text(text: Input, csv: CsvOptions) -> tuple[bytes, bool, float]:
+    """The header and the records of the text's first 4 MB, whether that is the whole text, and
+    the text's bytes per stored byte so far (the compression ratio; 1 for a plain file)."""
+    with text.open() as fh:
         header = fh.readline() if csv.has_header else b""
         body = fh.read(_CSV_HEAD)
         whole = not fh.read(1)
+        ratio = fh.text_bytes / max(fh.read_bytes, 1) if isinstance(fh, TextStream) else 1.0
     end = len(body) if whole else record_end(body, b'"')
-    return header + body[:end], whole
+    return header + body[:end], whole, ratio
 
 
-def _profile_csv(path: Location, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
-    names = _header(path, csv)
-    text, lines, mean_line = _csv_sample_text(path, n_rows_sample)
+def _profile_csv(text: Input, n_rows_sample: int, csv: CsvOptions) -> FileProfile:
+    path = text.path
+    names = _header(text, csv)
     size = size_of(path)
-    header_len = text.index(b"\n") + 1 if csv.has_header and b"\n" in text else 0
-    try:
-        sample = _read_sample(text, csv, names, infer_schema_length=None)
-    except pl.exceptions.PolarsError:
-        # The spans start inside quoted fields that hold newlines: sample the head instead.
-        text, whole = _csv_head_text(path, csv)
+    sample, ratio = None, 1.0
+    if text.seekable:  # a compressed stream cannot seek: its sample is its head
+        body, lines, mean_line = _csv_sample_text(path, n_rows_sample)
         try:
-            sample = _read_sample(text, csv, names, infer_schema_length=None)
+            sample = _read_sample(body, csv, names, infer_schema_length=None)
+        except pl.exceptions.PolarsError:
+            pass  # the spans start inside quoted fields that hold newlines: sample the head
+    if sample is None:
+        body, whole, ratio = _csv_head_text(text, csv)
+        header_len = body.index(b"\n") + 1 if csv.has_header and b"\n" in body else 0
+        try:
+            sample = _read_sample(body, csv, names, infer_schema_length=None)
         except pl.exceptions.PolarsError:  # the head is the file's own start: name the line
             first = 2 if names is not None else 1
             width = (
                 len(names)
                 if names is not None
-                else text.split(b"\n", 1)[0].count(csv.separator.encode()) + 1
+                else body.split(b"\n", 1)[0].count(csv.separator.encode()) + 1
             )
-            raise locate_problem(path, text[header_len:], first, csv, width) from None
+            raise locate_problem(path, body[header_len:], first, csv, width) from None
         lines, mean_line = (
-            (-1, 0.0) if whole else (0, (len(text) - header_len) / max(sample.height, 1))
+            (-1, 0.0) if whole else (0, (len(body) - header_len) / max(sample.height, 1))
         )
+    header_len = body.index(b"\n") + 1 if csv.has_header and b"\n" in body else 0
     if not sample.columns:
         raise SourceFileError(path, "no columns found", "check the separator and header")
-    sample = _typed(sample, _read_sample(text, csv, names, infer_schema_length=0))
+    sample = _typed(sample, _read_sample(body, csv, names, infer_schema_length=0))
     exact = lines < 0
-    rows = sample.height if exact else round((size - header_len) / mean_line)
-    widths = _widths(sample)
-    columns = tuple(ColumnProfile(n, d, widths[n]) for n, d in sample.schema.items())
+    # A compressed file's text is estimated from the ratio its head decompressed at.
+    rows = sample.height if exact else round((size * ratio - header_len) / mean_line)
+    sizes = widths(sample)
+    columns = tuple(ColumnProfile(n, d, sizes[n]) for n, d in sample.schema.items())
     return FileProfile(
         path=path,
         format="csv",
@@ -445,4 +344,5 @@ def _profile_csv(path: Location, n_rows_sample: int, csv: CsvOptions) -> FilePro
         rows_exact=exact,
         columns=columns,
         sample=sample,
+        compression=text.compression,
     )

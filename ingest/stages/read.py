@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,11 +15,12 @@ import pyarrow.parquet as pq
 
 from ingest.config import CsvOptions
 from ingest.errors import DamagedParquet
-from ingest.stages import csvread
+from ingest.stages import arrowipc, csvread, jsonl
 from ingest.stages.csvread import Chunk
 from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan
 from ingest.stages.remote import open_parquet, read_failure
+from ingest.stages.stream import Input
 from ingest.stages.types import polars_readable
 
 # Batches read ahead of the load: eager without bound (the whole file may sit in memory);
@@ -33,12 +35,24 @@ def batches(
 ) -> Iterator[Chunk]:
     """A partition's rows in batches of about `plan.batch_rows`, in file order, each numbered.
 
-    Parquet is read row group by row group, CSV in record-aligned byte chunks. eager reads on a
-    background thread ahead of the load, without bound, so reading overlaps the COPY; lazy and
+    Parquet is read row group by row group, Arrow IPC record batch by record batch (memory-mapped
+    unless the plan streams), CSV and JSON lines in record-aligned byte chunks of their text
+    (decompressed as a stream when the partition's compression is gzip or zstd). eager reads on
+    a background thread ahead of the load, without bound, so reading overlaps the COPY; lazy and
     streaming read only when the load asks, decoding on one thread, so memory stays bounded.
     """
     if part.format == "parquet":
         source = _parquet(part, plan)
+    elif part.format == "arrow":
+        assert isinstance(part.path, Path)  # the profile refuses a remote Arrow file
+        mapped = plan.strategy != "streaming"
+        source = arrowipc.read_arrow(part.path, plan.batch_rows, mapped=mapped)
+    elif part.format == "jsonl":
+        source = jsonl.read_jsonl(Input(part.path, part.compression), schema, plan.chunk_bytes)
+    elif part.compression != "none":
+        text = Input(part.path, part.compression)
+        names = list(schema)
+        source = csvread.read_chunks(part.path, names, schema, csv, plan.chunk_bytes, None, text)
     else:
         span = (part.start, part.stop, part.first)
         source = csvread.read_chunks(part.path, list(schema), schema, csv, plan.chunk_bytes, span)

@@ -108,6 +108,12 @@ def type_and_format(name: str) -> tuple[pl.DataType, str | None]:
     return dtype, fmt
 
 
+# A JSON value kept as its own text and loaded as jsonb: a nested object or array of a JSON
+# lines file. polars would re-shape it as a struct (every row gains every key any row has) or
+# a list (mixed items become text), which changes the value.
+JSON_FIELD = "\0json"
+JSON_TEXT = pl.Struct({JSON_FIELD: pl.String()})
+
 POLARS_MAX_PRECISION = 38  # polars' Decimal is 128-bit
 
 

@@ -41,9 +41,14 @@ def quarantine_table(schema: str, table: str) -> tuple[str, str]:
     return schema, base + tag + SUFFIX
 
 
+# Formats read as lines of text: a row is found by its 1-based line (of the decompressed text).
+LINE_FORMATS = frozenset({"csv", "jsonl"})
+
+
 def row_kind(fmt: str) -> str:
-    """What `row_number` counts: `csv_line` (1-based line) or `parquet_row` (0-based index)."""
-    return "csv_line" if fmt == "csv" else "parquet_row"
+    """What `row_number` counts: `csv_line`/`jsonl_line` (1-based line of the text) or
+    `parquet_row`/`arrow_row` (0-based index)."""
+    return f"{fmt}_line" if fmt in LINE_FORMATS else f"{fmt}_row"
 
 
 def _row_number(fmt: str, line_offset: int) -> pl.Expr:
@@ -53,7 +58,7 @@ def _row_number(fmt: str, line_offset: int) -> pl.Expr:
     line later by one per newline before it; passing a chunk's `first_line - first_row` as the
     offset corrects for those in earlier chunks.
     """
-    return pl.col(ROW) + line_offset if fmt == "csv" else pl.col(ROW)
+    return pl.col(ROW) + line_offset if fmt in LINE_FORMATS else pl.col(ROW)
 
 
 def write_rejects(
@@ -144,7 +149,7 @@ def format_examples(
     For example "line 152, column 'Age': cast: 'forty' is not int64"; Parquet rows read
     "row 151" (0-based). `line_offset` as for `write_rejects`.
     """
-    where = "line" if fmt == "csv" else "row"
+    where = "line" if fmt in LINE_FORMATS else "row"
     shown = (
         rejects.sort(ROW, maintain_order=True)
         .head(limit)

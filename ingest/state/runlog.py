@@ -194,7 +194,7 @@ def rejects_by_rule(
     ).fetchall()
     by_rule: dict[str, list[str]] = {}
     for rule, kind, number, column, reason, raw in shown:
-        where = "line" if kind == "csv_line" else "row"
+        where = "line" if kind.endswith("_line") else "row"
         text = f"{where} {number:,}, column {column!r}: {reason}"
         if raw:
             text += f" (raw: {_clip(str(raw))})"
