@@ -51,7 +51,7 @@ def _config(work: Path, name: str, data: Path, schema: str, **database: Any) -> 
 
 
 def _ingest(config: Path, url: str, work: Path, *extra: str) -> tuple[float, dict[str, Any]]:
-    """Run one ingest as a child process; its wall time and its JSON report."""
+    """Run one ingest as a child process; its wall time and its JSON report (with its CPU)."""
     argv = [sys.executable, "-m", "invoke", "ingest", "--json", "--config", str(config), *extra]
     env = {**os.environ, "DATABASE_URL": url, "PIPELINE_DBT_PROJECT": str(work / "dbt_scratch")}
     got = measure(argv, cwd=project_root(), env=env)
@@ -61,26 +61,36 @@ def _ingest(config: Path, url: str, work: Path, *extra: str) -> tuple[float, dic
     report = json.loads(lines[-1])
     said = [x for x in got.stderr_tail.splitlines() if x.startswith("merged into")]
     report["merge_log"] = said[-1] if said else ""  # with the time of each step
+    report["client_cpu_s"] = round(got.cpu_s, 2)
     return round(got.wall_s, 2), report
 
 
 def _copy(conn: psycopg.Connection[Any], schema: str, base: str, name: str, scd2: bool) -> None:
-    """A keyed copy of the base table for one strategy (scd2: with its validity columns)."""
+    """A keyed copy of the base table for one strategy (scd2: with its validity columns).
+
+    The copy keeps the base's storage options (the fillfactor the first merge gave it).
+    """
     src, dst = sql.Identifier(schema, base), sql.Identifier(schema, name)
     keys = sql.SQL(", ").join(map(sql.Identifier, KEY))
     conn.execute(sql.SQL("drop table if exists {}").format(dst))
+    found = conn.execute(
+        "select coalesce(array_to_string(reloptions, ', '), '') from pg_catalog.pg_class"
+        " where oid = %s::regclass",
+        (src.as_string(None),),
+    ).fetchone()
+    options = sql.SQL(f" with ({found[0]})" if found and found[0] else "")
     if scd2:
         conn.execute(
             sql.SQL(
-                "create table {} as select *, _loaded_at as _valid_from,"
+                "create table {}{} as select *, _loaded_at as _valid_from,"
                 " null::timestamptz as _valid_to from {}"
-            ).format(dst, src)
+            ).format(dst, options, src)
         )
         conn.execute(
             sql.SQL("create unique index on {} ({}) where _valid_to is null").format(dst, keys)
         )
     else:
-        conn.execute(sql.SQL("create table {} as table {}").format(dst, src))
+        conn.execute(sql.SQL("create table {}{} as table {}").format(dst, options, src))
         conn.execute(sql.SQL("alter table {} add primary key ({})").format(dst, keys))
     conn.execute(sql.SQL("vacuum analyze {}").format(dst))
 
@@ -148,8 +158,9 @@ def _measure_all(
             sql.Identifier(schema, "merge_replace"), keys
         )
     )
-    base, _ = _ingest(replace, url, work)  # the swap rebuilds the primary key on the new rows
+    base, replaced = _ingest(replace, url, work)  # the swap rebuilds the key on the new rows
     result["replace_s"] = base
+    result["replace_client_cpu_s"] = replaced["client_cpu_s"]
     log(f"replace with the full new version: {base} s")
     rows = []
     for strategy in strategies:
@@ -178,6 +189,8 @@ def _measure_all(
             "ratio": round(first / base, 2),
             "again_s": again,
             "again_ratio": round(again / base, 2),
+            "client_cpu_s": report["client_cpu_s"],
+            "client_cpu_again_s": report_again["client_cpu_s"],
             "counts": report["merge"],
             "counts_again": report_again["merge"],
             "steps": report["merge_log"].rpartition("(")[2].rstrip(")"),

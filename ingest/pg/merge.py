@@ -9,12 +9,20 @@ without writing it and counts inserts and updates in the same statement (`xmax =
 it inserted); `MERGE` has no RETURNING before PostgreSQL 17 and meets a concurrent insert of the
 same key with a unique violation where ON CONFLICT waits and updates. Killed at any moment, the
 transaction rolls back and the table is as it was.
+
+Every other statement that joins the staged rows to the table by key (hard deletes,
+delete-insert's delete, scd2) probes the key's index from the staged rows in key order, a
+nested loop: then each page of the table and its index is read and written once, in order. The
+planner would rather hash, and a hash join visits the table's rows in hash order: on SF1 the
+same update wrote 5.6 GB of WAL instead of 1.0 GB, every page written again after each
+checkpoint, and took 2.5x as long.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from itertools import pairwise
@@ -30,6 +38,14 @@ from ingest.state import merges
 
 Log = Callable[[str], None]
 _I = sql.Identifier
+# Sort memory for the merge's transaction: the staged rows are sorted by key (and deduplicated
+# by a window over the key); 900k lineitem rows sort in 190 MB, which spilled to temporary
+# files at the default 4 MB.
+_WORK_MEM = "256MB"
+# A table the first merge creates leaves a tenth of each page free, so that a later merge's
+# update puts the row's new version on its page (a HOT update: no new index entry, no other page
+# written). On SF1 the upsert's server CPU fell from 11.9 to 7.6 s.
+_FILLFACTOR = 90
 
 
 @dataclass(frozen=True)
@@ -122,10 +138,10 @@ def apply(
     Raises:
         DuplicateKeys: a key repeats and `on_duplicate` is `fail`.
     """
-    # Nothing has analysed the staging table yet (in one-transaction mode no other session can
-    # even see it): without statistics the planner guesses its joins to the table blind.
     clock = [time.monotonic()]
-    conn.execute(sql.SQL("analyze {}").format(staging.ident()))
+    conn.execute("select set_config('work_mem', %s, true)", (_WORK_MEM,))
+    if spec.retire_absent:  # the one join left to the planner: it hashes the staged rows
+        conn.execute(sql.SQL("analyze {}").format(staging.ident()))
     duplicates = dedup.dedup(conn, staging, target, spec) if spec.may_repeat else 0
     clock.append(time.monotonic())
     rows = staged_rows - duplicates
@@ -169,6 +185,29 @@ def _match(spec: MergeSpec) -> sql.Composable:
     return sql.SQL(" and ").join(sql.SQL("t.{k} = s.{k}").format(k=_I(k)) for k in spec.keys)
 
 
+def _in_key_order(src: sql.Composable, spec: MergeSpec) -> sql.Composable:
+    """The staged rows sorted by key (a subquery with ORDER BY keeps its order in a join)."""
+    return sql.SQL("(select * from {} s order by {})").format(src, _names(spec.keys))
+
+
+@contextmanager
+def _probing(conn: Conn) -> Iterator[None]:
+    """Join by probing the key's index, row by row, until the block ends (see the module doc).
+
+    The settings are the transaction's (`set_config(..., true)`) and set back after the block.
+    """
+    names = ("enable_hashjoin", "enable_mergejoin")
+    found = conn.execute("select current_setting(%s), current_setting(%s)", names).fetchone()
+    before = tuple(str(v) for v in (found or ("on", "on")))
+    for name in names:
+        conn.execute("select set_config(%s, 'off', true)", (name,))
+    try:
+        yield
+    finally:
+        for name, value in zip(names, before, strict=True):
+            conn.execute("select set_config(%s, %s, true)", (name, value))
+
+
 def _differs(spec: MergeSpec, other: str) -> sql.Composable:
     """Whether a table row's values differ from the load's (NULLs compare equal)."""
     return sql.SQL("({}) is distinct from ({})").format(
@@ -189,8 +228,11 @@ def _create(
     if spec.hard_delete:
         keep = sql.SQL(" where {} is not true").format(_I(spec.hard_delete))
     made = conn.execute(
-        sql.SQL("create table {t} as select {cols}{extra} from {s}{keep}").format(
+        sql.SQL(
+            "create table {t} with (fillfactor = {ff}) as select {cols}{extra} from {s}{keep}"
+        ).format(
             t=target.ident(),
+            ff=sql.Literal(_FILLFACTOR),
             cols=_names([*spec.columns, *spec.lineage]),
             extra=extra,
             s=staging.ident(),
@@ -236,14 +278,15 @@ def _hard_delete(
         if spec.strategy == "scd2"
         else "delete from {t} t using f s where {on}"
     ).format(**f)
-    row = conn.execute(
-        sql.SQL(
-            "with f as materialized (select {keys} from {s} where {flag}),"
-            " d as ({change} returning 1)"
-            " select (select count(*) from d), (select count(*) from f)"
-        ).format(change=change, **f),
-        {"at": started_at},
-    ).fetchone()
+    with _probing(conn):
+        row = conn.execute(
+            sql.SQL(
+                "with f as materialized (select {keys} from {s} where {flag} order by {keys}),"
+                " d as ({change} returning 1)"
+                " select (select count(*) from d), (select count(*) from f)"
+            ).format(change=change, **f),
+            {"at": started_at},
+        ).fetchone()
     gone, flagged = (int(str(v)) for v in (row or (0, 0)))
     return gone, flagged
 
@@ -296,7 +339,12 @@ def _delete_insert(
 ) -> MergeCounts:
     """Every table row of a key in the load is replaced by the load's row (counted updated)."""
     f = {"t": target.ident(), "s": src, "on": _match(spec)}
-    gone = conn.execute(sql.SQL("delete from {t} t using {s} s where {on}").format(**f))
+    with _probing(conn):
+        gone = conn.execute(
+            sql.SQL("delete from {t} t using {o} s where {on}").format(
+                o=_in_key_order(src, spec), **f
+            )
+        )
     cols = _names([*spec.columns, *spec.lineage])
     conn.execute(
         sql.SQL("insert into {t} ({cols}) select {cols} from {s} s order by {keys}").format(
@@ -311,25 +359,26 @@ def _scd2(
     conn: Conn, src: sql.Composable, target: Target, spec: MergeSpec, at: datetime, rows: int
 ) -> MergeCounts:
     """A changed key's current version gets valid_to; a new version (or key) is inserted."""
-    f = {"t": target.ident(), "s": src, "on": _match(spec)}
+    f = {"t": target.ident(), "s": src, "o": _in_key_order(src, spec), "on": _match(spec)}
     f |= {"vf": _I(spec.valid_from), "vt": _I(spec.valid_to)}
     closed = 0
-    if spec.values:
-        closed = conn.execute(
+    cols = [*spec.columns, *spec.lineage]
+    with _probing(conn):
+        if spec.values:
+            closed = conn.execute(
+                sql.SQL(
+                    "update {t} t set {vt} = %(at)s from {o} s"
+                    " where {on} and t.{vt} is null and {differs}"
+                ).format(differs=_differs(spec, "s"), **f),
+                {"at": at},
+            ).rowcount
+        added = conn.execute(
             sql.SQL(
-                "update {t} t set {vt} = %(at)s from {s} s"
-                " where {on} and t.{vt} is null and {differs}"
-            ).format(differs=_differs(spec, "s"), **f),
+                "insert into {t} ({cols}, {vf}, {vt}) select {scols}, %(at)s, null from {o} s"
+                " where not exists (select from {t} t where {on} and t.{vt} is null)"
+            ).format(cols=_names(cols), scols=_names(cols, "s"), **f),
             {"at": at},
         ).rowcount
-    cols = [*spec.columns, *spec.lineage]
-    added = conn.execute(
-        sql.SQL(
-            "insert into {t} ({cols}, {vf}, {vt}) select {scols}, %(at)s, null from {s} s"
-            " where not exists (select from {t} t where {on} and t.{vt} is null)"
-        ).format(cols=_names(cols), scols=_names(cols, "s"), **f),
-        {"at": at},
-    ).rowcount
     retired = 0
     if spec.retire_absent:
         retired = conn.execute(

@@ -286,6 +286,18 @@ def test_the_same_merge_again_changes_nothing(
     assert runs == [(_uuid(first.run_id),)]
 
 
+def test_the_first_merge_leaves_room_on_each_page_for_updates(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    """A table the first merge creates has fillfactor 90, so later updates can stay on the page."""
+    merge_file(tmp_path, OLD, pg_schema, database_url, "old")
+    options = pg_conn.execute(
+        "select reloptions from pg_catalog.pg_class where oid = %s::regclass",
+        (sql.Identifier(pg_schema, "items").as_string(None),),
+    ).fetchone()
+    assert options == (["fillfactor=90"],)
+
+
 def test_composite_keys_and_odd_text(
     tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
 ) -> None:
