@@ -13,8 +13,16 @@ from ingest.state.claims import from_json, to_json
 
 @pytest.mark.parametrize(
     "top",
-    [None, 3, 2.5, "x", date(2020, 1, 2), datetime(2020, 1, 2, 3, 4, tzinfo=UTC), time(1, 2)]
-    + [Decimal("1.50")],
+    [
+        None,
+        3,
+        2.5,
+        "x",
+        date(2020, 1, 2),
+        datetime(2020, 1, 2, 3, 4, tzinfo=UTC),
+        time(1, 2),
+        Decimal("1.50"),
+    ],
 )
 def test_a_result_reads_back_as_it_was_written(top: object) -> None:
     result = PartitionResult(
