@@ -197,6 +197,14 @@ class DatabaseConfig(_Model):
     )
     loaded_at_column: str = Field(LOADED_AT, description="Lineage column: load time.")
     run_id_column: str = Field(RUN_ID, description="Lineage column: run id.")
+    resume_max_age_hours: float = Field(
+        168,
+        gt=0,
+        description=(
+            "A killed load's staging is kept this long for the next run to resume; older"
+            " leftovers are dropped."
+        ),
+    )
 
 
 class PipelineConfig(_Model):
