@@ -304,11 +304,13 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
         resume.fingerprint_of([f.fingerprint for f in files]), _config_hash(job)
     )
     staged = job.plan.workers != 1  # else one transaction, which leaves nothing to resume
+    source = job.source
     parts = partition.plan_partitions(
         paths,
         job.profile.format,
-        job.source.csv.has_header,
-        csv_bytes=STAGED_CSV_BYTES if staged else LOCAL_CSV_BYTES,
+        source.csv.has_header,
+        csv_bytes=(source.partition_bytes or STAGED_CSV_BYTES) if staged else LOCAL_CSV_BYTES,
+        parquet_rows=source.partition_rows or partition.PARQUET_PARTITION_ROWS,
     )
     resumed = None
     if staged:

@@ -27,6 +27,7 @@ from ingest.pg.commit import PartitionResult
 from ingest.pg.copy import staging_table
 from ingest.pg.db import Conn
 from ingest.pg.target import Target
+from ingest.runtime.hooks import reached
 from ingest.stages import keys
 from ingest.stages.partition import Partition
 from ingest.state import claims
@@ -111,6 +112,7 @@ def prepare(
     if resumed is not None:
         done = claims.recorded(control, job.meta, job.run_id)
         log(f"resuming run {job.run_id}: {len(done)} of {len(parts)} partitions already loaded")
+        reached("staged")
         return table, done
     with control.transaction():
         control.execute(pg_staging.create_sql(table, columns))
@@ -128,6 +130,7 @@ def prepare(
                 datetime.now(UTC),
             ),
         )
+    reached("staged")
     return table, {}
 
 
