@@ -46,8 +46,10 @@ from ingest.state import ledger, quarantine, seen
 # A one-transaction load reads a CSV file as one partition: cutting it would mean reading it once
 # more for its record ends, and it cannot resume anyway.
 LOCAL_CSV_BYTES = 1 << 62
-# A staged load cuts it into ranges of about this size, each staged (and resumable) on its own.
+# A staged load cuts a file into partitions of about this size, each staged (and resumed) whole;
+# two are staged at once, so enough of them keep both connections busy to the end.
 STAGED_CSV_BYTES = 128 << 20
+STAGED_PARQUET_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -310,7 +312,7 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
         job.profile.format,
         source.csv.has_header,
         csv_bytes=(source.partition_bytes or STAGED_CSV_BYTES) if staged else LOCAL_CSV_BYTES,
-        parquet_rows=source.partition_rows or partition.PARQUET_PARTITION_ROWS,
+        parquet_rows=source.partition_rows or STAGED_PARQUET_ROWS,
     )
     resumed = None
     if staged:
