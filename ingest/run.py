@@ -326,7 +326,7 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
             log=env.log,
         )
     if resumed is not None:
-        job = replace(job, run_id=resumed.run_id)
+        job = resume.continuing(job, resumed)
         resume.reopen_run(env.control, job.meta, job.run_id)
     else:
         ledger.start_run(
