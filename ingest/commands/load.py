@@ -34,8 +34,9 @@ def ingest_source(
     memory_limit: str | None = None,
     strategy: str | None = None,
     force: bool = False,
+    restart: bool = False,
 ) -> int:
-    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     if strategy is not None and strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: pick one of {', '.join(STRATEGIES)}")
     config = s.load_config()
@@ -45,6 +46,7 @@ def ingest_source(
         memory_limit=s.memory_limit(memory_limit),
         strategy=strategy,
         force=force,
+        restart=restart,
         console=s.err,
         progress=s.progress,
     )
