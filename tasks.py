@@ -40,6 +40,7 @@ def _run(command: Command, *, json: bool = False, config: str | None = None) -> 
         "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
         "strategy": "force eager, lazy or streaming",
         "force": "load the file again even if the ledger says it is already in the table",
+        "executor": "local, or dask (the config's dask: settings)",
     },
 )
 def ingest_(
@@ -50,10 +51,16 @@ def ingest_(
     memory_limit: str | None = None,
     strategy: str | None = None,
     force: bool = False,
+    executor: str | None = None,
 ) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically."""
     command = partial(
-        load.ingest_source, source=source, memory_limit=memory_limit, strategy=strategy, force=force
+        load.ingest_source,
+        source=source,
+        memory_limit=memory_limit,
+        strategy=strategy,
+        force=force,
+        executor=executor,
     )
     _run(command, json=json, config=config)
 
@@ -63,8 +70,9 @@ def ingest_(
     help={
         "config": CONFIG_HELP,
         "source": "which source, when the config has several",
-        "memory_limit": "memory the run may use, e.g. 400MB",
+        "memory_limit": "memory the run may use, e.g. 400MB (with dask: each worker)",
         "json": "print one JSON object",
+        "executor": "local, or dask: the plan is then each worker's",
     },
 )
 def plan_(
@@ -73,9 +81,11 @@ def plan_(
     source: str | None = None,
     memory_limit: str | None = None,
     json: bool = False,
+    executor: str | None = None,
 ) -> None:
     """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
-    _run(partial(load.plan, source=source, memory_limit=memory_limit), json=json, config=config)
+    command = partial(load.plan, source=source, memory_limit=memory_limit, executor=executor)
+    _run(command, json=json, config=config)
 
 
 @task(

@@ -28,6 +28,7 @@ LOADED_AT = "_loaded_at"
 RUN_ID = "_run_id"
 FileFormat = Literal["auto", "csv", "parquet"]
 OnDrift = Literal["fail", "warn", "evolve"]
+Executor = Literal["local", "dask"]
 
 
 class _Model(BaseModel):
@@ -199,6 +200,23 @@ class DatabaseConfig(_Model):
     run_id_column: str = Field(RUN_ID, description="Lineage column: run id.")
 
 
+class DaskConfig(_Model):
+    """Where `executor: dask` runs the partition tasks (see README, "Executors")."""
+
+    address: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="Scheduler of an existing cluster, e.g. tcp://host:8786; none: a local one.",
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Worker processes of the local cluster (one thread each); the memory limit"
+        " applies to each.",
+    )
+
+
 class PipelineConfig(_Model):
     """A whole config file, normalised: shared settings and the sources."""
 
@@ -210,6 +228,10 @@ class PipelineConfig(_Model):
         None, description="The dbt project loads write staging sources into (resolved)."
     )
     legacy: bool = Field(False, description="The file has the original single-source shape.")
+    executor: Executor = Field(
+        "local", description="Where partition tasks run: local (this process) or dask."
+    )
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
     def source(self, name: str | None = None) -> SourceConfig:
         """The named source, or the only one when the config has one."""
@@ -324,6 +346,8 @@ class _MultiFile(_Model):
         min_length=1,
         description="dbt project folder (relative to this file) that loads write sources into.",
     )
+    executor: Executor = "local"
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -404,6 +428,8 @@ def load_config(path: Path | str) -> PipelineConfig:
         os_configuration=multi.os_configuration,
         sources=_named_sources(path, multi.sources),
         dbt_project=_folder(path, multi.dbt_project),
+        executor=multi.executor,
+        dask=multi.dask,
     )
 
 

@@ -392,13 +392,19 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
             return ledger.committed(conn, job.meta, job.run_id)
 
         before = evolve if appending and statements else None
-        parts = partition.plan_partitions(
-            [job.profile.path],
-            job.profile.format,
-            job.source.csv.has_header,
-            csv_bytes=LOCAL_CSV_BYTES,
-        )
-        local.load(job, env, parts, counts, local.Hooks(on_commit, before, committed))
+        hooks = local.Hooks(on_commit, before, committed)
+        if job.config.executor == "dask":
+            from ingest.executors import dask  # Dask loads only for a Dask run
+
+            dask.load(job, env, counts, hooks, job.config.dask)
+        else:
+            parts = partition.plan_partitions(
+                [job.profile.path],
+                job.profile.format,
+                job.source.csv.has_header,
+                csv_bytes=LOCAL_CSV_BYTES,
+            )
+            local.load(job, env, parts, counts, hooks)
     except KeyboardInterrupt:
         # Ctrl-C may land as the commit is sent: say what the database holds.
         try:
