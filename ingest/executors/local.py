@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from ingest.errors import ValueRefused
-from ingest.executors.task import Job, Tally, run_partition
+from ingest.executors.task import Job, Tally, quarantine_now, run_partition
 from ingest.pg import commit
 from ingest.pg.copy import MIN_PIECE_BYTES, StagingCopy
 from ingest.pg.db import Conn
@@ -107,8 +107,9 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
                 if env.watch.latest > PRESSURE * job.plan.budget_bytes:
                     _ease(job, env, counts, copy)
 
+            keep = quarantine_now(job, env.control)
             for part in parts:
-                results.append(run_partition(job, part, tally, copy.send, env.control, after_batch))
+                results.append(run_partition(job, part, tally, copy.send, keep, after_batch))
                 _add(counts, results[-1])
             over = tally.over(job, final=True)
             if over is not None:

@@ -96,6 +96,8 @@ class Tally:
 
 
 Send = Callable[[pl.DataFrame, np.ndarray, int], None]
+# Keeps a batch's bad rows (as `validate.split_batch` makes them) and their line offset.
+Keep = Callable[[pl.DataFrame, int], None]
 
 
 def run_partition(
@@ -103,7 +105,7 @@ def run_partition(
     part: Partition,
     tally: Tally,
     send: Send,
-    rejects_to: Conn,
+    keep_rejects: Keep,
     after_batch: Callable[[], None] = lambda: None,
 ) -> PartitionResult:
     """Load one partition's rows into the staging table through `send`.
@@ -113,7 +115,7 @@ def run_partition(
         part: which rows.
         tally: the run's shared counts and `unique` values.
         send: stages a batch of good rows (their file row indexes, and the line offset).
-        rejects_to: the connection bad rows are written over (committed at once).
+        keep_rejects: writes a batch's bad rows to quarantine (see `quarantine_now`).
         after_batch: called after each batch (progress, memory).
 
     Raises:
@@ -143,7 +145,7 @@ def run_partition(
         depth.update(out.checked_rows)
         offset = chunk.first_line - chunk.first_row
         if out.bad_rows:
-            _quarantine(job, rejects_to, out.rejects, offset)
+            keep_rejects(out.rejects, offset)
             found = quarantine.format_examples(
                 out.rejects, profile.format, EXAMPLES, line_offset=offset
             )
@@ -176,14 +178,20 @@ def run_partition(
     )
 
 
-def _quarantine(job: Job, conn: Conn, rejects: pl.DataFrame, line_offset: int) -> None:
-    quarantine.write_rejects(
-        conn,
-        job.config.database.schema_,
-        job.source.table_name,
-        job.run_id,
-        str(job.profile.path),
-        job.profile.format,
-        rejects,
-        line_offset=line_offset,
-    )
+def quarantine_now(job: Job, conn: Conn) -> Keep:
+    """Bad rows written over `conn` as they come: autocommit, or the caller's transaction."""
+
+    def keep(rejects: pl.DataFrame, line_offset: int) -> None:
+        quarantine.write_rejects(
+            conn,
+            job.config.database.schema_,
+            job.source.table_name,
+            job.run_id,
+            str(job.profile.path),
+            job.profile.format,
+            rejects,
+            line_offset=line_offset,
+            alone=conn.autocommit,
+        )
+
+    return keep

@@ -99,6 +99,11 @@ class StagingCopy:
     `into_target` lets one connection append straight into an existing target whose columns
     have exactly the encoded types: rows are then written once, not COPYed into staging and
     inserted again, and stay invisible to others until the commit.
+
+    `within` lends the single connection's open transaction instead: the batches are COPYed in
+    it into `staging`, a table that already exists, and `close` leaves the transaction open for
+    its owner (a partition task's claim, quarantine and result go in it too; see
+    `ingest.executors.exactly_once`). Nothing is prepared, created or dropped then.
     """
 
     def __init__(
@@ -113,17 +118,19 @@ class StagingCopy:
         lineage: tuple[str, str],
         into_target: bool = False,
         log: Callable[[str], None],
+        within: Conn | None = None,
+        staging: Target | None = None,
     ) -> None:
         self.url = url
         self.target = target
         self.columns = columns
         self.run_id = run_id
-        self.workers = workers
+        self.workers = 1 if within is not None else workers
         self.lineage = lineage
         self.into_target = into_target
         self.direct = False  # appending straight into the target (decided by _prepare)
         self.log = log
-        self.staging = Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
+        self.staging = staging or staging_table(target, run_id)
         self.started_at = datetime.now(UTC)
         self.progress = _Progress()
         self.piece_bytes = PIECE_BYTES
@@ -136,7 +143,8 @@ class StagingCopy:
         self._create: sql.Composed | None = None
         self._lead: encode.Stamp | None = None  # direct: the lineage fields of every row
         self._encoded: queue.Queue[object] = queue.Queue(maxsize=ENCODED_AHEAD)
-        self._held: Conn | None = None  # one-transaction mode: the COPY's open transaction
+        self._held: Conn | None = within  # one-transaction mode: the COPY's open transaction
+        self._lent = within is not None  # the transaction is its owner's to end
         self._sender: threading.Thread | None = None
 
     @property
@@ -145,7 +153,8 @@ class StagingCopy:
         return self.workers == 1
 
     def __enter__(self) -> StagingCopy:
-        self._prepare()
+        if not self._lent:
+            self._prepare()
         if self.one_transaction:
             work, count = self._encode, ENCODERS
             self._sender = threading.Thread(target=self._send, name="copy", daemon=True)
@@ -283,7 +292,8 @@ class StagingCopy:
         """
         log = StreamLog()
         try:
-            conn = self._held = connect(self.url)
+            conn = self._held or connect(self.url)
+            self._held = conn
             if self._create is not None:
                 conn.execute(self._create)
             with conn.cursor() as cur, cur.copy(self._copy_sql()) as copy:
@@ -316,7 +326,7 @@ class StagingCopy:
     def _release(self) -> None:
         """Close the held transaction, if any: an uncommitted staging table goes with it."""
         held, self._held = self._held, None
-        if held is not None:
+        if held is not None and not self._lent:
             held.close()
 
     def _fail(self, exc: BaseException) -> None:
@@ -411,6 +421,11 @@ class StagingCopy:
                 f"could not drop staging table {self.staging.display}: {exc}; "
                 "the next run removes it"
             )
+
+
+def staging_table(target: Target, run_id: str) -> Target:
+    """The staging table of a run: its name carries the run's id, so a resumed run finds it."""
+    return Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
 
 
 class _Cancelled(Exception):

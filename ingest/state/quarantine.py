@@ -66,6 +66,7 @@ def write_rejects(
     rejects: pl.DataFrame,
     *,
     line_offset: int = 2,
+    alone: bool = True,
 ) -> int:
     """Append rejects to the target's quarantine table, creating it if missing, and commit.
 
@@ -80,6 +81,9 @@ def write_rejects(
         rejects: frame as made by `validate.split_batch` (`__row`, column, rule, reason, raw).
         line_offset: CSV line of `__row` 0: 2 after a header, 1 without one, or a chunk's
             `first_line - first_row` (exact across multi-line fields in earlier chunks).
+        alone: the rows commit on their own (`conn` must be autocommit); when False they go
+            in the caller's open transaction and commit with it (a partition task's, so that a
+            rerun of the task does not write them twice).
 
     Returns:
         Rows written.
@@ -87,7 +91,7 @@ def write_rejects(
     Raises:
         ValueError: `conn` is not in autocommit mode.
     """
-    if not conn.autocommit:
+    if alone and not conn.autocommit:
         raise ValueError("write_rejects needs an autocommit connection so rejects commit alone")
     if rejects.height == 0:
         return 0
