@@ -89,6 +89,8 @@ def explain(
         profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
     with phase(timeline, "plan"):
         budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
+        if config.executor == "dask" and memory_limit is None:  # a limit given is per worker
+            budget //= config.dask.workers
         plan = make_plan(
             profile,
             budget,

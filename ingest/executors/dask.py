@@ -33,13 +33,13 @@ from ingest.executors.local import _add as add_result  # local.py is not this mo
 from ingest.executors.local import _notes as notes
 from ingest.executors.task import Job
 from ingest.pg import commit, staging
-from ingest.pg.copy import Staged
-from ingest.pg.target import Target, staging_prefix
+from ingest.pg.copy import Staged, staging_table
+from ingest.pg.target import Target
 from ingest.runtime.memory import current_rss, peak_rss
-from ingest.runtime.progress import LoadProgress
 from ingest.stages import keys, partition, validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import make_plan
+from ingest.state import claims
 
 # Runs of a task after an error other than an `IngestError` (a dropped connection, say);
 # a worker's death does not count here (Dask's `allowed-failures` bounds those).
@@ -135,7 +135,7 @@ def load(job: Job, env: Session, counts: Counts, hooks: Hooks, settings: DaskCon
         )
         counts.loaded = commit.commit(staged, spec)
     except BaseException:
-        _drop(env, into)
+        _drop(env, job, into)
         raise
 
 
@@ -158,7 +158,7 @@ def cluster(settings: DaskConfig, worker_bytes: int) -> Iterator[Any]:
             processes=True,
             threads_per_worker=1,
             memory_limit=worker_bytes,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: no clash, no warning
         ) as local,
         Client(local) as client,
     ):
@@ -187,19 +187,18 @@ def _run_tasks(
     ]
     results: list[commit.PartitionResult] = []
     memory: dict[int, int] = {}
-    progress = LoadProgress(env.console, job.profile.rows, job.plan.budget_bytes, env.progress)
+    started = time.monotonic()
     try:
-        with progress as shown:
-            for future in as_completed(futures):
-                outcome = future.result()
-                if isinstance(outcome, Refused):
-                    raise outcome.error
-                results.append(outcome.result)
-                add_result(counts, outcome.result)
-                memory[outcome.worker_pid] = outcome.peak_rss
-                _over_limit(job, counts)
-                shown.update(counts.read, 0, max(memory.values()))
-                _say_done(env, job, len(results), len(parts), counts, memory)
+        for future in as_completed(futures):
+            outcome = future.result()
+            if isinstance(outcome, Refused):
+                raise outcome.error
+            results.append(outcome.result)
+            add_result(counts, outcome.result)
+            memory[outcome.worker_pid] = outcome.peak_rss
+            _over_limit(job, counts)
+            if env.progress:
+                _say_done(env, job, (len(results), len(parts)), counts, memory, started)
     except BaseException:
         client.cancel(futures)
         raise
@@ -216,12 +215,18 @@ def _over_limit(job: Job, counts: Counts, final: bool = False) -> None:
 
 
 def _say_done(
-    env: Session, job: Job, done: int, total: int, counts: Counts, memory: dict[int, int]
+    env: Session,
+    job: Job,
+    done: tuple[int, int],
+    counts: Counts,
+    memory: dict[int, int],
+    started: float,
 ) -> None:
-    seconds = max(time.monotonic() - env.started, 1e-6)
+    """Progress, a line per partition: partitions and rows done, rows/s, each worker's peak."""
+    seconds = max(time.monotonic() - started, 1e-6)
     peaks = ", ".join(f"{rss / 1e6:,.0f}" for _, rss in sorted(memory.items()))
     env.log(
-        f"dask: {done} of {total} partition(s), {counts.read:,} rows, "
+        f"dask: {done[0]} of {done[1]} partition(s), {counts.read:,} rows, "
         f"{counts.read / seconds:,.0f} rows/s; peak RSS per worker {peaks} MB of "
         f"{job.plan.budget_bytes / 1e6:,.0f}"
     )
@@ -234,12 +239,16 @@ def _worker_count(client: Any, settings: DaskConfig) -> int:
 
 def _create_staging(job: Job, env: Session) -> Target:
     """Create the run's staging table and commit it, so tasks on other connections see it."""
-    table = Target(job.target.schema, staging_prefix(job.target.table) + job.run_id[:12], "replace")
+    table = staging_table(job.target, job.run_id)
     columns = keys.staged_columns(job.output, job.merge)
     staging.prepare_target(env.control, job.target, [*columns, *job.lineage], env.log)
+    claims.ensure_claims(env.control, job.meta)
     env.control.execute(staging.create_sql(table, columns))
     return table
 
 
-def _drop(env: Session, table: Target) -> None:
-    env.control.execute(sql.SQL("drop table if exists {}").format(table.ident()))
+def _drop(env: Session, job: Job, table: Target) -> None:
+    """Drop the failed run's staging table and its claims; the target was never touched."""
+    with env.control.transaction():
+        env.control.execute(sql.SQL("drop table if exists {}").format(table.ident()))
+        claims.forget(env.control, job.meta, job.run_id)

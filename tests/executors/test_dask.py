@@ -32,7 +32,7 @@ GROUP_ROWS = 7_500  # 16 row groups: 8 partitions over 2 workers
 def cluster() -> Iterator[Any]:
     """Two worker processes of one thread each, as the executor would start them."""
     with distributed.LocalCluster(
-        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0"
     ) as local:
         yield local
 
@@ -105,9 +105,8 @@ def test_a_killed_worker_leaves_every_row_once(
     """SIGKILL a worker mid-load: Dask reruns its tasks, the claims load each partition once."""
     rows = 400_000
     data = numbers(tmp_path / "big.parquet", rows=rows, group_rows=12_500)
-    cfg = load_config(
-        config(tmp_path, data, pg_schema, database_url, table="k", address=cluster.scheduler_address)
-    )
+    address = cluster.scheduler_address
+    cfg = load_config(config(tmp_path, data, pg_schema, database_url, table="k", address=address))
     outcome: dict[str, Any] = {}
 
     def load() -> None:
@@ -168,7 +167,7 @@ def test_bad_rows_over_the_limit_stop_the_run_on_dask(
     assert "max_bad_rows=0" in str(raised.value)
     assert fingerprint(pg_conn, pg_schema, "t", "id, amount, label") == before
     quarantined = pg_conn.execute(
-        sql.SQL("select count(*) from {}").format(sql.Identifier(pg_schema, "t_rejected"))
+        sql.SQL("select count(*) from {}").format(sql.Identifier(pg_schema, "t__rejected"))
     ).fetchone()
     assert quarantined is not None and int(str(quarantined[0])) >= 1
     assert leftovers(pg_conn, Target(pg_schema, "t", "replace")) == []
