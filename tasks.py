@@ -172,6 +172,8 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "merge": "time the merge strategies against a full replace instead (bench/merge.py)",
         "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
         "embedded": "also load into the embedded server (wal_level=minimal)",
+        "executor": "dask: the Dask executor (2 workers) against the local one instead",
+        "data": "folder of cached inputs (default: the project's bench/data)",
     }
 )
 def bench(
@@ -184,6 +186,8 @@ def bench(
     merge: bool = False,
     s3: bool = True,
     embedded: bool = True,
+    executor: str = "",
+    data: str = "",
 ) -> None:
     """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
@@ -199,6 +203,8 @@ def bench(
             s3=s3,
             merge=merge,
             embedded=embedded,
+            executor=executor,
+            data=data,
         )
     )
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from ingest import keyed
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import ConfigError, IngestError, SchemaMismatch, SourceFileError
-from ingest.executors import local
+from ingest.executors import dask, local  # dask.py loads Dask itself only for a Dask run
 from ingest.executors.local import Counts, Log, Session
 from ingest.executors.runrecord import keep_timeline
 from ingest.executors.task import Job
@@ -89,8 +89,8 @@ def explain(
         profile = profile_file(path, fmt, config.os_configuration.n_rows_sample, source.csv)
     with phase(timeline, "plan"):
         budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
-        if config.executor == "dask" and memory_limit is None:  # a limit given is per worker
-            budget //= config.dask.workers
+        if config.executor == "dask":  # each worker plans against its own budget
+            budget = dask.worker_budget(config, memory_limit)
         plan = make_plan(
             profile,
             budget,
@@ -132,6 +132,24 @@ def run_source(
         IngestError: any expected failure; the target table is then left as it was (for a
             glob: as the files before the failing one left it).
     """
+    if config.executor == "dask":  # one cluster for all the files of a glob
+        with dask.shared_cluster(config, memory_limit) as on_cluster:
+            return _run_files(
+                on_cluster, source_name, memory_limit, strategy, force, console, progress
+            )
+    return _run_files(config, source_name, memory_limit, strategy, force, console, progress)
+
+
+def _run_files(
+    config: PipelineConfig,
+    source_name: str | None,
+    memory_limit: int | None,
+    strategy: str | None,
+    force: bool,
+    console: Console | None,
+    progress: bool,
+) -> RunReport:
+    """`run_source`'s loads, file by file for a glob."""
     source = config.source(source_name)
     files = config.input_files(source)
     if not files:
@@ -396,8 +414,6 @@ def _run_locked(job: Job, env: Session) -> tuple[Counts, str]:
         before = evolve if appending and statements else None
         hooks = local.Hooks(on_commit, before, committed)
         if job.config.executor == "dask":
-            from ingest.executors import dask  # Dask loads only for a Dask run
-
             dask.load(job, env, counts, hooks, job.config.dask)
         else:
             parts = partition.plan_partitions(

@@ -25,7 +25,7 @@ from typing import Any
 from psycopg import sql
 from pydantic import SecretStr
 
-from ingest.config import DaskConfig
+from ingest.config import DaskConfig, PipelineConfig
 from ingest.errors import BadRowsOverLimit, IngestError
 from ingest.executors.exactly_once import stage_partition
 from ingest.executors.local import Counts, Hooks, Session
@@ -35,10 +35,10 @@ from ingest.executors.task import Job
 from ingest.pg import commit, staging
 from ingest.pg.copy import Staged, staging_table
 from ingest.pg.target import Target
-from ingest.runtime.memory import current_rss, peak_rss
+from ingest.runtime.memory import available_memory, current_rss, peak_rss
 from ingest.stages import keys, partition, validate
 from ingest.stages.partition import Partition
-from ingest.stages.plan import make_plan
+from ingest.stages.plan import make_plan, memory_budget
 from ingest.state import claims
 
 # Runs of a task after an error other than an `IngestError` (a dropped connection, say);
@@ -139,6 +139,29 @@ def load(job: Job, env: Session, counts: Counts, hooks: Hooks, settings: DaskCon
         raise
 
 
+def worker_budget(config: PipelineConfig, memory_limit: int | None) -> int:
+    """Bytes each worker process may use: `--memory-limit` itself, else a share of free RAM."""
+    if memory_limit is not None:
+        return memory_limit
+    free = memory_budget(available_memory(), config.os_configuration.os_margin)
+    return free // config.dask.workers
+
+
+@contextmanager
+def shared_cluster(config: PipelineConfig, memory_limit: int | None) -> Iterator[PipelineConfig]:
+    """The config, with the address of a local cluster that lives while the source loads.
+
+    Every file of a glob then runs on the same worker processes, started once. A config that
+    names a scheduler is handed back as it is.
+    """
+    if config.dask.address is not None:
+        yield config
+        return
+    with _local_cluster(config.dask, worker_budget(config, memory_limit)) as local:
+        address = config.dask.model_copy(update={"address": local.scheduler_address})
+        yield config.model_copy(update={"dask": address})
+
+
 @contextmanager
 def cluster(settings: DaskConfig, worker_bytes: int) -> Iterator[Any]:
     """A client of the configured scheduler, or of a local cluster of worker processes.
@@ -146,23 +169,26 @@ def cluster(settings: DaskConfig, worker_bytes: int) -> Iterator[Any]:
     Each local worker is one process with one thread and `worker_bytes` of memory: Dask's
     nanny restarts a worker past it, and the task it ran is run again elsewhere.
     """
-    from distributed import Client, LocalCluster  # Dask loads only for a Dask run
+    from distributed import Client  # Dask loads only for a Dask run
 
     if settings.address is not None:
         with Client(settings.address, timeout=CONNECT_TIMEOUT_S) as client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=settings.workers,
-            processes=True,
-            threads_per_worker=1,
-            memory_limit=worker_bytes,
-            dashboard_address=":0",  # any free port: no clash, no warning
-        ) as local,
-        Client(local) as client,
-    ):
+    with _local_cluster(settings, worker_bytes) as local, Client(local) as client:
         yield client
+
+
+def _local_cluster(settings: DaskConfig, worker_bytes: int) -> Any:
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=settings.workers,
+        processes=True,
+        threads_per_worker=1,
+        memory_limit=worker_bytes,
+        dashboard_address=":0",  # any free port: no clash, no warning
+    )
 
 
 def _run_tasks(
