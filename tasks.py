@@ -40,6 +40,7 @@ def _run(command: Command, *, json: bool = False, config: str | None = None) -> 
         "memory_limit": "memory the run may use, e.g. 400MB or 2GiB (or PIPELINE_MEMORY_LIMIT)",
         "strategy": "force eager, lazy or streaming",
         "force": "load the file again even if the ledger says it is already in the table",
+        "restart": "drop what a killed load of the source staged and start it over",
         "executor": "local, or dask (the config's dask: settings)",
     },
 )
@@ -51,15 +52,17 @@ def ingest_(
     memory_limit: str | None = None,
     strategy: str | None = None,
     force: bool = False,
+    restart: bool = False,
     executor: str | None = None,
 ) -> None:
-    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     command = partial(
         load.ingest_source,
         source=source,
         memory_limit=memory_limit,
         strategy=strategy,
         force=force,
+        restart=restart,
         executor=executor,
     )
     _run(command, json=json, config=config)

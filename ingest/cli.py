@@ -153,19 +153,24 @@ def ingest_(
     force: Annotated[
         bool, typer.Option(help="Load the file again even if the ledger has it.")
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(help="Drop what a killed load of the source staged; start it over."),
+    ] = False,
     executor: ExecutorOption = None,
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
     project_dir: ProjectDir = None,
 ) -> None:
-    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     command = partial(
         load.ingest_source,
         source=source,
         memory_limit=memory_limit,
         strategy=strategy.value if strategy is not None else None,
         force=force,
+        restart=restart,
         executor=executor.value if executor is not None else None,
     )
     run_command(ctx, command, json_out=json_out, quiet=quiet, verbose=verbose,

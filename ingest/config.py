@@ -175,6 +175,16 @@ class SourceConfig(Keyed):
     storage_options: StorageOptions = Field(
         default_factory=StorageOptions, description="For s3://, gs://, az:// and http(s):// paths."
     )
+    partition_rows: int | None = Field(
+        None,
+        ge=1,
+        description="Staged loads: rows of a Parquet partition (resumed whole); default 4M.",
+    )
+    partition_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Staged loads: bytes of a CSV partition (resumed whole); default 128 MiB.",
+    )
 
 
 class DatabaseConfig(_Model):
@@ -198,6 +208,14 @@ class DatabaseConfig(_Model):
     )
     loaded_at_column: str = Field(LOADED_AT, description="Lineage column: load time.")
     run_id_column: str = Field(RUN_ID, description="Lineage column: run id.")
+    resume_max_age_hours: float = Field(
+        168,
+        gt=0,
+        description=(
+            "A killed load's staging is kept this long for the next run to resume; older"
+            " leftovers are dropped."
+        ),
+    )
 
 
 class DaskConfig(_Model):
@@ -304,6 +322,7 @@ class _LegacyDatabase(Keyed):  # the original shape keeps the keyed settings her
     metadata_schema: str = Field("_pipeline", min_length=1, max_length=63)
     loaded_at_column: str = LOADED_AT
     run_id_column: str = RUN_ID
+    resume_max_age_hours: float = Field(168, gt=0)
 
 
 class _LegacyFile(_Model):
@@ -317,6 +336,8 @@ class _LegacyFile(_Model):
     on_drift: OnDrift = "fail"
     csv: CsvOptions = Field(default_factory=CsvOptions)
     storage_options: StorageOptions = Field(default_factory=StorageOptions)
+    partition_rows: int | None = Field(None, ge=1)
+    partition_bytes: int | None = Field(None, ge=1)
     dbt_project: str | None = Field(
         None,
         min_length=1,
@@ -335,6 +356,8 @@ class _SourceEntry(Keyed):
     validation_data: ValidationConfig = Field(default_factory=ValidationConfig)
     csv: CsvOptions = Field(default_factory=CsvOptions)
     storage_options: StorageOptions = Field(default_factory=StorageOptions)
+    partition_rows: int | None = Field(None, ge=1)
+    partition_bytes: int | None = Field(None, ge=1)
 
 
 class _MultiFile(_Model):
@@ -408,6 +431,8 @@ def load_config(path: Path | str) -> PipelineConfig:
                 validation_data=legacy.validation_data,
                 csv=legacy.csv,
                 storage_options=legacy.storage_options,
+                partition_rows=legacy.partition_rows,
+                partition_bytes=legacy.partition_bytes,
             )
             return PipelineConfig(
                 path=path,

@@ -261,6 +261,20 @@ class BadRowsOverLimit(IngestError):
         )
 
 
+class RepeatedAcrossPartitions(IngestError):
+    """A `unique` column's value is in more than one partition of the load."""
+
+    def __init__(self, path: Place, column: str, values: Sequence[str], table: str) -> None:
+        self.path = _where(path)
+        self.column = column
+        self.values = list(values)
+        super().__init__(
+            f"{self.path}: column {column!r} must be unique, but values repeat across the"
+            f" load's partitions (e.g. {', '.join(self.values)}); {table} was not changed;"
+            " fix: remove the repeats from the data, or drop unique from the column's check"
+        )
+
+
 class SchemaDrift(IngestError):
     """The file's columns differ from the schema recorded by the last run (`on_drift: fail`)."""
 

@@ -3,7 +3,8 @@
 The test-only side of `ingest.runtime.hooks`: in this child process, the first time the run
 reaches POINT it prints "failpoint POINT reached" on stderr and waits, so the test can kill it
 or act on the server there. With RESUME a path (not "-"), the run goes on once that file
-exists; without, it waits to be killed. Later passes of the point go straight on.
+exists, and later passes of the point go straight on. Without, it waits to be killed, and so
+does every later pass (another thread's), so nothing moves past the point meanwhile.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def holder(resume: Path | None) -> hooks.Hook:
     held: list[str] = []
 
     def hold(point: str) -> None:
-        if held:
+        if held and resume is not None:
+            return
+        if held:  # waiting to be killed: hold this thread too, silently
+            time.sleep(WAIT_S)
             return
         held.append(point)
         print(f"failpoint {point} reached", file=sys.stderr, flush=True)

@@ -19,7 +19,6 @@ from ingest.demo import employees
 from ingest.errors import (
     BadColumnName,
     BadRowsOverLimit,
-    ConfigError,
     IngestError,
     SchemaDrift,
     TargetExists,
@@ -590,19 +589,33 @@ def test_a_glob_loads_only_new_files(
         350,
         4,
     )
-    with pytest.raises(ConfigError, match="glob"):
-        run_source(
-            load_config(
-                config_file(
-                    tmp_path,
-                    folder / "part-*.parquet",
-                    pg_schema,
-                    database_url,
-                    if_exists="replace",
-                )
-            ),
-            progress=False,
+
+
+def test_a_glob_replaces_the_table_with_all_its_files_in_one_commit(
+    tmp_path: Path, database_url: str, pg_schema: str, pg_conn: Conn
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for part in range(3):
+        employees(100, seed=part, start_id=part * 100).write_parquet(
+            folder / f"part-{part}.parquet"
         )
+    cfg = load_config(
+        config_file(
+            tmp_path, folder / "part-*.parquet", pg_schema, database_url, if_exists="replace"
+        )
+    )
+    for _ in range(2):  # the second run replaces the first one's rows
+        report = run_source(cfg, progress=False)
+        assert (report.status, report.rows_loaded) == ("success", 300)
+    got = fetch(pg_conn, "select count(*), count(distinct _run_id) from {t}", pg_schema)
+    assert got == (300, 1)  # one run's rows: the second replaced the first
+    files = pg_conn.execute(
+        sql.SQL("select count(*), count(distinct run_id) from {}.files").format(
+            sql.Identifier(pg_schema)
+        )
+    ).fetchone()
+    assert files == (3, 1)  # every file in the ledger, under the one run
 
 
 def test_a_budget_below_the_base_still_loads(

@@ -35,9 +35,10 @@ def ingest_source(
     memory_limit: str | None = None,
     strategy: str | None = None,
     force: bool = False,
+    restart: bool = False,
     executor: str | None = None,
 ) -> int:
-    """Load a source's file into PostgreSQL (raw schema), atomically."""
+    """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     if strategy is not None and strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: pick one of {', '.join(STRATEGIES)}")
     config = _with_executor(s.load_config(), executor)
@@ -47,6 +48,7 @@ def ingest_source(
         memory_limit=s.memory_limit(memory_limit),
         strategy=strategy,
         force=force,
+        restart=restart,
         console=s.err,
         progress=s.progress,
     )

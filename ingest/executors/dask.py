@@ -16,30 +16,27 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import sql
 from pydantic import SecretStr
 
 from ingest.config import DaskConfig, PipelineConfig
 from ingest.errors import BadRowsOverLimit, IngestError
+from ingest.executors import local, resume, staged
 from ingest.executors.exactly_once import stage_partition
-from ingest.executors.local import Counts, Hooks, Session
-from ingest.executors.local import _add as add_result  # local.py is not this module's to edit
-from ingest.executors.local import _notes as notes
-from ingest.executors.task import Job
-from ingest.pg import commit, staging
-from ingest.pg.copy import Staged, staging_table
+from ingest.executors.local import Counts, Hooks, Session, add_result, notes
+from ingest.executors.task import EXAMPLES, Job
+from ingest.pg import commit
 from ingest.pg.target import Target
 from ingest.runtime.memory import available_memory, current_rss, peak_rss
-from ingest.stages import keys, partition, validate
+from ingest.stages import validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import make_plan, memory_budget
-from ingest.state import claims
+from ingest.state.claims import StagedRun
+from ingest.state.refusal import RowRefused
 
 # Runs of a task after an error other than an `IngestError` (a dropped connection, say);
 # a worker's death does not count here (Dask's `allowed-failures` bounds those).
@@ -88,54 +85,55 @@ def stage_on_worker(url: SecretStr, job: Job, part: Partition, into: Target) -> 
     return Done(result, os.getpid(), peak_rss())
 
 
-def cut(job: Job, workers: int) -> list[Partition]:
-    """The load's partitions: about `PARTS_PER_WORKER` for each worker (whole row groups)."""
-    share = max(job.profile.rows // (workers * PARTS_PER_WORKER), 1)
-    size = max(job.profile.file_bytes // (workers * PARTS_PER_WORKER), MIN_CSV_PART_BYTES)
-    return partition.plan_partitions(
-        [job.profile.path],
-        job.profile.format,
-        job.source.csv.has_header,
-        csv_bytes=size,
-        parquet_rows=share,
-    )
+def partition_sizes(job: Job, files: int) -> tuple[int, int]:
+    """CSV bytes and Parquet rows a partition spans: about `PARTS_PER_WORKER` per worker.
+
+    The configured `dask.workers` is the count planned for, with an existing cluster too.
+    """
+    slots = job.config.dask.workers * PARTS_PER_WORKER
+    rows = max(job.profile.rows * files // slots, 1)  # row groups are never split
+    size = max(job.profile.file_bytes * files // slots, MIN_CSV_PART_BYTES)
+    return size, rows
 
 
-def load(job: Job, env: Session, counts: Counts, hooks: Hooks, settings: DaskConfig) -> None:
-    """Stage every partition on the cluster, check their results, then commit once.
+def load(
+    job: Job,
+    env: Session,
+    parts: Sequence[Partition],
+    counts: Counts,
+    hooks: Hooks,
+    identity: resume.Identity,
+    resumed: StagedRun | None,
+) -> None:
+    """Stage the partitions not staged yet on the cluster, check them all, commit once.
+
+    The staged load's flow (`ingest.executors.staged`), with its tasks on Dask workers.
 
     Raises:
-        IngestError: a task or the commit failed; the target is as it was, and the staging
-            table is dropped.
+        IngestError: a task, a check or the commit failed; the target is as it was. After a
+            server or connection failure the staged partitions stay for a resume; after any
+            other failure they are dropped with the staging table.
     """
-    into = _create_staging(job, env)
     try:
-        with cluster(settings, job.plan.budget_bytes) as client:
-            parts = cut(job, _worker_count(client, settings))
+        into, results = resume.prepare(env.control, job, parts, identity, resumed, env.log)
+        for result in results.values():
+            add_result(counts, result)
+        todo = [p for p in parts if p.key not in results]
+        with cluster(job.config.dask, job.plan.budget_bytes) as client:
             env.log(
-                f"dask: {len(parts)} partition(s) on {_worker_count(client, settings)} worker(s)"
+                f"dask: {len(todo)} partition(s) to stage on {_worker_count(client)} worker(s)"
                 f" at {client.scheduler.address}, {job.plan.budget_bytes / 1e6:,.0f} MB each"
             )
-            results = _run_tasks(client, job, env, parts, into, counts)
+            for result in _run_tasks(client, job, env, todo, into, counts):
+                results[result.key] = result
+        staged._check_limit(job, counts, results.values())
         notes(job, env, counts)
-        sent = sum(r.rows_sent for r in results)
-        commit.check_results([p.key for p in parts], results, sent)
-        staged = Staged(into, None, False, sent, datetime.now(UTC), job.run_id)
-        spec = commit.Commit(
-            env.url,
-            env.control,
-            job.target,
-            tuple(job.output),
-            job.lineage,
-            hooks.before,
-            hooks.on_commit,
-            hooks.committed,
-            env.log,
-            job.merge,  # no key watch across workers: the merge dedups as it must
-        )
-        counts.loaded = commit.commit(staged, spec)
-    except BaseException:
-        _drop(env, job, into)
+        staged._commit(job, env, parts, results, into, hooks, counts)
+    except RowRefused as exc:  # a worker's COPY: named the way the user finds the row
+        staged._abandon(job, env, exc)
+        raise local.located(exc, job.profile, job.target.display) from exc
+    except BaseException as exc:
+        staged._abandon(job, env, exc)
         raise
 
 
@@ -192,7 +190,12 @@ def _local_cluster(settings: DaskConfig, worker_bytes: int) -> Any:
 
 
 def _run_tasks(
-    client: Any, job: Job, env: Session, parts: list[Partition], into: Target, counts: Counts
+    client: Any,
+    job: Job,
+    env: Session,
+    parts: Sequence[Partition],
+    into: Target,
+    counts: Counts,
 ) -> list[commit.PartitionResult]:
     """Submit a task per partition and gather the results as they come; stop at a failure."""
     from distributed import as_completed
@@ -222,13 +225,12 @@ def _run_tasks(
             results.append(outcome.result)
             add_result(counts, outcome.result)
             memory[outcome.worker_pid] = outcome.peak_rss
-            _over_limit(job, counts)
+            _over_limit(job, counts, results)
             if env.progress:
                 _say_done(env, job, (len(results), len(parts)), counts, memory, started)
     except BaseException:
         client.cancel(futures)
         raise
-    _over_limit(job, counts, final=True)
     return results
 
 
@@ -239,12 +241,15 @@ def _lean(job: Job) -> Job:
     return replace(job, profile=profile)
 
 
-def _over_limit(job: Job, counts: Counts, final: bool = False) -> None:
-    """Stop the run when the bad rows of all the partitions so far pass the limit."""
-    total = counts.read if final else max(job.profile.rows, counts.read)
+def _over_limit(job: Job, counts: Counts, results: list[commit.PartitionResult]) -> None:
+    """Stop early when the bad rows so far pass the limit (the fraction of the estimated rows:
+    the exact check over all the results comes before the commit)."""
+    total = max(job.profile.rows, counts.read)
     limit = validate.over_limit(counts.rejected, total, job.source.validation_data)
     if limit is not None:
-        raise BadRowsOverLimit(job.profile.path, counts.rejected, limit, [], job.quarantine.display)
+        examples = [e for r in results for e in r.examples][:EXAMPLES]
+        where, shown = job.profile.path, job.quarantine.display
+        raise BadRowsOverLimit(where, counts.rejected, limit, examples, shown)
 
 
 def _say_done(
@@ -265,23 +270,5 @@ def _say_done(
     )
 
 
-def _worker_count(client: Any, settings: DaskConfig) -> int:
-    workers = client.scheduler_info().get("workers", {})
-    return max(len(workers), 1) if settings.address is not None else settings.workers
-
-
-def _create_staging(job: Job, env: Session) -> Target:
-    """Create the run's staging table and commit it, so tasks on other connections see it."""
-    table = staging_table(job.target, job.run_id)
-    columns = keys.staged_columns(job.output, job.merge)
-    staging.prepare_target(env.control, job.target, [*columns, *job.lineage], env.log)
-    claims.ensure_claims(env.control, job.meta)
-    env.control.execute(staging.create_sql(table, columns))
-    return table
-
-
-def _drop(env: Session, job: Job, table: Target) -> None:
-    """Drop the failed run's staging table and its claims; the target was never touched."""
-    with env.control.transaction():
-        env.control.execute(sql.SQL("drop table if exists {}").format(table.ident()))
-        claims.forget(env.control, job.meta, job.run_id)
+def _worker_count(client: Any) -> int:
+    return len(client.scheduler_info().get("workers", {}))

@@ -38,6 +38,7 @@ from ingest.pg.commit import PartitionResult
 from ingest.pg.copy import StagingCopy
 from ingest.pg.db import Conn, connect
 from ingest.pg.target import Target
+from ingest.runtime.hooks import reached
 from ingest.stages import keys
 from ingest.stages.partition import Partition
 from ingest.stages.unique import SeenValues
@@ -102,6 +103,8 @@ def stage(
             raise
         rejects.write(conn)
         claims.record(conn, job.meta, job.run_id, result)
+        conn.commit()
+    reached("partition")  # staged and committed
     return result
 
 

@@ -67,6 +67,7 @@ class Session:
     progress: bool
     force: bool
     timeline: Timeline | None = None
+    restart: bool = False  # drop a killed run's staged partitions instead of resuming it
 
 
 @dataclass(frozen=True)
@@ -100,21 +101,21 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
     progress = LoadProgress(env.console, job.profile.rows, job.plan.budget_bytes, env.progress)
     phases = LoadPhases(env.timeline, lambda: copy.progress.rows)
     try:
-        with _frozen_heap(), copy, progress as shown, phases:
+        with frozen_heap(), copy, progress as shown, phases:
 
             def after_batch() -> None:
                 shown.update(copy.progress.rows, copy.progress.bytes, env.watch.latest)
                 if env.watch.latest > PRESSURE * job.plan.budget_bytes:
-                    _ease(job, env, counts, copy)
+                    ease(job, env, counts, copy)
 
             keep = quarantine_now(job, env.control)
             for part in parts:
                 results.append(run_partition(job, part, tally, copy.send, keep, after_batch))
-                _add(counts, results[-1])
+                add_result(counts, results[-1])
             over = tally.over(job, final=True)
             if over is not None:
                 raise over
-            _notes(job, env, counts)
+            notes(job, env, counts)
             staged = copy.close()
             phases.copied()
             commit.check_results([p.key for p in parts], results, staged.rows)
@@ -132,12 +133,12 @@ def load(job: Job, env: Session, parts: list[Partition], counts: Counts, hooks: 
             )
             counts.loaded = commit.commit(staged, spec)
     except RowRefused as exc:
-        raise _located(exc, job.profile, job.target.display) from exc
+        raise located(exc, job.profile, job.target.display) from exc
     finally:
-        _sum_up_easing(counts, env.log)
+        sum_up_easing(counts, env.log)
 
 
-def _add(counts: Counts, result: commit.PartitionResult) -> None:
+def add_result(counts: Counts, result: commit.PartitionResult) -> None:
     counts.read += result.rows_read
     counts.rejected += result.rows_rejected
     counts.blank_lines += result.blank_lines
@@ -155,7 +156,7 @@ def _merge(job: Job, tally: Tally) -> keys.MergeSpec | None:
     return replace(job.merge, may_repeat=tally.key_watch.repeated)
 
 
-def _notes(job: Job, env: Session, counts: Counts) -> None:
+def notes(job: Job, env: Session, counts: Counts) -> None:
     if counts.blank_lines:
         note = f"skipped {counts.blank_lines:,} empty line(s) of {job.profile.path.name}"
         env.log(note)
@@ -166,7 +167,7 @@ def _notes(job: Job, env: Session, counts: Counts) -> None:
         counts.notes.append(note)
 
 
-def _sum_up_easing(counts: Counts, log: Log) -> None:
+def sum_up_easing(counts: Counts, log: Log) -> None:
     """One line for all of a run's easing, kept in its notes (and said, if it eased twice)."""
     easing = counts.easing
     summary = easing.summary() if easing is not None else None
@@ -176,7 +177,7 @@ def _sum_up_easing(counts: Counts, log: Log) -> None:
         counts.notes.append(summary)
 
 
-def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
+def located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
     """The server's refusal, named the way the user finds the row (as quarantine does)."""
     if exc.row is None:
         where = f"COPY line {exc.line:,} (its row in the file was not kept)"
@@ -188,7 +189,7 @@ def _located(exc: RowRefused, profile: FileProfile, table: str) -> ValueRefused:
 
 
 @contextmanager
-def _frozen_heap() -> Iterator[None]:
+def frozen_heap() -> Iterator[None]:
     """Keep the objects that exist before the load out of the garbage collector's full passes.
 
     polars, pyarrow, pandera and pydantic leave hundreds of thousands of objects; each full
@@ -203,7 +204,7 @@ def _frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _ease(job: Job, env: Session, counts: Counts, copy: StagingCopy) -> None:
+def ease(job: Job, env: Session, counts: Counts, copy: StagingCopy) -> None:
     """Memory nears the budget: trade speed for memory, and say so (`EasingNotes` rations it).
 
     Past 85% of the budget the pieces shrink. Past 95% the queue also drains before the next

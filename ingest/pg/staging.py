@@ -23,11 +23,16 @@ def append_types(columns: dict[str, pl.DataType], lineage: tuple[str, str]) -> d
 
 
 def prepare_target(
-    conn: Conn, target: Target, columns: list[str], log: Callable[[str], None]
+    conn: Conn,
+    target: Target,
+    columns: list[str],
+    log: Callable[[str], None],
+    keep: Target | None = None,
 ) -> None:
     """Refuse early what cannot be loaded, create the schema, drop dead runs' staging tables.
 
-    The caller holds the table's lock, so any staging table of this target is a leftover.
+    The caller holds the table's lock, so any staging table of this target is a leftover, but
+    `keep`: the staging table of the run being resumed.
 
     Raises:
         TargetExists: `if_table_exists: fail` and the table is there.
@@ -37,6 +42,8 @@ def prepare_target(
     check_target(conn, target, columns)
     conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(target.schema)))
     for leftover in leftovers(conn, target):
+        if leftover == keep:
+            continue
         log(f"dropping {leftover.display}, left by a run that did not finish")
         conn.execute(sql.SQL("drop table if exists {}").format(leftover.ident()))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 Hook = Callable[[str], None]
-POINTS = ("profiled", "staged", "copying", "swapping")
+POINTS = ("profiled", "staged", "copying", "partition", "swapping")
 # The process's callbacks by point. Module state on purpose: a hook is installed by the
 # process's entry point (a test's launcher) before the run, not passed down through every stage.
 _HOOKS: dict[str, list[Hook]] = {}

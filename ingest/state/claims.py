@@ -29,7 +29,8 @@ _DDL: tuple[LiteralString, ...] = (
         run_id text not null, partition text not null, rows_sent bigint, rows_rejected bigint,
         result jsonb, staged_at timestamptz, primary key (run_id, partition))""",
     """create table if not exists {schema}.staged_runs (
-        run_id text primary key, target text not null, staging text not null,
+        run_id text primary key, target text not null, schema text not null,
+        staging text not null,
         fingerprint text not null, config_hash text not null, partitions int not null,
         created_at timestamptz not null default now())""",
 )
@@ -40,12 +41,26 @@ class StagedRun:
     """A run whose staging table is committed and may be resumed."""
 
     run_id: str
-    target: str
+    target: str  # as displayed, to match
+    schema: str  # of the target and its staging table
     staging: str
     fingerprint: str
     config_hash: str
     partitions: int
     created_at: datetime
+
+
+COLUMN_NAMES = (
+    "run_id",
+    "target",
+    "schema",
+    "staging",
+    "fingerprint",
+    "config_hash",
+    "partitions",
+    "created_at",
+)
+COLUMNS = sql.SQL(", ").join(map(sql.Identifier, COLUMN_NAMES))
 
 
 def ensure_claims(conn: Conn, schema: str) -> None:
@@ -109,20 +124,27 @@ def register(conn: Conn, schema: str, run: StagedRun) -> None:
     """Name a run's staging table as resumable, in the transaction that creates it."""
     conn.execute(
         sql.SQL(
-            "insert into {}.staged_runs (run_id, target, staging, fingerprint, config_hash,"
-            " partitions) values (%s, %s, %s, %s, %s, %s)"
+            "insert into {}.staged_runs (run_id, target, schema, staging, fingerprint,"
+            " config_hash, partitions) values (%s, %s, %s, %s, %s, %s, %s)"
         ).format(sql.Identifier(schema)),
-        (run.run_id, run.target, run.staging, run.fingerprint, run.config_hash, run.partitions),
+        (
+            run.run_id,
+            run.target,
+            run.schema,
+            run.staging,
+            run.fingerprint,
+            run.config_hash,
+            run.partitions,
+        ),
     )
 
 
 def staged_runs(conn: Conn, schema: str, target: str) -> list[StagedRun]:
     """The resumable runs of a target, newest first."""
     rows = conn.execute(
-        sql.SQL(
-            "select run_id, target, staging, fingerprint, config_hash, partitions, created_at"
-            " from {}.staged_runs where target = %s order by created_at desc"
-        ).format(sql.Identifier(schema)),
+        sql.SQL("select {} from {}.staged_runs where target = %s order by created_at desc").format(
+            COLUMNS, sql.Identifier(schema)
+        ),
         (target,),
     ).fetchall()
     return [StagedRun(*row) for row in rows]  # type: ignore[arg-type]

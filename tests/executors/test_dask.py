@@ -176,6 +176,28 @@ def test_bad_rows_over_the_limit_stop_the_run_on_dask(
     assert not [line for _, line in logs if database_url in line]
 
 
+def test_a_glob_replaces_the_table_in_one_commit_on_dask(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn, cluster: Any
+) -> None:
+    """Three files of a glob replace the table together: the old rows go, all new ones come."""
+    old = numbers(tmp_path / "old.parquet", rows=5_000)
+    address = cluster.scheduler_address
+    run_source(load_config(config(tmp_path, old, pg_schema, database_url, table="g")))
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    whole = pl.read_parquet(numbers(tmp_path / "whole.parquet", rows=45_000))
+    for i in range(3):
+        whole.slice(i * 15_000, 15_000).write_parquet(
+            folder / f"p{i}.parquet", row_group_size=5_000
+        )
+    glob = config(
+        tmp_path, folder / "p*.parquet", pg_schema, database_url, table="g", address=address
+    )
+    report = run_source(load_config(glob), progress=False)
+    assert report.rows_loaded == 45_000
+    assert fingerprint(pg_conn, pg_schema, "g", "id")[:2] == (45_000, 45_000)
+
+
 def test_an_ingest_error_crosses_processes_whole() -> None:
     """A task's expected failure is returned, pickled, and keeps its class and fields."""
     error = BadRowsOverLimit(Path("/d/x.csv"), 3, "max_bad_rows=0", ["line 2"], "raw.x_rejected")
