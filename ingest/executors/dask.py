@@ -15,6 +15,7 @@ staging table and fails the run with that error's one line.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -255,10 +256,9 @@ def _lean(job: Job) -> Job:
 
 
 def _over_limit(job: Job, counts: Counts, results: list[commit.PartitionResult]) -> None:
-    """Stop early when the bad rows so far pass the limit (the fraction of the estimated rows:
-    the exact check over all the results comes before the commit)."""
-    total = max(job.profile.rows, counts.read)
-    limit = validate.over_limit(counts.rejected, total, job.source.validation_data)
+    """Stop early when the bad rows so far pass `max_bad_rows`, exact at any point; a fraction
+    needs every row counted, so `staged` checks it over all the results before the commit."""
+    limit = validate.over_limit(counts.rejected, sys.maxsize, job.source.validation_data)
     if limit is not None:
         examples = [e for r in results for e in r.examples][:EXAMPLES]
         where, shown = job.profile.path, job.quarantine.display
