@@ -41,6 +41,7 @@ def _run(command: Command, *, json: bool = False, config: str | None = None) -> 
         "strategy": "force eager, lazy or streaming",
         "force": "load the file again even if the ledger says it is already in the table",
         "restart": "drop what a killed load of the source staged and start it over",
+        "executor": "local, or dask (the config's dask: settings)",
     },
 )
 def ingest_(
@@ -52,6 +53,7 @@ def ingest_(
     strategy: str | None = None,
     force: bool = False,
     restart: bool = False,
+    executor: str | None = None,
 ) -> None:
     """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     command = partial(
@@ -61,6 +63,7 @@ def ingest_(
         strategy=strategy,
         force=force,
         restart=restart,
+        executor=executor,
     )
     _run(command, json=json, config=config)
 
@@ -70,8 +73,9 @@ def ingest_(
     help={
         "config": CONFIG_HELP,
         "source": "which source, when the config has several",
-        "memory_limit": "memory the run may use, e.g. 400MB",
+        "memory_limit": "memory the run may use, e.g. 400MB (with dask: each worker)",
         "json": "print one JSON object",
+        "executor": "local, or dask: the plan is then each worker's",
     },
 )
 def plan_(
@@ -80,9 +84,11 @@ def plan_(
     source: str | None = None,
     memory_limit: str | None = None,
     json: bool = False,
+    executor: str | None = None,
 ) -> None:
     """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
-    _run(partial(load.plan, source=source, memory_limit=memory_limit), json=json, config=config)
+    command = partial(load.plan, source=source, memory_limit=memory_limit, executor=executor)
+    _run(command, json=json, config=config)
 
 
 @task(
@@ -170,6 +176,8 @@ def doctor(c: Context, config: str | None = None, json: bool = False) -> None:
         "s3": "also time the Parquet file read from a local S3 server (moto), ingest and DuckDB",
         "embedded": "also load into the embedded server (wal_level=minimal)",
         "compressed": "also time the CSV as .csv.gz and .csv.zst (zcat | psql, DuckDB, ingest)",
+        "executor": "dask: the Dask executor (2 workers) against the local one instead",
+        "data": "folder of cached inputs (default: the project's bench/data)",
     }
 )
 def bench(
@@ -183,6 +191,8 @@ def bench(
     s3: bool = True,
     embedded: bool = True,
     compressed: bool = True,
+    executor: str = "",
+    data: str = "",
 ) -> None:
     """Time ingest against psql \\copy and its peers on one PostgreSQL; print and save the table."""
     from bench.task import bench as bench_command
@@ -199,6 +209,8 @@ def bench(
             merge=merge,
             embedded=embedded,
             compressed=compressed,
+            executor=executor,
+            data=data,
         )
     )
 

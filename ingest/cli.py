@@ -43,6 +43,21 @@ class Strategy(StrEnum):
     STREAMING = "streaming"
 
 
+class ExecutorName(StrEnum):
+    """Where `--executor` runs the partition tasks."""
+
+    LOCAL = "local"
+    DASK = "dask"
+
+
+ExecutorOption = Annotated[
+    ExecutorName | None,
+    typer.Option(
+        "--executor", help="Run the tasks here (local) or on Dask (the config's dask: settings).",
+        show_default=False,
+    ),
+]  # fmt: skip
+
 app = typer.Typer(
     name="pgloadkit",
     help="Load big CSV and Parquet files into PostgreSQL, then build marts with dbt.",
@@ -142,6 +157,7 @@ def ingest_(
         bool,
         typer.Option(help="Drop what a killed load of the source staged; start it over."),
     ] = False,
+    executor: ExecutorOption = None,
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -155,6 +171,7 @@ def ingest_(
         strategy=strategy.value if strategy is not None else None,
         force=force,
         restart=restart,
+        executor=executor.value if executor is not None else None,
     )
     run_command(ctx, command, json_out=json_out, quiet=quiet, verbose=verbose,
          project_dir=project_dir, config=config)  # fmt: skip
@@ -166,13 +183,15 @@ def plan_(
     config: Config = None,
     source: Source = None,
     memory_limit: MemoryLimit = None,
+    executor: ExecutorOption = None,
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
     project_dir: ProjectDir = None,
 ) -> None:
     """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
-    command = partial(load.plan, source=source, memory_limit=memory_limit)
+    chosen = executor.value if executor is not None else None
+    command = partial(load.plan, source=source, memory_limit=memory_limit, executor=chosen)
     run_command(ctx, command, json_out=json_out, quiet=quiet, verbose=verbose,
          project_dir=project_dir, config=config)  # fmt: skip
 

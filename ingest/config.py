@@ -29,6 +29,7 @@ RUN_ID = "_run_id"
 FileFormat = Literal["auto", "csv", "tsv", "parquet", "jsonl", "arrow"]
 Compression = Literal["auto", "gzip", "zstd", "none"]
 OnDrift = Literal["fail", "warn", "evolve"]
+Executor = Literal["local", "dask"]
 
 
 class _Model(BaseModel):
@@ -219,6 +220,23 @@ class DatabaseConfig(_Model):
     )
 
 
+class DaskConfig(_Model):
+    """Where `executor: dask` runs the partition tasks (see README, "Executors")."""
+
+    address: str | None = Field(
+        None,
+        pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+        description="Scheduler of an existing cluster, e.g. tcp://host:8786; none: a local one.",
+    )
+    workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Worker processes of the local cluster (one thread each); the memory limit"
+        " applies to each.",
+    )
+
+
 class PipelineConfig(_Model):
     """A whole config file, normalised: shared settings and the sources."""
 
@@ -230,6 +248,10 @@ class PipelineConfig(_Model):
         None, description="The dbt project loads write staging sources into (resolved)."
     )
     legacy: bool = Field(False, description="The file has the original single-source shape.")
+    executor: Executor = Field(
+        "local", description="Where partition tasks run: local (this process) or dask."
+    )
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
     def source(self, name: str | None = None) -> SourceConfig:
         """The named source, or the only one when the config has one."""
@@ -350,6 +372,8 @@ class _MultiFile(_Model):
         min_length=1,
         description="dbt project folder (relative to this file) that loads write sources into.",
     )
+    executor: Executor = "local"
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -432,6 +456,8 @@ def load_config(path: Path | str) -> PipelineConfig:
         os_configuration=multi.os_configuration,
         sources=_named_sources(path, multi.sources),
         dbt_project=_folder(path, multi.dbt_project),
+        executor=multi.executor,
+        dask=multi.dask,
     )
 
 

@@ -44,6 +44,18 @@ class _Url:
 class IngestError(Exception):
     """Base for every expected failure; tasks.py turns it into an exit message, not a traceback."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled back from a Dask worker without calling `__init__`, whose arguments differ
+        # from the one message `args` keeps.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[IngestError], args: tuple[object, ...], state: dict[str, object]) -> object:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(IngestError):
     """A config file is missing, unreadable, or has a wrong or unknown key."""

@@ -13,7 +13,7 @@ from ingest.commit_hooks import commit_hooks
 from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.dbt.refresh import refresh_sources
 from ingest.errors import ConfigError, IngestError, SourceFileError
-from ingest.executors import local, resume, runrecord
+from ingest.executors import dask, local, resume, runrecord  # dask.py loads Dask lazily
 from ingest.executors import staged as staged_load
 from ingest.executors.local import Counts, Session
 from ingest.executors.task import Job
@@ -93,6 +93,8 @@ def explain(
         )
     with phase(timeline, "plan"):
         budget = memory_budget(available_memory(), config.os_configuration.os_margin, memory_limit)
+        if config.executor == "dask":  # each worker plans against its own budget
+            budget = dask.worker_budget(config, memory_limit)
         plan = make_plan(
             profile,
             budget,
@@ -150,14 +152,22 @@ def run_source(
         IngestError: any expected failure; the target table is then left as it was (for an
             incremental glob: as the files before the failing one left it).
     """
+    options = _Options(memory_limit, strategy, force, restart, console, progress)
+    if config.executor == "dask":  # one cluster for all the files of a glob
+        with dask.shared_cluster(config, memory_limit) as on_cluster:
+            return _run_source(on_cluster, source_name, options)
+    return _run_source(config, source_name, options)
+
+
+def _run_source(config: PipelineConfig, source_name: str | None, options: _Options) -> RunReport:
+    """`run_source`, with the executor's cluster (if any) up."""
     source = config.source(source_name)
     files = config.input_files(source)
     if not files:
         raise SourceFileError(source.input_path, "no file matches", "check input_path")
-    options = _Options(memory_limit, strategy, force, restart, console, progress)
     if not is_glob(source.input_path) or source.if_table_exists not in ("append", "merge"):
         return _run_files(config, source, files, options)
-    known = {} if force else seen.loaded_before(config, source, files, console)
+    known = {} if options.force else seen.loaded_before(config, source, files, options.console)
     table = Target(config.database.schema_, source.table_name, "append").display
     reports = [
         seen.skipped_report(source.name, path, table, known[path])
@@ -307,14 +317,19 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
     identity = resume.Identity(
         resume.fingerprint_of([f.fingerprint for f in files]), _config_hash(job)
     )
-    staged = job.plan.workers != 1  # else one transaction, which leaves nothing to resume
+    on_dask = job.config.executor == "dask"
+    # Else one transaction, which leaves nothing to resume.
+    staged = job.plan.workers != 1 or on_dask
     source = job.source
+    csv_bytes, parquet_rows = STAGED_CSV_BYTES, STAGED_PARQUET_ROWS
+    if on_dask:  # a few partitions for each worker
+        csv_bytes, parquet_rows = dask.partition_sizes(job, len(paths))
     parts = partition.plan_partitions(
         paths,
         job.profile.format,
         source.csv.has_header,
-        csv_bytes=(source.partition_bytes or STAGED_CSV_BYTES) if staged else LOCAL_CSV_BYTES,
-        parquet_rows=source.partition_rows or STAGED_PARQUET_ROWS,
+        csv_bytes=(source.partition_bytes or csv_bytes) if staged else LOCAL_CSV_BYTES,
+        parquet_rows=source.partition_rows or parquet_rows,
         compression=job.profile.compression,
     )
     resumed = None
@@ -348,7 +363,9 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
         hooks = commit_hooks(job, env, counts, files)
         if hooks is None:
             return job, counts, "skipped"
-        if staged:
+        if on_dask:
+            dask.load(job, env, parts, counts, hooks, identity, resumed)
+        elif staged:
             staged_load.load(job, env, parts, counts, hooks, identity, resumed)
         else:
             local.load(job, env, parts, counts, hooks)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 STRATEGIES = ("auto", "eager", "lazy", "streaming")
+EXECUTORS = ("local", "dask")
 QueryFormat = Literal["table", "csv", "json"]
 
 
@@ -35,11 +36,12 @@ def ingest_source(
     strategy: str | None = None,
     force: bool = False,
     restart: bool = False,
+    executor: str | None = None,
 ) -> int:
     """Load a source's file into PostgreSQL (raw schema), atomically; resume a killed load."""
     if strategy is not None and strategy not in STRATEGIES:
         raise UsageError(f"--strategy {strategy!r}: pick one of {', '.join(STRATEGIES)}")
-    config = s.load_config()
+    config = _with_executor(s.load_config(), executor)
     report = ingest.run_source(
         config,
         source,
@@ -54,9 +56,24 @@ def ingest_source(
     return EXIT_OK
 
 
-def plan(s: Session, source: str | None = None, memory_limit: str | None = None) -> int:
+def _with_executor(config: ingest.PipelineConfig, executor: str | None) -> ingest.PipelineConfig:
+    """The config, with the executor `--executor` names instead of its own."""
+    if executor is None:
+        return config
+    if executor not in EXECUTORS:
+        raise UsageError(f"--executor {executor!r}: pick one of {', '.join(EXECUTORS)}")
+    return config.model_copy(update={"executor": executor})
+
+
+def plan(
+    s: Session,
+    source: str | None = None,
+    memory_limit: str | None = None,
+    executor: str | None = None,
+) -> int:
     """Explain how a source would load (estimate, budget, strategy, batch) without loading."""
-    explained = ingest.explain(s.load_config(), source, memory_limit=s.memory_limit(memory_limit))
+    config = _with_executor(s.load_config(), executor)
+    explained = ingest.explain(config, source, memory_limit=s.memory_limit(memory_limit))
     p, f = explained.plan, explained.profile
     facts: dict[str, Any] = {
         "source": explained.source.name,
@@ -68,6 +85,7 @@ def plan(s: Session, source: str | None = None, memory_limit: str | None = None)
         "frame_bytes": f.frame_bytes,
         "estimate_bytes": p.estimate_bytes,
         "budget_bytes": p.budget_bytes,
+        "budget_of": _budget_of(config),
         "ratio": round(p.ratio, 3),
         "strategy": p.strategy,
         "batch_rows": p.batch_rows,
@@ -97,6 +115,15 @@ def plan(s: Session, source: str | None = None, memory_limit: str | None = None)
 
     s.result(facts, human)
     return EXIT_OK
+
+
+def _budget_of(config: ingest.PipelineConfig) -> str:
+    """Which process the memory budget bounds: this one, or each Dask worker."""
+    if config.executor == "local":
+        return "this process (local executor)"
+    if config.dask.address is not None:
+        return f"each Dask worker process of {config.dask.address} (the plan is per worker)"
+    return f"each of the {config.dask.workers} Dask worker processes (the plan is per worker)"
 
 
 def drift(s: Session, source: str | None = None) -> int:
