@@ -17,13 +17,8 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from ingest.errors import (
-    BadRowsOverLimit,
-    CommitUnknown,
-    DatabaseUnavailable,
-    IngestError,
-    ServerFault,
-)
+from ingest.errors import BadRowsOverLimit, IngestError
+from ingest.errors_server import CommitUnknown, DatabaseUnavailable, ServerFault
 from ingest.executors import local, resume
 from ingest.executors.exactly_once import stage
 from ingest.executors.local import Counts, Hooks, Session
