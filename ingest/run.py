@@ -46,8 +46,10 @@ from ingest.state import ledger, quarantine, seen
 # A one-transaction load reads a CSV file as one partition: cutting it would mean reading it once
 # more for its record ends, and it cannot resume anyway.
 LOCAL_CSV_BYTES = 1 << 62
-# A staged load cuts it into ranges of about this size, each staged (and resumable) on its own.
+# A staged load cuts a file into partitions of about this size, each staged (and resumed) whole;
+# two are staged at once, so enough of them keep both connections busy to the end.
 STAGED_CSV_BYTES = 128 << 20
+STAGED_PARQUET_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,7 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
     # Else one transaction, which leaves nothing to resume.
     staged = job.plan.workers != 1 or on_dask
     source = job.source
-    csv_bytes, parquet_rows = STAGED_CSV_BYTES, partition.PARQUET_PARTITION_ROWS
+    csv_bytes, parquet_rows = STAGED_CSV_BYTES, STAGED_PARQUET_ROWS
     if on_dask:  # a few partitions for each worker
         csv_bytes, parquet_rows = dask.partition_sizes(job, len(paths))
     parts = partition.plan_partitions(
@@ -339,7 +341,7 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
             log=env.log,
         )
     if resumed is not None:
-        job = replace(job, run_id=resumed.run_id)
+        job = resume.continuing(job, resumed)
         resume.reopen_run(env.control, job.meta, job.run_id)
     else:
         ledger.start_run(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
@@ -91,6 +91,12 @@ def adopt(
         else:
             drop(control, job.meta, run, reason, log)
     return chosen
+
+
+def continuing(job: Job, run: StagedRun) -> Job:
+    """The job as the dead run's: its id keys the claims, the quarantine and the merge counts."""
+    merge = replace(job.merge, run_id=run.run_id) if job.merge is not None else None
+    return replace(job, run_id=run.run_id, merge=merge)
 
 
 def prepare(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -37,6 +37,7 @@ from ingest.runtime.progress import LoadProgress
 from ingest.runtime.timeline import LoadPhases
 from ingest.stages import validate
 from ingest.stages.partition import Partition
+from ingest.stages.plan import MIN_BATCH_BYTES, Plan
 from ingest.state import claims
 from ingest.state.claims import StagedRun
 from ingest.state.refusal import RowRefused
@@ -100,6 +101,7 @@ def load(
         for result in results.values():
             local.add_result(counts, result)
         todo = [p for p in parts if p.key not in results]
+        tasks = replace(job, plan=shared(job.plan, min(IN_FLIGHT, len(todo))))
         flight = _Flight()
         progress = LoadProgress(env.console, job.profile.rows, job.plan.budget_bytes, env.progress)
         phases = LoadPhases(env.timeline, flight.rows)
@@ -111,7 +113,7 @@ def load(
                     for copy in flight.copies():
                         local.ease(job, env, counts, copy)
 
-            for result in _run_tasks(job, env, todo, staging, flight, update):
+            for result in _run_tasks(tasks, env, todo, staging, flight, update):
                 results[result.key] = result
                 local.add_result(counts, result)
             _check_limit(job, counts, results.values())
@@ -126,6 +128,23 @@ def load(
         raise
     finally:
         local.sum_up_easing(counts, env.log)
+
+
+def shared(plan: Plan, tasks: int) -> Plan:
+    """The plan of each of `tasks` partitions read at once: the budget's batches, shared out.
+
+    Each task holds its own batch, the one queued behind it and the pieces being encoded, so
+    two tasks with the whole batch size would hold twice the memory one load planned for.
+    """
+    if tasks <= 1:
+        return plan
+    return replace(
+        plan,
+        batch_rows=max(plan.batch_rows // tasks, 1_000),
+        batch_bytes=plan.batch_bytes // tasks,
+        chunk_bytes=max(plan.chunk_bytes // tasks, MIN_BATCH_BYTES),
+        group_rows=plan.group_rows // tasks,
+    )
 
 
 def _run_tasks(

@@ -145,6 +145,9 @@ class StagingCopy:
         self._encoded: queue.Queue[object] = queue.Queue(maxsize=ENCODED_AHEAD)
         self._held: Conn | None = within  # one-transaction mode: the COPY's open transaction
         self._lent = within is not None  # the transaction is its owner's to end
+        # A lent transaction is one partition's, and the executor runs two at once: one encoder
+        # each keeps the threads (and the GIL's hand-offs) as many as with two connections.
+        self.encoders = 1 if self._lent else ENCODERS
         self._sender: threading.Thread | None = None
 
     @property
@@ -156,7 +159,7 @@ class StagingCopy:
         if not self._lent:
             self._prepare()
         if self.one_transaction:
-            work, count = self._encode, ENCODERS
+            work, count = self._encode, self.encoders
             self._sender = threading.Thread(target=self._send, name="copy", daemon=True)
             self._sender.start()
         else:
@@ -299,7 +302,7 @@ class StagingCopy:
             with conn.cursor() as cur, cur.copy(self._copy_sql()) as copy:
                 copy.write(encode.HEADER)
                 finished = 0
-                while finished < ENCODERS:
+                while finished < self.encoders:
                     if self._stop.is_set():
                         raise _Cancelled
                     try:
