@@ -180,12 +180,18 @@ class SourceConfig(Keyed):
     partition_rows: int | None = Field(
         None,
         ge=1,
-        description="Staged loads: rows of a Parquet partition (resumed whole); default 4M.",
+        description=(
+            "Rows of a Parquet partition, resumed whole; setting it makes any load resumable"
+            " (default 1M)."
+        ),
     )
     partition_bytes: int | None = Field(
         None,
         ge=1,
-        description="Staged loads: bytes of a CSV partition (resumed whole); default 128 MiB.",
+        description=(
+            "Bytes of a CSV partition, resumed whole; setting it makes any load resumable"
+            " (default 128 MiB)."
+        ),
     )
 
 

@@ -43,8 +43,8 @@ from ingest.stages.profile import FileProfile, profile_file
 from ingest.stages.remote import Location
 from ingest.state import ledger, quarantine, seen
 
-# A one-transaction load reads a CSV file as one partition: cutting it would mean reading it once
-# more for its record ends, and it cannot resume anyway.
+# A one-pass load reads a CSV file as one partition: cutting it would mean reading it once more
+# for its record ends, and it cannot resume anyway.
 LOCAL_CSV_BYTES = 1 << 62
 # A staged load cuts a file into partitions of about this size, each staged (and resumed) whole;
 # two are staged at once, so enough of them keep both connections busy to the end.
@@ -318,17 +318,18 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
         resume.fingerprint_of([f.fingerprint for f in files]), _config_hash(job)
     )
     on_dask = job.config.executor == "dask"
-    # Else one transaction, which leaves nothing to resume.
-    staged = job.plan.workers != 1 or on_dask
     source = job.source
+    staged = on_dask or (job.plan.workers != 1 and resume.resumable(job, len(paths)))
     csv_bytes, parquet_rows = STAGED_CSV_BYTES, STAGED_PARQUET_ROWS
+    if not staged:
+        csv_bytes, parquet_rows = LOCAL_CSV_BYTES, partition.PARQUET_PARTITION_ROWS
     if on_dask:  # a few partitions for each worker
         csv_bytes, parquet_rows = dask.partition_sizes(job, len(paths))
     parts = partition.plan_partitions(
         paths,
         job.profile.format,
         source.csv.has_header,
-        csv_bytes=(source.partition_bytes or csv_bytes) if staged else LOCAL_CSV_BYTES,
+        csv_bytes=source.partition_bytes or csv_bytes,
         parquet_rows=source.partition_rows or parquet_rows,
         compression=job.profile.compression,
     )

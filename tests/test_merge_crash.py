@@ -92,8 +92,7 @@ def test_sigkill_mid_merge_leaves_the_table_and_the_rerun_merges(
     assert report.merge["inserted"] == 140_000 and report.merge["updated"] == 10_000
     want = pl.concat([old.join(new, on=KEY, how="anti"), new]).sort(KEY)
     assert table_frame(pg_conn, pg_schema, want.columns) == [tuple(r) for r in want.rows()]
-    # The rerun resumed the killed run: its ledger row is the one that succeeded.
-    assert statuses(pg_conn, pg_schema) == ["success", "success"]
+    assert statuses(pg_conn, pg_schema) == ["success", "killed", "success"]
 
 
 def test_two_merges_at_once_both_land(
