@@ -1,6 +1,7 @@
 """Load big CSV and Parquet files into PostgreSQL on modest hardware, then build marts with dbt."""
 
-from ingest.config import PipelineConfig, SourceConfig, load_config
+from ingest.config import PipelineConfig, SourceConfig
+from ingest.config_load import load_config
 from ingest.demo import write_demo
 from ingest.errors import IngestError
 from ingest.pg.db import describe, resolve_url

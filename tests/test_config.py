@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest import run_source
-from ingest.config import load_config
+from ingest.config_load import load_config
 from ingest.errors import ConfigError, SourceFileError
 
 ORIGINAL = """

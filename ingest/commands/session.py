@@ -20,7 +20,8 @@ from typing import Any
 
 from rich.console import Console
 
-from ingest.config import PipelineConfig, load_config
+from ingest.config import PipelineConfig
+from ingest.config_load import load_config
 from ingest.errors import ConfigError, IngestError, UsageError
 from ingest.runtime.memory import parse_size
 from ingest.runtime.paths import PROJECT_ENV, discover_root

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ingest.config import load_config
+from ingest.config_load import load_config
 from ingest.dbt.query import query
 from ingest.dbt.runner import (
     MIB,

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg import sql
 
-from ingest.config import load_config
+from ingest.config_load import load_config
 from ingest.errors import BadRowsOverLimit
 from ingest.executors.exactly_once import stage_partition
 from ingest.executors.task import Job
 from ingest.pg import staging as pg_staging
-from ingest.pg.copy import staging_table
+from ingest.pg.staging import staging_table
 from ingest.pg.target import Target
 from ingest.stages import cast, keys, partition
 from ingest.stages.plan import make_plan

@@ -15,12 +15,12 @@ import pytest
 from psycopg import sql
 from rich.console import Console
 
-from ingest.config import load_config
+from ingest.config_load import load_config
 from ingest.errors import BadRowsOverLimit, IngestError
 from ingest.executors import local
 from ingest.executors.task import Job
 from ingest.pg import commit
-from ingest.pg.copy import Staged
+from ingest.pg.staging import Staged
 from ingest.pg.target import Target
 from ingest.runtime.memory import RssWatch
 from ingest.stages import cast, partition
