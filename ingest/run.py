@@ -46,10 +46,6 @@ from ingest.state import ledger, quarantine, seen
 # A one-pass load reads a CSV file as one partition: cutting it would mean reading it once more
 # for its record ends, and it cannot resume anyway.
 LOCAL_CSV_BYTES = 1 << 62
-# A staged load cuts a file into partitions of about this size, each staged (and resumed) whole;
-# two are staged at once, so enough of them keep both connections busy to the end.
-STAGED_CSV_BYTES = 128 << 20
-STAGED_PARQUET_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -320,7 +316,7 @@ def _run_locked(job: Job, env: Session, paths: list[Location]) -> tuple[Job, Cou
     on_dask = job.config.executor == "dask"
     source = job.source
     staged = on_dask or (job.plan.workers != 1 and resume.resumable(job, len(paths)))
-    csv_bytes, parquet_rows = STAGED_CSV_BYTES, STAGED_PARQUET_ROWS
+    csv_bytes, parquet_rows = resume.STAGED_CSV_BYTES, resume.STAGED_PARQUET_ROWS
     if not staged:
         csv_bytes, parquet_rows = LOCAL_CSV_BYTES, partition.PARQUET_PARTITION_ROWS
     if on_dask:  # a few partitions for each worker

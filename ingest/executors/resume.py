@@ -24,8 +24,8 @@ from ingest.errors import IngestError, RepeatedAcrossPartitions
 from ingest.executors.task import Job
 from ingest.pg import staging as pg_staging
 from ingest.pg.commit import PartitionResult
-from ingest.pg.copy import staging_table
 from ingest.pg.db import Conn
+from ingest.pg.staging import staging_table
 from ingest.pg.target import Target
 from ingest.runtime.hooks import reached
 from ingest.stages import keys
@@ -38,6 +38,10 @@ from ingest.state.claims import COLUMN_NAMES, StagedRun
 # the one-pass path: all or nothing, and ~10-20% less client CPU (lineitem SF1, 6M rows,
 # measured 2026-12-06), which a rerun of a short load costs less than.
 RESUMABLE_ROWS = 10_000_000
+# Such a load cuts a file into partitions of about this size, each staged (and resumed) whole;
+# two are staged at once, so enough of them keep both connections busy to the end.
+STAGED_CSV_BYTES = 128 << 20
+STAGED_PARQUET_ROWS = 1_000_000
 
 Log = Callable[[str], None]
 # Values of a repeated `unique` column named in the refusal.
