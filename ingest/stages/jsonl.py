@@ -16,7 +16,8 @@ import polars as pl
 from numpy.typing import NDArray
 
 from ingest.errors import SourceFileError
-from ingest.stages.csvread import ROW, Chunk, pieces
+from ingest.stages.csvpieces import pieces
+from ingest.stages.csvread import ROW, Chunk
 from ingest.stages.fileprofile import ColumnProfile, FileProfile, widths
 from ingest.stages.remote import open_binary, size_of
 from ingest.stages.stream import Input, TextStream

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ingest.stages import csvread
+from ingest.stages import csvpieces
 from ingest.stages.remote import Location, open_binary, open_parquet, size_of
 
 # Rows a Parquet partition gathers from consecutive row groups before it is cut.
@@ -99,7 +99,7 @@ def csv_partitions(
         return [Partition(path, "csv", index, "bytes", start, size, line)]
     parts: list[Partition] = []
     first, first_line = start, line
-    for piece in csvread.pieces(path, min(csvread.SCAN_BYTES, target_bytes), quote, has_header):
+    for piece in csvpieces.pieces(path, min(csvpieces.SCAN_BYTES, target_bytes), quote, has_header):
         end = piece.offset + piece.length
         if end - first >= target_bytes or end >= size:
             parts.append(

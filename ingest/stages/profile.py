@@ -19,7 +19,8 @@ from ingest.errors import (
     UnsupportedColumnType,
 )
 from ingest.stages import arrowipc, formats, jsonl
-from ingest.stages.csvread import locate_problem, record_end
+from ingest.stages.csvpieces import record_end
+from ingest.stages.csvread import locate_problem
 from ingest.stages.fileprofile import ColumnProfile, FileProfile, fixed_width, widths
 from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, open_parquet, size_of
 from ingest.stages.stream import Input, TextStream

@@ -10,7 +10,8 @@ import pytest
 
 from ingest.config import CsvOptions
 from ingest.errors import SourceFileError
-from ingest.stages.csvread import ROW, pieces, read_chunks
+from ingest.stages.csvpieces import pieces
+from ingest.stages.csvread import ROW, read_chunks
 from ingest.stages.rejects import REJECTS_SCHEMA
 
 
