@@ -25,8 +25,9 @@ from ingest.executors.local import Counts, Hooks, Session
 from ingest.executors.task import EXAMPLES, Job
 from ingest.pg import commit
 from ingest.pg.commit import PartitionResult
-from ingest.pg.copy import Staged, StagingCopy
+from ingest.pg.copy import StagingCopy
 from ingest.pg.db import Conn
+from ingest.pg.staging import Staged
 from ingest.pg.target import Target
 from ingest.runtime.progress import LoadProgress
 from ingest.runtime.timeline import LoadPhases

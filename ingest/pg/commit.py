@@ -16,8 +16,8 @@ from psycopg import sql
 from ingest.errors import IngestError
 from ingest.pg import merge as pg_merge
 from ingest.pg import outcome
-from ingest.pg.copy import Staged
 from ingest.pg.db import Conn, connect
+from ingest.pg.staging import Staged
 from ingest.pg.swap import replace_table
 from ingest.pg.target import Target, add_lineage, table_exists
 from ingest.runtime.hooks import reached

@@ -16,16 +16,14 @@ from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
-import psycopg
 from psycopg import sql
 
 from ingest.errors import IngestError
 from ingest.errors_server import DatabaseUnavailable, ServerGone
-from ingest.pg import staging
+from ingest.pg import staging as pg_staging
 from ingest.pg.db import Conn, connect, server_fault
 from ingest.pg.target import (
     Target,
-    staging_prefix,
 )
 from ingest.runtime.hooks import reached
 from ingest.stages import encode
@@ -59,28 +57,6 @@ class _Encoded:
     rows: np.ndarray | None
     count: int
     line_offset: int
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A run's rows, all sent, waiting for the commit.
-
-    Attributes:
-        table: the staging table (unused when `direct`).
-        held: one-transaction mode: the open transaction that created and filled the staging
-            table (or COPYed straight into the target); the commit must happen in it.
-        direct: the rows went straight into the target, in `held`.
-        rows: rows sent.
-        started_at: the run's start, stamped on every row as its load time.
-        run_id: the run's id, stamped on every row.
-    """
-
-    table: Target
-    held: Conn | None
-    direct: bool
-    rows: int
-    started_at: datetime
-    run_id: str
 
 
 class StagingCopy:
@@ -131,7 +107,7 @@ class StagingCopy:
         self.into_target = into_target
         self.direct = False  # appending straight into the target (decided by _prepare)
         self.log = log
-        self.staging = staging or staging_table(target, run_id)
+        self.staging = staging or pg_staging.staging_table(target, run_id)
         self.started_at = datetime.now(UTC)
         self.progress = _Progress()
         self.piece_bytes = PIECE_BYTES
@@ -175,7 +151,7 @@ class StagingCopy:
         if exc_type is not None:
             self._stop_workers()
             if not self.one_transaction:  # else the staging table went with its transaction
-                self._drop_staging()
+                pg_staging.drop_staging(self.url, self.staging, self.log)
 
     def _prepare(self) -> None:
         """Refuse early for `fail`, clear dead runs' leftovers, and create the staging table.
@@ -183,9 +159,9 @@ class StagingCopy:
         The caller holds the table's lock, so any staging table of this target is a leftover.
         """
         conn = self._control
-        staging.prepare_target(conn, self.target, [*self.columns, *self.lineage], self.log)
+        pg_staging.prepare_target(conn, self.target, [*self.columns, *self.lineage], self.log)
         if self.one_transaction and self.into_target and self.target.if_exists == "append":
-            self._lead = staging.direct_stamp(
+            self._lead = pg_staging.direct_stamp(
                 conn,
                 self.target,
                 self.columns,
@@ -196,7 +172,7 @@ class StagingCopy:
             )
             self.direct = self._lead is not None
         if not self.direct:
-            self._create = staging.create_sql(self.staging, self.columns)
+            self._create = pg_staging.create_sql(self.staging, self.columns)
             if not self.one_transaction:
                 conn.execute(self._create)
         reached("staged")
@@ -398,7 +374,7 @@ class StagingCopy:
             self._sender.join()
         self._release()
 
-    def close(self) -> Staged:
+    def close(self) -> pg_staging.Staged:
         """Wait for the workers to send every queued batch; what is staged goes to the commit.
 
         Raises:
@@ -412,24 +388,9 @@ class StagingCopy:
             self._sender.join()
         self._raise_worker_error()
         held, self._held = self._held, None
-        return Staged(
+        return pg_staging.Staged(
             self.staging, held, self.direct, self.progress.rows, self.started_at, self.run_id
         )
-
-    def _drop_staging(self) -> None:
-        try:
-            with connect(self.url, autocommit=True, retry_seconds=2) as conn:
-                conn.execute(sql.SQL("drop table if exists {}").format(self.staging.ident()))
-        except (psycopg.Error, IngestError) as exc:
-            self.log(
-                f"could not drop staging table {self.staging.display}: {exc}; "
-                "the next run removes it"
-            )
-
-
-def staging_table(target: Target, run_id: str) -> Target:
-    """The staging table of a run: its name carries the run's id, so a resumed run finds it."""
-    return Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
 
 
 class _Cancelled(Exception):

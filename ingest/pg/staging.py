@@ -3,16 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
+import psycopg
 from psycopg import sql
 
-from ingest.errors import TargetExists
-from ingest.pg.db import Conn
-from ingest.pg.target import Target, check_target, column_types, leftovers, table_exists
+from ingest.errors import IngestError, TargetExists
+from ingest.pg.db import Conn, connect
+from ingest.pg.target import (
+    Target,
+    check_target,
+    column_types,
+    leftovers,
+    staging_prefix,
+    table_exists,
+)
 from ingest.stages import encode
 from ingest.stages.types import type_mismatches
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A run's rows, all sent, waiting for the commit.
+
+    Attributes:
+        table: the staging table (unused when `direct`).
+        held: one-transaction mode: the open transaction that created and filled the staging
+            table (or COPYed straight into the target); the commit must happen in it.
+        direct: the rows went straight into the target, in `held`.
+        rows: rows sent.
+        started_at: the run's start, stamped on every row as its load time.
+        run_id: the run's id, stamped on every row.
+    """
+
+    table: Target
+    held: Conn | None
+    direct: bool
+    rows: int
+    started_at: datetime
+    run_id: str
+
+
+def staging_table(target: Target, run_id: str) -> Target:
+    """The staging table of a run: its name carries the run's id, so a resumed run finds it."""
+    return Target(target.schema, staging_prefix(target.table) + run_id[:12], "replace")
 
 
 def append_types(columns: dict[str, pl.DataType], lineage: tuple[str, str]) -> dict[str, str]:
@@ -98,3 +134,12 @@ def direct_stamp(
         ]
     )
     return encode.stamp(stamps)
+
+
+def drop_staging(url: str, table: Target, log: Callable[[str], None]) -> None:
+    """Drop a failed run's staging table over a new connection; if that fails, say so."""
+    try:
+        with connect(url, autocommit=True, retry_seconds=2) as conn:
+            conn.execute(sql.SQL("drop table if exists {}").format(table.ident()))
+    except (psycopg.Error, IngestError) as exc:
+        log(f"could not drop staging table {table.display}: {exc}; the next run removes it")
