@@ -298,11 +298,22 @@ def run_bench(
                 conn.execute(
                     sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
                 )
+    final = _against_first(measured)
+    # Other work on the machine skews every figure: keep the load beside them.
+    machine |= {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0]}
+    return BenchReport(started, _described(data), machine, final, repeat, checks(final))
+
+
+def _against_first(measured: Sequence[BenchRow]) -> tuple[BenchRow, ...]:
+    """Each row with its wall time as a ratio of the first row's (`psql \\copy`)."""
     base = measured[0].wall_s if measured and measured[0].ok else None
-    final = tuple(
+    return tuple(
         replace(r, ratio=round(r.wall_s / base, 2) if base and r.ok else None) for r in measured
     )
-    dataset = {
+
+
+def _described(data: Dataset) -> dict[str, Any]:
+    return {
         "name": data.name,
         "rows": data.rows,
         "parquet": str(data.parquet),
@@ -310,9 +321,6 @@ def run_bench(
         "csv": str(data.csv),
         "csv_bytes": data.csv_bytes,
     }
-    # Other work on the machine skews every figure: keep the load beside them.
-    machine |= {"load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0]}
-    return BenchReport(started, dataset, machine, final, repeat, checks(final))
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
