@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from ingest.errors import BadRowsOverLimit, IngestError
-from ingest.errors_server import CommitUnknown, DatabaseUnavailable, ServerFault
+from ingest.errors_server import CommitUnknown, DatabaseUnavailable, ServerFault, ServerGone
 from ingest.executors import local, resume
 from ingest.executors.exactly_once import stage
 from ingest.executors.local import Counts, Hooks, Session
@@ -119,6 +119,10 @@ def load(
     except RowRefused as exc:
         _abandon(job, env, exc)
         raise local.located(exc, job.profile, job.target.display) from exc
+    except DatabaseUnavailable as exc:  # a task could not connect: the server left mid-run
+        _abandon(job, env, exc)
+        outcome = f"{job.target.display} was not changed"
+        raise ServerGone(exc.where, f"cannot connect again: {exc.reason}", outcome=outcome) from exc
     except BaseException as exc:
         _abandon(job, env, exc)
         raise
