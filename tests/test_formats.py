@@ -343,29 +343,29 @@ def write_big_gzip(path: Path, text_bytes: int) -> int:
 def test_a_gzip_csv_several_times_the_budget_loads_within_it(
     tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
 ) -> None:
-    """200 MB of text in a .csv.gz whose frame is twice a 250MB budget: peak RSS stays under it.
+    """260 MB of text in a .csv.gz whose frame is twice a 300MB budget: peak RSS stays under it.
 
-    Not 100MB: the process holds ~150 MB (Python, polars, pyarrow, pandera, psycopg) before it
-    reads a byte, and a plain CSV peaked at 199 MB under a 100MB limit too. Measured parts (one
-    process each, over that base): the gzip stream +5 MB, its record-aligned pieces +7, parsed
-    +20; the whole load peaked at 216-225 MB (86-90%) on 2 busy cores, as the same text
-    uncompressed does. CI once saw 288 MB on an idle machine, not reproduced here.
+    300MB is the issue's bound. Not less: the process holds ~150 MB (Python, polars, pyarrow,
+    pandera, psycopg) before it reads a byte, and under 250MB the plan itself estimates 263 MB
+    (the base and the smallest batch): CI's idle machine peaked at 262 and 288 MB there. Measured
+    parts (one process each, over that base): the gzip stream +5 MB, its record-aligned pieces
+    +7, parsed +20. A 2.26 GB gzip CSV (50M rows) peaked at 254 MB under 300MB (2026-12-06).
     """
     path = tmp_path / "big.csv.gz"
-    rows = write_big_gzip(path, 200 << 20)
+    rows = write_big_gzip(path, 260 << 20)
     cfg = tmp_path / "config.yml"
     cfg.write_text(
         f"database: {{schema: {pg_schema}, metadata_schema: {pg_schema}, url: '{database_url}'}}\n"
         f"sources:\n  s: {{input_path: '{path}', table_name: t, if_table_exists: replace}}\n"
     )
-    done = cli("--config", str(cfg), "--json", "--memory-limit", "250MB")
+    done = cli("--config", str(cfg), "--json", "--memory-limit", "300MB")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert (report["strategy"], report["rows_loaded"]) == ("streaming", rows)
     peak = _select(pg_conn, pg_schema, "select peak_rss_mb from {}.runs")[0][0]
     assert peak == report["memory_used_mb"]
-    assert report["estimate_mb"] > 2 * 250, report  # the whole frame would not fit
-    assert peak <= 250, f"peak RSS {peak} MB over the 250 MB budget"
+    assert report["estimate_mb"] > 2 * 300, report  # the whole frame would not fit
+    assert peak <= 300, f"peak RSS {peak} MB over the 300 MB budget"
     assert _select(pg_conn, pg_schema, "select count(*), sum(id) from {}.t") == [
         (rows, Decimal(rows * (rows - 1) // 2))
     ]
