@@ -369,3 +369,31 @@ def test_a_gzip_csv_several_times_the_budget_loads_within_it(
     assert _select(pg_conn, pg_schema, "select count(*), sum(id) from {}.t") == [
         (rows, Decimal(rows * (rows - 1) // 2))
     ]
+
+
+@pytest.mark.parametrize("resumable", [False, True])
+def test_a_bad_row_of_a_glob_is_named_by_its_own_file(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn, resumable: bool
+) -> None:
+    """Quarantine names the file of the glob a bad row came from, not the glob's first file."""
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for n in range(3):
+        rows = [f"{n * 100 + i},v\n" for i in range(100)]
+        if n == 2:
+            rows.insert(10, "forty,x\n")  # line 12: the header, then ten good rows
+        (folder / f"part-{n}.csv").write_text("id,note\n" + "".join(rows))
+    workers = ", workers: 2" if resumable else ""
+    cfg = tmp_path / "glob.yml"
+    cfg.write_text(
+        f"database: {{schema: {pg_schema}, metadata_schema: {pg_schema}, url: '{database_url}'"
+        f"{workers}}}\n"
+        f"sources:\n  s:\n    input_path: '{folder / 'part-*.csv'}'\n    table_name: t\n"
+        "    if_table_exists: replace\n    schema_config: {data_type: {id: int64}}\n"
+        "    validation_data: {max_bad_rows: 1}\n"
+        + ("    partition_rows: 40\n" if resumable else "")
+    )
+    report = run_source(load_config(cfg), progress=False)
+    assert (report.rows_loaded, report.rows_rejected) == (300, 1)
+    kept = _rejected(pg_conn, pg_schema, report.run_id, "row_number, source_file")
+    assert kept == [(12, str(folder / "part-2.csv"))]

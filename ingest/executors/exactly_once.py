@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from ingest.errors import BadRowsOverLimit
-from ingest.executors.task import Job, Tally, run_partition
+from ingest.executors.task import Job, Tally, run_partition, write_rejects
 from ingest.pg.commit import PartitionResult
 from ingest.pg.copy import StagingCopy
 from ingest.pg.db import Conn, connect
@@ -41,8 +41,9 @@ from ingest.pg.target import Target
 from ingest.runtime.hooks import reached
 from ingest.stages import keys
 from ingest.stages.partition import Partition
+from ingest.stages.remote import Location
 from ingest.stages.unique import SeenValues
-from ingest.state import claims, quarantine
+from ingest.state import claims
 
 # Called after each batch with the partition's COPY (the local executor's progress and easing).
 Watch = Callable[[StagingCopy], None]
@@ -72,7 +73,7 @@ def stage(
         if done is not None:
             conn.rollback()
             return done
-        rejects = _Rejects(job, part)
+        rejects = _Rejects(job)
         copy = StagingCopy(
             url,
             conn,
@@ -131,24 +132,12 @@ class _Rejects:
     """A partition's bad rows, kept until its COPY ends, then written in its transaction."""
 
     job: Job
-    part: Partition
-    batches: list[tuple[pl.DataFrame, int]] = field(default_factory=list)
+    batches: list[tuple[pl.DataFrame, int, Location]] = field(default_factory=list)
 
-    def keep(self, rejects: pl.DataFrame, line_offset: int) -> None:
-        self.batches.append((rejects, line_offset))
+    def keep(self, rejects: pl.DataFrame, line_offset: int, path: Location) -> None:
+        self.batches.append((rejects, line_offset, path))
 
     def write(self, conn: Conn) -> None:
-        job = self.job
-        for rejects, line_offset in self.batches:
-            quarantine.write_rejects(
-                conn,
-                job.config.database.schema_,
-                job.source.table_name,
-                job.run_id,
-                str(self.part.path),
-                job.profile.format,
-                rejects,
-                line_offset=line_offset,
-                alone=False,
-            )
+        for rejects, line_offset, path in self.batches:
+            write_rejects(self.job, conn, rejects, line_offset, path)
         self.batches.clear()

@@ -25,6 +25,7 @@ from ingest.stages import cast, incremental, keys, read, validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
+from ingest.stages.remote import Location
 from ingest.stages.unique import SeenValues
 from ingest.state import quarantine
 
@@ -96,8 +97,9 @@ class Tally:
 
 
 Send = Callable[[pl.DataFrame, np.ndarray, int], None]
-# Keeps a batch's bad rows (as `validate.split_batch` makes them) and their line offset.
-Keep = Callable[[pl.DataFrame, int], None]
+# Keeps a batch's bad rows (as `validate.split_batch` makes them), their line offset and the
+# file they came from (a glob's partitions span several).
+Keep = Callable[[pl.DataFrame, int, Location], None]
 
 
 def run_partition(
@@ -147,7 +149,7 @@ def run_partition(
         depth.update(out.checked_rows)
         offset = chunk.first_line - chunk.first_row
         if out.bad_rows:
-            keep_rejects(out.rejects, offset)
+            keep_rejects(out.rejects, offset, part.path)
             found = quarantine.format_examples(
                 out.rejects, profile.format, EXAMPLES, line_offset=offset
             )
@@ -183,17 +185,24 @@ def run_partition(
 def quarantine_now(job: Job, conn: Conn) -> Keep:
     """Bad rows written over `conn` as they come: autocommit, or the caller's transaction."""
 
-    def keep(rejects: pl.DataFrame, line_offset: int) -> None:
-        quarantine.write_rejects(
-            conn,
-            job.config.database.schema_,
-            job.source.table_name,
-            job.run_id,
-            str(job.profile.path),
-            job.profile.format,
-            rejects,
-            line_offset=line_offset,
-            alone=conn.autocommit,
-        )
+    def keep(rejects: pl.DataFrame, line_offset: int, path: Location) -> None:
+        write_rejects(job, conn, rejects, line_offset, path)
 
     return keep
+
+
+def write_rejects(
+    job: Job, conn: Conn, rejects: pl.DataFrame, line_offset: int, path: Location
+) -> None:
+    """A batch of `path`'s bad rows into the source's quarantine table, over `conn`."""
+    quarantine.write_rejects(
+        conn,
+        job.config.database.schema_,
+        job.source.table_name,
+        job.run_id,
+        str(path),
+        job.profile.format,
+        rejects,
+        line_offset=line_offset,
+        alone=conn.autocommit,
+    )
