@@ -67,10 +67,15 @@ database:
     assert report.execution_time < EVERY_SECONDS  # so no second note is due
     printed = [line for line in out.getvalue().splitlines() if line.startswith("memory reached")]
     notes = [n for n in report.notes if n.startswith("memory reached")]
-    assert len(notes) == 1 and notes[0] == printed[-1]
+    assert len(notes) == 1, report.notes
     found = re.search(r"\((\d[\d,]*) easing\(s\)", notes[0])
     assert found, notes[0]
     easings = int(found.group(1).replace(",", ""))
-    # How often the run eases depends on how RSS moves; the rationing itself is tested above.
-    assert easings >= 2, notes[0]
-    assert len(printed) == 2, printed  # the first easing, and the summary
+    # How often the run eases depends on how RSS moves (after the pieces reach their floor it
+    # eases again only on a new RSS high); the rationing itself is tested above. Either way
+    # it prints at most two lines: the first easing, and the summary if there was more than one.
+    assert printed, out.getvalue()
+    if easings == 1:
+        assert len(printed) == 1 and notes[0].startswith(printed[0]), (printed, notes)
+    else:
+        assert len(printed) == 2 and printed[-1] == notes[0], (printed, notes)
