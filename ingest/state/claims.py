@@ -22,6 +22,7 @@ from psycopg import sql
 
 from ingest.pg.commit import PartitionResult
 from ingest.pg.db import Conn
+from ingest.state.tables import create_tables
 
 _CREATE_LOCK_KEY = 0x70676C6B636C6169  # "pglkclai": serialises concurrent creation
 _DDL: tuple[LiteralString, ...] = (
@@ -65,12 +66,8 @@ COLUMNS = sql.SQL(", ").join(map(sql.Identifier, COLUMN_NAMES))
 
 def ensure_claims(conn: Conn, schema: str) -> None:
     """Create the claims tables in the metadata schema if missing; safe when processes race."""
-    ident = sql.Identifier(schema)
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_CREATE_LOCK_KEY,))
-        conn.execute(sql.SQL("create schema if not exists {}").format(ident))
-        for statement in _DDL:
-            conn.execute(sql.SQL(statement).format(schema=ident))
+        create_tables(conn, schema, _CREATE_LOCK_KEY, _DDL)
 
 
 def claim(conn: Conn, schema: str, run_id: str, key: str) -> PartitionResult | None:

@@ -28,6 +28,7 @@ from rich.text import Text
 from ingest.pg.db import Conn
 from ingest.runtime.secrets import scrub
 from ingest.stages.remote import Location, RemoteFile
+from ingest.state.tables import create_tables
 
 RunStatus = Literal["running", "success", "failed", "killed", "skipped"]
 STATUSES: tuple[str, ...] = ("running", "success", "failed", "killed", "skipped")
@@ -60,12 +61,8 @@ _SECRET_KEY = re.compile(r"(^|_)(url|dsn|conninfo|password|passwd|secret|token)(
 
 def ensure_ledger(conn: Conn, schema: str) -> None:
     """Create the metadata schema and its tables if missing; safe when processes race."""
-    ident = sql.Identifier(schema)
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_CREATE_LOCK_KEY,))
-        conn.execute(sql.SQL("create schema if not exists {}").format(ident))
-        for statement in _DDL:
-            conn.execute(sql.SQL(statement).format(schema=ident))
+        create_tables(conn, schema, _CREATE_LOCK_KEY, _DDL)
 
 
 def config_hash(config: str | Mapping[str, Any] | BaseModel) -> str:

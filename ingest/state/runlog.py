@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 
 from ingest.runtime.timeline import Phase, Sample
 from ingest.state.ledger import RunRow
+from ingest.state.tables import create_tables
 
 Conn = psycopg.Connection[Any]
 
@@ -57,14 +58,6 @@ class RejectRule:
     examples: list[str] = field(default_factory=list)
 
 
-def _ensure(conn: Conn, schema: str) -> None:
-    ident = sql.Identifier(schema)
-    conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-    conn.execute(sql.SQL("create schema if not exists {}").format(ident))
-    for statement in _DDL:
-        conn.execute(sql.SQL(statement).format(schema=ident))
-
-
 def record(
     conn: Conn, schema: str, run_id: str, facts: RunFacts, samples: Sequence[Sample]
 ) -> None:
@@ -72,7 +65,7 @@ def record(
     ident = sql.Identifier(schema)
     phases = [{"name": p.name, "start_s": p.start_s, "end_s": p.end_s} for p in facts.phases]
     with conn.transaction():
-        _ensure(conn, schema)
+        create_tables(conn, schema, _LOCK_KEY, _DDL)
         for table in ("run_samples", "run_facts"):
             conn.execute(
                 sql.SQL("delete from {} where run_id = %s").format(sql.Identifier(schema, table)),
