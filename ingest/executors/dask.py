@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from ingest.config import DaskConfig, PipelineConfig
 from ingest.errors import BadRowsOverLimit, IngestError
-from ingest.executors import local, resume, staged
+from ingest.executors import resume, staged
 from ingest.executors.exactly_once import stage_partition
 from ingest.executors.local import Counts, Hooks, Session, add_result, notes
 from ingest.executors.task import EXAMPLES, Job
@@ -37,7 +37,6 @@ from ingest.stages import validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import make_plan, memory_budget
 from ingest.state.claims import StagedRun
-from ingest.state.refusal import RowRefused
 
 # Runs of a task after an error other than an `IngestError` (a dropped connection, say);
 # a worker's death does not count here (Dask's `allowed-failures` bounds those).
@@ -115,7 +114,7 @@ def load(
             server or connection failure the staged partitions stay for a resume; after any
             other failure they are dropped with the staging table.
     """
-    try:
+    with staged.abandoned_on_failure(job, env):
         into, results = resume.prepare(env.control, job, parts, identity, resumed, env.log)
         for result in results.values():
             add_result(counts, result)
@@ -127,15 +126,9 @@ def load(
             )
             for result in _run_tasks(client, job, env, todo, into, counts):
                 results[result.key] = result
-        staged._check_limit(job, counts, results.values())
+        staged.check_limit(job, counts, results.values())
         notes(job, env, counts)
-        staged._commit(job, env, parts, results, into, hooks, counts)
-    except RowRefused as exc:  # a worker's COPY: named the way the user finds the row
-        staged._abandon(job, env, exc)
-        raise local.located(exc, job.profile, job.target.display) from exc
-    except BaseException as exc:
-        staged._abandon(job, env, exc)
-        raise
+        staged.commit_staged(job, env, parts, results, into, hooks, counts)
 
 
 def worker_budget(config: PipelineConfig, memory_limit: int | None) -> int:
@@ -261,7 +254,7 @@ def _over_limit(job: Job, counts: Counts, results: list[commit.PartitionResult])
     limit = validate.over_limit(counts.rejected, sys.maxsize, job.source.validation_data)
     if limit is not None:
         examples = [e for r in results for e in r.examples][:EXAMPLES]
-        where, shown = job.profile.path, job.quarantine.display
+        where, shown = job.place, job.quarantine.display
         raise BadRowsOverLimit(where, counts.rejected, limit, examples, shown)
 
 

@@ -190,7 +190,7 @@ def check_unique(conn: Conn, job: Job, staging: Target) -> None:
         ).fetchall()
         if rows:
             values = [str(value) for value, _ in rows]
-            raise RepeatedAcrossPartitions(job.profile.path, column, values, job.target.display)
+            raise RepeatedAcrossPartitions(job.place, column, values, job.target.display)
 
 
 def drop(control: Conn, meta: str, run: StagedRun, reason: str, log: Log) -> None:

@@ -10,8 +10,9 @@ summed results, `unique` in SQL over the staged rows (see `exactly_once`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -92,7 +93,7 @@ def load(
             failure of the server or the connection, or an interruption, the staged partitions
             stay for the next run to resume; after any other, they are dropped.
     """
-    try:
+    with abandoned_on_failure(job, env):
         staging, results = resume.prepare(env.control, job, parts, identity, resumed, env.log)
         for result in results.values():
             local.add_result(counts, result)
@@ -109,25 +110,34 @@ def load(
                     for copy in flight.copies():
                         local.ease(job, env, counts, copy)
 
-            for result in _run_tasks(tasks, env, todo, staging, flight, update):
-                results[result.key] = result
-                local.add_result(counts, result)
-            _check_limit(job, counts, results.values())
+            try:
+                for result in _run_tasks(tasks, env, todo, staging, flight, update):
+                    results[result.key] = result
+                    local.add_result(counts, result)
+            finally:  # the tasks are where a load eases
+                local.sum_up_easing(counts, env.log)
+            check_limit(job, counts, results.values())
             local.notes(job, env, counts)
             phases.copied()
-            _commit(job, env, parts, results, staging, hooks, counts)
+            commit_staged(job, env, parts, results, staging, hooks, counts)
+
+
+@contextmanager
+def abandoned_on_failure(job: Job, env: Session) -> Iterator[None]:
+    """Around a staged load: on a failure, keep its partitions for a resume or drop them
+    (`abandon`), and name a refused row or a lost server the way the user finds them."""
+    try:
+        yield
     except RowRefused as exc:
-        _abandon(job, env, exc)
+        abandon(job, env, exc)
         raise local.located(exc, job.profile, job.target.display) from exc
     except DatabaseUnavailable as exc:  # a task could not connect: the server left mid-run
-        _abandon(job, env, exc)
+        abandon(job, env, exc)
         outcome = f"{job.target.display} was not changed"
         raise ServerGone(exc.where, f"cannot connect again: {exc.reason}", outcome=outcome) from exc
     except BaseException as exc:
-        _abandon(job, env, exc)
+        abandon(job, env, exc)
         raise
-    finally:
-        local.sum_up_easing(counts, env.log)
 
 
 def shared(plan: Plan, tasks: int) -> Plan:
@@ -175,19 +185,17 @@ def _run_tasks(
     return done
 
 
-def _check_limit(job: Job, counts: Counts, results: Iterable[PartitionResult]) -> None:
+def check_limit(job: Job, counts: Counts, results: Iterable[PartitionResult]) -> None:
     """The run's bad rows against its limit, exactly, from every partition's result."""
     validation = job.source.validation_data
     limit = validate.over_limit(counts.rejected, counts.read, validation)
     if limit is None:
         return
     examples = [e for r in results for e in r.examples][:EXAMPLES]
-    raise BadRowsOverLimit(
-        job.profile.path, counts.rejected, limit, examples, job.quarantine.display
-    )
+    raise BadRowsOverLimit(job.place, counts.rejected, limit, examples, job.quarantine.display)
 
 
-def _commit(
+def commit_staged(
     job: Job,
     env: Session,
     parts: Sequence[Partition],
@@ -196,6 +204,7 @@ def _commit(
     hooks: Hooks,
     counts: Counts,
 ) -> None:
+    """Check every partition is staged once (and `unique` over all of them), then commit."""
     resume.check_claims(env.control, job, parts, results)
     if len(parts) > 1:
         resume.check_unique(env.control, job, staging)
@@ -227,7 +236,7 @@ def resumable(exc: BaseException) -> bool:
     return isinstance(exc, (*lost, psycopg.OperationalError))
 
 
-def _abandon(job: Job, env: Session, exc: BaseException) -> None:
+def abandon(job: Job, env: Session, exc: BaseException) -> None:
     """After a failure that a rerun would meet again, drop the run's staging and claims."""
     if resumable(exc):
         env.log(f"the partitions staged so far are kept: run the load again to resume run"

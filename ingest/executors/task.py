@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ingest.config import PipelineConfig, SourceConfig
+from ingest.config import PipelineConfig, SourceConfig, is_glob
 from ingest.errors import BadRowsOverLimit
 from ingest.pg.commit import PartitionResult
 from ingest.pg.db import Conn
 from ingest.pg.target import Target
-from ingest.stages import cast, incremental, keys, read, validate
+from ingest.stages import cast, incremental, keys, read, remote, validate
 from ingest.stages.partition import Partition
 from ingest.stages.plan import Plan
 from ingest.stages.profile import FileProfile
-from ingest.stages.remote import Location
+from ingest.stages.remote import Location, RemoteFile
 from ingest.stages.unique import SeenValues
 from ingest.state import quarantine
 
@@ -51,6 +51,19 @@ class Job:
     @property
     def lineage(self) -> tuple[str, str]:
         return (self.config.database.loaded_at_column, self.config.database.run_id_column)
+
+    @property
+    def many_files(self) -> bool:
+        """Whether the source is a glob, whose partitions may come from several files."""
+        return is_glob(self.source.input_path)
+
+    @property
+    def place(self) -> Location | str:
+        """The input a run-wide error names: the file, or the glob (not its first match)."""
+        given = self.source.input_path
+        if not self.many_files:
+            return self.profile.path
+        return given if remote.is_remote(given) else str(self.config.input_file(self.source))
 
     @property
     def meta(self) -> str:
@@ -92,8 +105,8 @@ class Tally:
         limit = validate.over_limit(self.rejected, total, job.source.validation_data)
         if limit is None:
             return None
-        path = job.profile.path
-        return BadRowsOverLimit(path, self.rejected, limit, self.examples, job.quarantine.display)
+        shown = job.quarantine.display
+        return BadRowsOverLimit(job.place, self.rejected, limit, self.examples, shown)
 
 
 Send = Callable[[pl.DataFrame, np.ndarray, int], None]
@@ -138,7 +151,7 @@ def run_partition(
             validation,
             seed=part.index * 100_003 + number,  # a rerun samples the same rows
             seen=tally.seen,
-            source=profile.path,
+            source=part.path,
             nul_free=chunk.nul_free,
         ).with_rejects(chunk.rejects)
         if chunk.unparsed is not None:  # lines that are not records: bad rows too
@@ -153,6 +166,8 @@ def run_partition(
             found = quarantine.format_examples(
                 out.rejects, profile.format, EXAMPLES, line_offset=offset
             )
+            if job.many_files:  # say which file each line is in
+                found = [f"{_name(part.path)}: {e}" for e in found]
             examples += found[: EXAMPLES - len(examples)]
             tally.examples += found[: EXAMPLES - len(tally.examples)]
             rejected += out.bad_rows
@@ -206,3 +221,7 @@ def write_rejects(
         line_offset=line_offset,
         alone=conn.autocommit,
     )
+
+
+def _name(path: Location) -> str:
+    return path.display if isinstance(path, RemoteFile) else path.name

@@ -21,7 +21,7 @@ from ingest.stages import remote
 from tests.launch import command
 from tests.stages.remote_data import config, frame, same_values, table_rows, text_of, upload
 from tests.stages.remote_servers import BUCKET, KEY_ID, SECRET, S3Server, checking_s3, s3_server
-from tests.test_formats import cli, write_big_gzip
+from tests.test_format_memory import cli, write_big_gzip
 
 ROOT = Path(__file__).resolve().parents[2]
 

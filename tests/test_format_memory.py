@@ -1,0 +1,110 @@
+"""Each streamed format loads a file several times the memory budget within the budget.
+
+Each load runs as `invoke ingest --memory-limit 300MB` in a process of its own, so its peak RSS
+(recorded in the ledger by the load itself) is the load's alone. 300MB is the issue's bound. Not
+less: the process holds ~150 MB (Python, polars, pyarrow, pandera, psycopg) before it reads a
+byte, and under 250MB the plan itself estimates 263 MB (the base and the smallest batch).
+What they measure is the client process, whichever server it loads into: CI runs them once
+(marker `client`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+from psycopg import sql
+
+pytestmark = pytest.mark.client
+
+Conn = psycopg.Connection[tuple[object, ...]]
+BUDGET_MB = 300
+SLICE_ROWS = 250_000
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`invoke ingest ARGS` in a subprocess of its own, so its peak RSS is the load's alone."""
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "ingest", *args],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _slices(
+    comment: str = "slyly final deposits {} wake", rows: int = SLICE_ROWS
+) -> Iterator[pl.DataFrame]:
+    """Lineitem-like rows, `rows` at a time, ids counting up from 0."""
+    first = 0
+    while True:
+        ids = pl.int_range(first, first + rows, eager=True)
+        yield pl.DataFrame({"id": ids}).with_columns(
+            qty=pl.col("id") % 50 + 1,
+            price=(pl.col("id") % 100_000) / 100,
+            flag=pl.when(pl.col("id") % 3 == 0).then(pl.lit("A")).otherwise(pl.lit("N")),
+            comment=pl.format(comment, pl.col("id")),
+        )
+        first += rows
+
+
+def write_big_gzip(path: Path, text_bytes: int) -> int:
+    """A lineitem-like gzip CSV of about `text_bytes` of text, written a slice at a time."""
+    rows, written = 0, 0
+    with gzip.open(path, "wb", compresslevel=1) as out:
+        out.write(b"id,qty,price,flag,comment\n")
+        for part in _slices():
+            if written >= text_bytes:
+                break
+            data = part.write_csv(include_header=False).encode()
+            out.write(data)
+            written, rows = written + len(data), rows + part.height
+    return rows
+
+
+def _loads_within_the_budget(
+    tmp_path: Path, data: Path, rows: int, schema: str, url: str, conn: Conn
+) -> dict[str, Any]:
+    """Load `data` under the budget: read in batches, every row, peak RSS within the budget."""
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        f"database: {{schema: {schema}, metadata_schema: {schema}, url: '{url}'}}\n"
+        f"sources:\n  s: {{input_path: '{data}', table_name: t, if_table_exists: replace}}\n"
+    )
+    done = cli("--config", str(cfg), "--json", "--memory-limit", f"{BUDGET_MB}MB")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["strategy"] in ("lazy", "streaming") and report["rows_loaded"] == rows
+    ident = sql.Identifier(schema)
+    peak = conn.execute(sql.SQL("select peak_rss_mb from {}.runs").format(ident)).fetchone()
+    assert peak is not None and peak[0] == report["memory_used_mb"]
+    assert peak[0] <= BUDGET_MB, f"peak RSS {peak[0]} MB over the {BUDGET_MB} MB budget"
+    got = conn.execute(sql.SQL("select count(*), sum(id) from {}.t").format(ident)).fetchone()
+    assert got == (rows, Decimal(rows * (rows - 1) // 2))
+    return dict(report)
+
+
+def test_a_gzip_csv_several_times_the_budget_loads_within_it(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
+) -> None:
+    """260 MB of text in a .csv.gz, whose frame is twice the budget.
+
+    CI's idle machine peaked at 262 and 288 MB under 250MB. Measured parts (one process each,
+    over the base): the gzip stream +5 MB, its record-aligned pieces +7, parsed +20. A 2.26 GB
+    gzip CSV (50M rows) peaked at 254 MB under 300MB (2026-12-06).
+    """
+    path = tmp_path / "big.csv.gz"
+    rows = write_big_gzip(path, 260 << 20)
+    report = _loads_within_the_budget(tmp_path, path, rows, pg_schema, database_url, pg_conn)
+    assert report["strategy"] == "streaming"  # a compressed stream always is
+    assert report["estimate_mb"] > 2 * BUDGET_MB, report  # the whole frame would not fit
