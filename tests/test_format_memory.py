@@ -108,3 +108,70 @@ def test_a_gzip_csv_several_times_the_budget_loads_within_it(
     report = _loads_within_the_budget(tmp_path, path, rows, pg_schema, database_url, pg_conn)
     assert report["strategy"] == "streaming"  # a compressed stream always is
     assert report["estimate_mb"] > 2 * BUDGET_MB, report  # the whole frame would not fit
+
+
+# Run a load through the console script's entry point and say, on the last line of stderr,
+# where pandas was first imported ("none" if it never was).
+_WATCH_PANDAS = """
+import atexit, sys, traceback
+first = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "pandas" and not first:
+            stack = traceback.extract_stack()[:-1]
+            if stack[-1].name != "_find_spec" or stack[-2].name != "find_spec":  # not a lookup
+                ours = [f"{f.filename}:{f.lineno}" for f in stack if "<frozen" not in f.filename]
+                first.append("; ".join(ours[-4:]))
+        return None
+sys.meta_path.insert(0, Watch())
+atexit.register(lambda: print("pandas:", first[0] if "pandas" in sys.modules and first
+                              else "none", file=sys.stderr))
+from ingest.cli import main
+sys.exit(main(["ingest", *sys.argv[1:]]))
+"""
+
+
+def _write_small(path: Path) -> int:
+    """A few rows of `_slices` in the format `path`'s name gives."""
+    frame = next(_slices(rows=1_000))
+    if path.name.endswith(".csv.gz"):
+        with gzip.open(path, "wb") as out:
+            out.write(frame.write_csv().encode())
+    elif path.suffix == ".csv":
+        frame.write_csv(path)
+    elif path.suffix == ".jsonl":
+        frame.write_ndjson(path)
+    elif path.suffix == ".arrow":
+        frame.write_ipc(path)
+    else:
+        frame.write_parquet(path)
+    return frame.height
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.jsonl", "t.arrow", "t.parquet"])
+@pytest.mark.parametrize("strategy", ["lazy", "streaming"])
+def test_no_load_imports_pandas(
+    name: str, strategy: str, tmp_path: Path, pg_schema: str, database_url: str
+) -> None:
+    """pandas (a dev dependency here) stays out of every load: importing it costs ~45 MB of
+    RSS, which a 300MB budget cannot spare. pyarrow imports it from calls that look harmless
+    (`Schema.empty_table`, `pa.array` of a list); an Arrow IPC load did, and peaked at 311 MB
+    under 300MB where it now peaks at 275."""
+    data = tmp_path / name
+    rows = _write_small(data)
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(
+        f"database: {{schema: {pg_schema}, metadata_schema: {pg_schema}, url: '{database_url}'}}\n"
+        f"sources:\n  s: {{input_path: '{data}', table_name: t, if_table_exists: replace}}\n"
+    )
+    argv = ["--config", str(cfg), "--json", "--strategy", strategy]
+    done = subprocess.run(
+        [sys.executable, "-c", _WATCH_PANDAS, *argv],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows_loaded"] == rows
+    assert done.stderr.strip().splitlines()[-1] == "pandas: none", done.stderr[-2000:]

@@ -19,7 +19,7 @@ import pyarrow.ipc as ipc
 from ingest.errors import BadColumnName, SourceFileError
 from ingest.stages.csvread import Chunk, numbered
 from ingest.stages.fileprofile import ColumnProfile, FileProfile, fixed_width, widths
-from ingest.stages.types import polars_readable
+from ingest.stages.types import empty_frame, polars_readable
 
 _FILE_MAGIC = b"ARROW1"
 _PICKS = 5
@@ -112,7 +112,7 @@ def profile_arrow(path: Path, n_rows_sample: int) -> FileProfile:
             picked[number] = _frame(batch.slice(0, per_pick))
         if number >= (chosen[-1] if chosen else 0):
             break
-    empty = _frame(schema.empty_table())
+    empty = empty_frame(schema)
     sample = pl.concat(list(picked.values())) if picked else empty
     sizes = widths(sample) if sample.height else {}
     columns = tuple(

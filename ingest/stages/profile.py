@@ -24,7 +24,7 @@ from ingest.stages.csvread import locate_problem
 from ingest.stages.fileprofile import ColumnProfile, FileProfile, fixed_width, widths
 from ingest.stages.remote import Location, RemoteFile, is_file, open_binary, open_parquet, size_of
 from ingest.stages.stream import Input, TextStream
-from ingest.stages.types import POLARS_MAX_PRECISION, polars_readable
+from ingest.stages.types import POLARS_MAX_PRECISION, empty_frame, polars_readable
 
 __all__ = ["ColumnProfile", "FileProfile", "check_separator", "detect_format", "profile_file"]
 
@@ -181,9 +181,7 @@ def _parquet_schema(path: Location, arrow: pa.Schema) -> dict[str, pl.DataType]:
     """The file's polars schema; a remote one's from the footer already read, not another read."""
     if not isinstance(path, RemoteFile):
         return dict(pl.read_parquet_schema(path))
-    empty = pl.from_arrow(polars_readable(arrow.empty_table()))
-    assert isinstance(empty, pl.DataFrame)
-    return dict(empty.schema)
+    return dict(empty_frame(arrow).schema)
 
 
 def _csv_sample_text(path: Location, n_rows_sample: int) -> tuple[bytes, int, float]:

@@ -135,6 +135,17 @@ def polars_readable(piece: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Tab
     return pa.Table.from_arrays(columns, names=piece.schema.names)
 
 
+def empty_frame(schema: pa.Schema) -> pl.DataFrame:
+    """A frame of no rows with `schema`'s columns as polars reads them.
+
+    Built from no batches: `Schema.empty_table` converts Python lists, and pyarrow's list
+    conversion imports pandas to ask whether they are pandas objects: ~45 MB of RSS in a load.
+    """
+    frame = pl.from_arrow(polars_readable(pa.Table.from_batches([], schema=schema)))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 # pg_type's names as pg_catalog.format_type spells them; the others are spelled alike.
 _FORMATTED = {
     "timestamp": "timestamp without time zone",
