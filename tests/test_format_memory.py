@@ -21,6 +21,8 @@ from typing import Any
 
 import polars as pl
 import psycopg
+import pyarrow as pa
+import pyarrow.ipc as ipc
 import pytest
 from psycopg import sql
 
@@ -72,6 +74,38 @@ def write_big_gzip(path: Path, text_bytes: int) -> int:
     return rows
 
 
+def _write_big_jsonl(path: Path, text_bytes: int) -> int:
+    """JSON lines of about `text_bytes`, one object a line, written a slice at a time."""
+    rows, written = 0, 0
+    with path.open("wb") as out:
+        for part in _slices():
+            if written >= text_bytes:
+                break
+            data = part.write_ndjson().encode()
+            out.write(data)
+            written, rows = written + len(data), rows + part.height
+    return rows
+
+
+def _write_big_arrow(path: Path, frame_bytes: int) -> int:
+    """An Arrow IPC file whose frame takes about `frame_bytes`, in record batches of 65,536 rows
+    (`pyarrow.feather.write_feather`'s default): a reader holds at least one batch at a time."""
+    rows, written = 0, 0
+    long = "carefully final packages along the regular ideas wake slyly about the deposits {}"
+    with pa.OSFile(str(path), "wb") as sink:
+        writer: ipc.RecordBatchFileWriter | None = None
+        for part in _slices(long, rows=65_536):
+            if written >= frame_bytes:
+                break
+            batch = part.to_arrow().to_batches()[0]
+            writer = writer or ipc.new_file(sink, batch.schema)
+            writer.write_batch(batch)
+            written, rows = written + batch.nbytes, rows + part.height
+        assert writer is not None
+        writer.close()
+    return rows
+
+
 def _loads_within_the_budget(
     tmp_path: Path, data: Path, rows: int, schema: str, url: str, conn: Conn
 ) -> dict[str, Any]:
@@ -108,6 +142,27 @@ def test_a_gzip_csv_several_times_the_budget_loads_within_it(
     report = _loads_within_the_budget(tmp_path, path, rows, pg_schema, database_url, pg_conn)
     assert report["strategy"] == "streaming"  # a compressed stream always is
     assert report["estimate_mb"] > 2 * BUDGET_MB, report  # the whole frame would not fit
+
+
+def test_json_lines_several_times_the_budget_load_within_it(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
+) -> None:
+    """640 MB of JSON lines, read in line-aligned chunks."""
+    path = tmp_path / "big.jsonl"
+    rows = _write_big_jsonl(path, 640 << 20)
+    assert path.stat().st_size > 2 * BUDGET_MB * 1e6
+    _loads_within_the_budget(tmp_path, path, rows, pg_schema, database_url, pg_conn)
+
+
+def test_an_arrow_file_several_times_the_budget_loads_within_it(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
+) -> None:
+    """A 700 MB Arrow IPC file: too big to map, read a record batch at a time."""
+    path = tmp_path / "big.arrow"
+    rows = _write_big_arrow(path, 700 << 20)
+    report = _loads_within_the_budget(tmp_path, path, rows, pg_schema, database_url, pg_conn)
+    assert report["strategy"] == "streaming", report  # so it is read, not mapped
+    assert report["estimate_mb"] > 2 * BUDGET_MB, report
 
 
 # Run a load through the console script's entry point and say, on the last line of stderr,

@@ -135,6 +135,9 @@ def read_arrow(path: Path, batch_rows: int, *, mapped: bool) -> Iterator[Chunk]:
     """The file's rows in slices of at most `batch_rows`, each numbered from the file's row 0."""
     offset = 0
     for batch in record_batches(path, mapped=mapped):
-        for part in _frame(batch).iter_slices(batch_rows):
+        # Sliced before it becomes a polars frame (which copies text into string views), so a
+        # writer's big batch is held once, not twice: a 30 MB batch had a 300MB load peak at 307.
+        for start in range(0, batch.num_rows, batch_rows):
+            part = _frame(batch.slice(start, batch_rows))
             yield Chunk(numbered(part, offset), offset, offset, False)
             offset += part.height
