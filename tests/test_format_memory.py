@@ -2,8 +2,9 @@
 
 Each load runs as `invoke ingest --memory-limit 300MB` in a process of its own, so its peak RSS
 (recorded in the ledger by the load itself) is the load's alone. 300MB is the issue's bound. Not
-less: the process holds ~150 MB (Python, polars, pyarrow, pandera, psycopg) before it reads a
-byte, and under 250MB the plan itself estimates 263 MB (the base and the smallest batch).
+less: the process holds ~200 MB (Python, polars, pyarrow, pandera, psycopg; 150 MB of it their
+code) before it reads a byte, and under 250MB the plan itself estimates 263 MB (the base and
+the smallest batch).
 What they measure is the client process, whichever server it loads into: CI runs them once
 (marker `client`).
 """
