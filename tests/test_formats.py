@@ -21,6 +21,7 @@ from psycopg import sql
 from ingest import load_config, run_source
 from ingest.config import CsvOptions
 from ingest.errors import BadRowsOverLimit, DamagedArchive, SourceFileError
+from ingest.stages import jsonl
 from ingest.stages.formats import detect
 from ingest.stages.profile import profile_file
 from ingest.stages.stream import zstd
@@ -211,6 +212,47 @@ def test_a_line_that_is_not_json_is_a_bad_row_with_its_line(
     assert kept[1][2] == "a JSON list, not an object" and kept[0][3] == "{oops"
     ids = _select(pg_conn, pg_schema, "select count(*), sum(id) from {}.t")
     assert ids == [(2_998, sum(range(3_000)) - 1_500 - 1_501)]
+
+
+def test_nan_infinity_and_overflowing_numbers_are_bad_rows_by_line(
+    tmp_path: Path, pg_schema: str, database_url: str, pg_conn: Conn
+) -> None:
+    """`NaN`, `-Infinity` and `1e400` are JSON to Python's parser, not to polars' (nor to the
+    JSON standard): bad rows by line, in the sampled head too; the rest load in order."""
+    lines = [json.dumps({"id": i, "v": f"x{i}"}) for i in range(20_000)]
+    lines[6] = '{"id": 6, "v": NaN}'
+    lines[8_999] = "{oops"
+    lines[14_999] = '{"id": 14999, "v": -Infinity}'
+    lines[17_999] = '{"id": 17999, "v": 1e400}'
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = _load(tmp_path, path, pg_schema, database_url, "validation_data: {max_bad_rows: 4}")
+    assert (report.rows_loaded, report.rows_rejected) == (19_996, 4)
+    kept = _rejected(pg_conn, pg_schema, report.run_id, "row_number, reason")
+    assert kept == [
+        (7, "not JSON (NaN is not a JSON number)"),
+        (9_000, "not JSON (Expecting property name enclosed in double quotes at character 2)"),
+        (15_000, "not JSON (-Infinity is not a JSON number)"),
+        (18_000, "not JSON (1e400 is out of range)"),
+    ]
+    got = _select(pg_conn, pg_schema, "select count(*), sum(id) from {}.t")
+    assert got == [(19_996, sum(range(20_000)) - 6 - 8_999 - 14_999 - 17_999)]
+    order = _select(pg_conn, pg_schema, "select id from {}.t where id between 5 and 8 order by id")
+    assert order == [(5,), (7,), (8,)]
+
+
+def test_lines_polars_cannot_read_are_found_by_halving_the_piece() -> None:
+    """Lines polars refuses among good ones: each found and named, the others kept in order,
+    in far fewer reads than one a line."""
+    good = [json.dumps({"id": i}).encode() for i in range(1_000)]
+    lines = [*good[:10], b"{oops", *good[10:700], b"[1", *good[700:]]
+    rows = list(range(1, len(lines) + 1))
+    bad: list[tuple[int, str, str]] = []
+    frames, kept = jsonl._readable(lines, rows, {"id": pl.String()}, bad)
+    assert [b[0] for b in bad] == [11, 702] and all("not readable" in b[1] for b in bad)
+    assert pl.concat(frames)["id"].to_list() == [str(i) for i in range(1_000)]
+    assert kept == [r for r in rows if r not in (11, 702)]
+    assert len(frames) < 40  # halving: pieces around two bad lines, not a thousand reads
 
 
 @pytest.mark.parametrize("bad_line", [False, True])
