@@ -21,7 +21,7 @@ from ingest.stages import remote
 from tests.launch import command
 from tests.stages.remote_data import config, frame, same_values, table_rows, text_of, upload
 from tests.stages.remote_servers import BUCKET, KEY_ID, SECRET, S3Server, checking_s3, s3_server
-from tests.test_format_memory import cli, write_big_gzip
+from tests.test_format_memory import cli, write_big_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_an_s3_gzip_csv_several_times_the_budget_loads_within_it(
     own); 250MB is below what the plan itself estimates for the base and the smallest batch.
     """
     local = tmp_path / "big.csv.gz"
-    rows = write_big_gzip(local, 260 << 20)
+    rows = write_big_csv(local, 260 << 20)
     s3.client().upload_file(str(local), BUCKET, "big/lines.csv.gz")
     local.unlink()
     url = f"s3://{BUCKET}/big/lines.csv.gz"
