@@ -111,15 +111,21 @@ def _write_big_arrow(path: Path, frame_bytes: int) -> int:
     return rows
 
 
-def _loads_within_the_budget(
-    tmp_path: Path, data: Path, rows: int, schema: str, url: str, conn: Conn
-) -> dict[str, Any]:
-    """Load `data` under the budget: read in batches, every row, peak RSS within the budget."""
+def _config(tmp_path: Path, data: Path, schema: str, url: str) -> Path:
+    """A config replacing table `t` in `schema` from `data`, its ledger in the same schema."""
     cfg = tmp_path / "config.yml"
     cfg.write_text(
         f"database: {{schema: {schema}, metadata_schema: {schema}, url: '{url}'}}\n"
         f"sources:\n  s: {{input_path: '{data}', table_name: t, if_table_exists: replace}}\n"
     )
+    return cfg
+
+
+def _loads_within_the_budget(
+    tmp_path: Path, data: Path, rows: int, schema: str, url: str, conn: Conn
+) -> dict[str, Any]:
+    """Load `data` under the budget: read in batches, every row, peak RSS within the budget."""
+    cfg = _config(tmp_path, data, schema, url)
     done = cli("--config", str(cfg), "--json", "--memory-limit", f"{BUDGET_MB}MB")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -220,11 +226,7 @@ def test_no_load_imports_pandas(
     under 300MB where it now peaks at 275."""
     data = tmp_path / name
     rows = _write_small(data)
-    cfg = tmp_path / "config.yml"
-    cfg.write_text(
-        f"database: {{schema: {pg_schema}, metadata_schema: {pg_schema}, url: '{database_url}'}}\n"
-        f"sources:\n  s: {{input_path: '{data}', table_name: t, if_table_exists: replace}}\n"
-    )
+    cfg = _config(tmp_path, data, pg_schema, database_url)
     argv = ["--config", str(cfg), "--json", "--strategy", strategy]
     done = subprocess.run(
         [sys.executable, "-c", _WATCH_PANDAS, *argv],
